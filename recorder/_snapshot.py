@@ -1,0 +1,131 @@
+"""Copying a parameter off its device into a reusable host buffer, without importing torch.
+
+A torch tensor is recognised by duck typing; when one is passed, torch is already imported, so
+``sys.modules["torch"]`` gives the module. On CUDA the copy is asynchronous: a device-side clone on
+the training stream (so the next optimizer step cannot race it), then a non-blocking copy into
+pinned host memory on a side stream. The writer thread waits for that copy's event, not the loop.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+import numpy as np
+
+from tokendyn.errors import RecorderError
+from tokendyn.format import STORAGE_DTYPES
+
+_TORCH_DTYPES = {"torch.float32": "float32", "torch.float16": "float16", "torch.bfloat16": "bfloat16"}
+
+
+def _is_torch_tensor(x: Any) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
+
+
+def logical_dtype(x: Any) -> str:
+    """Return ``"float32"``, ``"float16"`` or ``"bfloat16"`` for a tensor or array; else raise."""
+    if _is_torch_tensor(x):
+        name = str(x.dtype)
+        if name in _TORCH_DTYPES:
+            return _TORCH_DTYPES[name]
+        raise RecorderError(f"cannot record a tensor of dtype {name}; use float32, float16 or bfloat16")
+    dtype = np.asarray(x).dtype
+    if dtype.name in STORAGE_DTYPES:
+        return dtype.name
+    raise RecorderError(f"cannot record an array of dtype {dtype}; use float32, float16 or bfloat16")
+
+
+def shape_of(x: Any) -> tuple[int, ...]:
+    return tuple(int(s) for s in x.shape)
+
+
+def _host_view(x: Any) -> np.ndarray:
+    """The value's bits as a numpy array of the storage dtype (no copy when possible)."""
+    if _is_torch_tensor(x):
+        torch = sys.modules["torch"]
+        t = x.detach()
+        if t.device.type != "cpu":
+            t = t.to("cpu")
+        if t.dtype == torch.bfloat16:
+            return t.view(torch.int16).numpy().view(np.uint16)
+        return t.numpy()
+    a = np.asarray(x)
+    if a.dtype.name == "bfloat16":
+        return a.view(np.uint16)
+    return a
+
+
+class Slot:
+    """One reusable host buffer holding a frame of one variable."""
+
+    def __init__(self, array: np.ndarray, pinned: Any = None, staging: Any = None, event: Any = None):
+        self.array = array
+        self.pinned = pinned
+        self.staging = staging
+        self.event = event
+        self.pending = False
+
+    def ready(self) -> np.ndarray:
+        """Wait until the copy into this slot has landed; return the host array."""
+        if self.event is not None and self.pending:
+            self.event.synchronize()
+            self.pending = False
+        return self.array
+
+
+class SlotPool:
+    """A fixed set of host buffers for one variable: the recorder's memory bound.
+
+    ``acquire`` blocks while every slot is waiting to be written; that back-pressure keeps memory
+    bounded whatever the run's length.
+    """
+
+    def __init__(self, n_slots: int, shape: tuple[int, ...], dtype: str, example: Any):
+        self.shape = shape
+        self.dtype = dtype
+        self._free: list[Slot] = []
+        self._cond = threading.Condition()
+        self._cuda = _is_torch_tensor(example) and example.device.type == "cuda"
+        self._stream = None
+        storage = STORAGE_DTYPES[dtype]
+        for _ in range(n_slots):
+            if self._cuda:
+                torch = sys.modules["torch"]
+                tdtype = torch.int16 if dtype == "bfloat16" else example.dtype
+                pinned = torch.empty(shape, dtype=tdtype, pin_memory=True)
+                staging = torch.empty(shape, dtype=example.dtype, device=example.device)
+                event = torch.cuda.Event()
+                array = pinned.numpy().view(storage)
+                self._free.append(Slot(array, pinned, staging, event))
+            else:
+                self._free.append(Slot(np.empty(shape, dtype=storage)))
+        if self._cuda:
+            self._stream = sys.modules["torch"].cuda.Stream(device=example.device)
+
+    def acquire(self, timeout: float | None = None) -> Slot | None:
+        """Take a free slot, waiting up to ``timeout`` seconds (None: forever)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: bool(self._free), timeout):
+                return None
+            return self._free.pop()
+
+    def release(self, slot: Slot) -> None:
+        with self._cond:
+            self._free.append(slot)
+            self._cond.notify()
+
+    def copy_into(self, slot: Slot, x: Any) -> None:
+        """Copy ``x`` into ``slot``; on CUDA only enqueue the copy."""
+        if self._cuda and _is_torch_tensor(x) and x.device.type == "cuda":
+            torch = sys.modules["torch"]
+            src = x.detach()
+            slot.staging.copy_(src)  # ordered on the training stream, before any later update
+            self._stream.wait_stream(torch.cuda.current_stream(src.device))
+            with torch.cuda.stream(self._stream):
+                staged = slot.staging.view(torch.int16) if src.dtype == torch.bfloat16 else slot.staging
+                slot.pinned.copy_(staged, non_blocking=True)
+                slot.event.record(self._stream)
+            slot.pending = True
+        else:
+            np.copyto(slot.array, _host_view(x), casting="no")

@@ -1,0 +1,461 @@
+"""The recorder: stream frames of W (and E) from a training loop into a W-movie.
+
+The copy off the device happens in :meth:`Recorder.capture`; the HDF5 write happens on a background
+thread. Memory is bounded by ``buffer_frames`` host buffers per variable whatever the run's length.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import queue
+import threading
+import time as _time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import h5py
+import numpy as np
+
+from tokendyn import format as fmt
+from tokendyn.errors import RecorderError
+
+from tokendyn.layout import complete_frames, config_json, create_layout, frame_axis_names
+from ._snapshot import Slot, SlotPool, logical_dtype, shape_of
+from .schedule import Schedule, parse_schedule
+
+_STOP = object()
+
+
+def _software() -> str:
+    from tokendyn._version import __version__
+
+    return f"tokendyn {__version__}"
+
+
+@dataclass
+class _Frame:
+    index: int
+    step: int
+    time: float
+    scalars: dict[str, float]
+    slots: dict[str, Slot] = field(default_factory=dict)
+
+
+def _token_classes(token_class: Any, n_tokens: int, path: str) -> np.ndarray:
+    if token_class is None:
+        return np.zeros(n_tokens, dtype=np.uint8)
+    arr = np.asarray(token_class)
+    if arr.dtype.kind in "US":
+        arr = np.array([fmt.class_code(str(c)) for c in arr], dtype=np.uint8)
+    arr = arr.astype(np.int64)
+    if arr.shape != (n_tokens,):
+        raise RecorderError(f"token_class has shape {arr.shape}, expected ({n_tokens},)", path)
+    if arr.min(initial=0) < 0 or arr.max(initial=0) > fmt.CLASS_PHANTOM:
+        raise RecorderError("token_class values must be 0 (live), 1 (dead) or 2 (phantom)", path)
+    return arr.astype(np.uint8)
+
+
+class Recorder:
+    """Write a W-movie frame by frame, from any training loop.
+
+    Parameters
+    ----------
+    path
+        The movie file to create (``.h5``).
+    token_class
+        Per-token class, codes 0/1/2 or names ``"live"``/``"dead"``/``"phantom"``; default all live.
+    token_text, token_count
+        Optional per-token text (empty for phantoms) and occurrence count in the training data.
+    config
+        Run configuration (dict, dataclass or JSON text), stored as JSON in the ``config`` attribute.
+    title, seed
+        Optional root attributes.
+    schedule
+        Which steps become frames: ``None``/``1`` every step, an int N, ``"dense:K,every:M"``,
+        ``"steps:..."``, a list of steps, or a :mod:`recorder.schedule` object.
+    scalars
+        Names of the per-frame scalars, known in advance. If omitted, the scalars passed to the
+        first :meth:`capture` are used; a new name after that is an error (the layout is fixed
+        once live readers may be attached).
+    flush_every, flush_seconds
+        Flush to disk every N frames or T seconds, whichever comes first. A killed run keeps
+        every frame flushed before the kill.
+    buffer_frames
+        Host buffers per variable: the memory bound. ``capture`` waits when all are in flight.
+    compression
+        ``None`` (default, fastest), ``"gzip"`` (level 1 + shuffle; netCDF-compatible) or ``"lzf"``.
+    overwrite
+        Replace an existing file at ``path``; otherwise an existing file is an error.
+    resume_after
+        Open an existing movie and continue it: frames with ``step > resume_after`` are dropped
+        and later captures must have larger steps.
+    swmr
+        Write in HDF5 single-writer/multiple-reader mode so other processes can read while the
+        run records (default). After a crash such a file opens with tokendyn (or after
+        ``tokendyn repair``).
+
+    Examples
+    --------
+    >>> with Recorder("run.h5", token_class=cls, config=cfg) as rec:  # doctest: +SKIP
+    ...     for step in range(steps + 1):
+    ...         rec.capture(step, W=model.wte.weight, loss=loss, lr=lr)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        token_class: Any = None,
+        token_text: Sequence[str] | None = None,
+        token_count: Any = None,
+        config: Any = None,
+        title: str | None = None,
+        seed: int | None = None,
+        schedule: Schedule | int | str | Iterable[int] | None = None,
+        scalars: Iterable[str] | None = None,
+        flush_every: int = 10,
+        flush_seconds: float = 5.0,
+        buffer_frames: int = 4,
+        compression: str | None = fmt.DEFAULT_COMPRESSION,
+        overwrite: bool = False,
+        resume_after: int | None = None,
+        swmr: bool = True,
+    ):
+        self.path = os.fspath(path)
+        self.schedule = parse_schedule(schedule)
+        self._token_class = token_class
+        self._token_text = None if token_text is None else [str(t) for t in token_text]
+        self._token_count = None if token_count is None else np.asarray(token_count, dtype=np.int64)
+        self._config = config_json(config)
+        self._title = title
+        self._seed = seed
+        self._scalars = None if scalars is None else list(scalars)
+        if flush_every < 1 or flush_seconds <= 0 or buffer_frames < 1:
+            raise RecorderError("flush_every, flush_seconds and buffer_frames must be positive", path)
+        self.flush_every = int(flush_every)
+        self.flush_seconds = float(flush_seconds)
+        self.buffer_frames = int(buffer_frames)
+        self.compression = compression
+        self.swmr = swmr
+        self._file: h5py.File | None = None
+        self._pools: dict[str, SlotPool] = {}
+        self._matrices: dict[str, tuple[tuple[int, ...], str]] = {}
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+        self._t0 = _time.monotonic()
+        self._time_offset = 0.0
+        self._last_step = -1
+        self._n_frames = 0  # frames handed to the writer
+        self.frames_written = 0  # frames the writer has completed
+        self._resume_after = resume_after
+        parent = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(parent):
+            raise RecorderError(f"the folder {parent} does not exist", self.path)
+        if resume_after is not None:
+            self._open_for_resume(int(resume_after))
+        elif os.path.exists(self.path):
+            if not overwrite:
+                raise RecorderError("a file already exists here; pass overwrite=True to replace it", self.path)
+            try:
+                os.remove(self.path)
+            except OSError as exc:
+                raise RecorderError(f"cannot replace the existing file: {exc}", self.path) from None
+        if not os.access(parent, os.W_OK):
+            raise RecorderError(f"the folder {parent} is not writable", self.path)
+
+    # ------------------------------------------------------------------ public API
+    def wants(self, step: int) -> bool:
+        """Whether ``step`` is on the schedule (and after the last recorded step)."""
+        return step in self.schedule and step > self._last_step
+
+    def capture(self, step: int, *, W: Any, E: Any = None, time: float | None = None, **scalars: Any) -> bool:
+        """Record a frame at optimizer step ``step`` if the schedule wants it.
+
+        ``W`` (and ``E`` for an untied unembedding) may be torch tensors on any device or numpy
+        arrays (float32, float16 or bfloat16). Scalars may be Python numbers, numpy scalars or
+        0-d tensors. Returns whether a frame was recorded. Only the copy off the device happens
+        here; the write is done by a background thread.
+        """
+        self._raise_pending()
+        if self._closed:
+            raise RecorderError("capture() after close()", self.path)
+        step = int(step)
+        if step <= self._last_step:
+            raise RecorderError(
+                f"steps must strictly increase: got {step} after {self._last_step}", self.path
+            )
+        if step not in self.schedule:
+            return False
+        matrices = {"W": W} if E is None else {"W": W, "E": E}
+        if self._file is None:
+            self._start(matrices, scalars)
+        if set(matrices) != set(self._matrices):
+            raise RecorderError(
+                f"this movie records {sorted(self._matrices)}; got {sorted(matrices)}", self.path
+            )
+        unknown = set(scalars) - set(self._scalars or ())
+        if unknown:
+            raise RecorderError(
+                f"scalar(s) {sorted(unknown)} were not declared; pass scalars=[...] to Recorder "
+                "or give every scalar at the first capture",
+                self.path,
+            )
+        for name, x in matrices.items():
+            shape, dtype = self._matrices[name]
+            if shape_of(x) != shape or logical_dtype(x) != dtype:
+                raise RecorderError(
+                    f"{name} changed from {dtype}{list(shape)} to {logical_dtype(x)}{list(shape_of(x))}",
+                    self.path,
+                )
+        values = {k: float(v.item() if hasattr(v, "item") else v) for k, v in scalars.items()}
+        when = (_time.monotonic() - self._t0 + self._time_offset) if time is None else float(time)
+        frame = _Frame(self._n_frames, step, when, values)
+        for name, x in matrices.items():
+            pool = self._pools.get(name)
+            if pool is None:
+                shape, dtype = self._matrices[name]
+                pool = self._pools[name] = SlotPool(self.buffer_frames, shape, dtype, x)
+            slot = self._acquire(pool)
+            pool.copy_into(slot, x)
+            frame.slots[name] = slot
+        self._queue.put(frame)
+        self._n_frames += 1
+        self._last_step = step
+        return True
+
+    def flush(self) -> None:
+        """Block until every captured frame is written and flushed to disk."""
+        if self._thread is None:
+            return
+        done = threading.Event()
+        self._queue.put(done)
+        while not done.wait(0.1):
+            if not self._thread.is_alive():
+                break
+        self._raise_pending()
+
+    def close(self) -> None:
+        """Write every pending frame, flush and close the file. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+        if self._file is None and self._error is None:
+            raise RecorderError("closed before any frame was captured; no movie was written", self.path)
+        self._raise_pending()
+
+    def __enter__(self) -> "Recorder":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:  # keep every frame captured so far; do not mask the loop's own exception
+            self.close()
+        except RecorderError:
+            pass
+
+    @property
+    def last_step(self) -> int:
+        """The last step captured (-1 before the first frame)."""
+        return self._last_step
+
+    # ------------------------------------------------------------------ internals
+    def _acquire(self, pool: SlotPool) -> Slot:
+        while True:
+            self._raise_pending()
+            slot = pool.acquire(timeout=0.2)
+            if slot is not None:
+                return slot
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            err = self._error
+            if isinstance(err, RecorderError):
+                raise err
+            raise RecorderError(f"writing the movie failed: {err}", self.path) from err
+
+    def _open_for_resume(self, after: int) -> None:
+        if not os.path.exists(self.path):
+            raise RecorderError("cannot resume: the movie does not exist", self.path)
+        try:
+            f = h5py.File(self.path, "r+", libver="latest")
+        except OSError as exc:
+            raise RecorderError(
+                f"cannot open the movie to resume ({exc}); if the run crashed, run "
+                f"'tokendyn repair {self.path}' first",
+                self.path,
+            ) from None
+        steps = f[fmt.STEP][...]
+        n = complete_frames(steps)
+        keep = int(np.searchsorted(steps[:n], after, side="right"))
+        for name in frame_axis_names(f):
+            f[name].resize(keep, axis=0)
+        self._matrices = {
+            name: (tuple(f[name].shape[1:]), str(f[name].attrs["dtype"]))
+            for name in fmt.MATRIX_VARIABLES
+            if name in f
+        }
+        self._scalars = [name for name in frame_axis_names(f) if name not in fmt.RESERVED_NAMES]
+        self._last_step = int(steps[keep - 1]) if keep else -1
+        if keep:
+            last_time = float(f[fmt.TIME][keep - 1])
+            self._time_offset = 0.0 if np.isnan(last_time) else last_time
+        self._n_frames = self.frames_written = keep
+        f.flush()
+        self._file = f
+        self._launch()
+
+    def _start(self, matrices: Mapping[str, Any], scalars: Mapping[str, Any]) -> None:
+        for name, x in matrices.items():
+            shape = shape_of(x)
+            if len(shape) != 2:
+                raise RecorderError(f"{name} must be a 2-D (token, dim) matrix, got shape {list(shape)}", self.path)
+            self._matrices[name] = (shape, logical_dtype(x))
+        n_tokens, n_dims = self._matrices["W"][0]
+        for name, (shape, _) in self._matrices.items():
+            if shape != (n_tokens, n_dims):
+                raise RecorderError(f"{name} has shape {list(shape)} but W has {[n_tokens, n_dims]}", self.path)
+        if self._scalars is None:
+            self._scalars = list(scalars)
+        bad = [s for s in self._scalars if s in fmt.RESERVED_NAMES]
+        if bad:
+            raise RecorderError(f"scalar name(s) {bad} are reserved by the format", self.path)
+        classes = _token_classes(self._token_class, n_tokens, self.path)
+        if self._token_text is not None and len(self._token_text) != n_tokens:
+            raise RecorderError(f"token_text has {len(self._token_text)} entries, expected {n_tokens}", self.path)
+        if self._token_count is not None and self._token_count.shape != (n_tokens,):
+            raise RecorderError(f"token_count has shape {self._token_count.shape}, expected ({n_tokens},)", self.path)
+        try:
+            f = h5py.File(self.path, "w-", libver="latest")
+        except OSError as exc:
+            raise RecorderError(f"cannot create the movie: {exc}", self.path) from None
+        try:
+            create_layout(
+                f,
+                n_tokens=n_tokens,
+                n_dims=n_dims,
+                matrices={k: v[1] for k, v in self._matrices.items()},
+                scalars=self._scalars,
+                token_class=classes,
+                token_text=self._token_text,
+                token_count=self._token_count,
+                attrs={
+                    "format": fmt.FORMAT_NAME,
+                    "format_version": fmt.FORMAT_VERSION,
+                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "software": _software(),
+                    "config": self._config,
+                    "title": self._title,
+                    "seed": self._seed,
+                },
+                compression=self.compression,
+            )
+        except ValueError as exc:
+            f.close()
+            os.remove(self.path)
+            raise RecorderError(str(exc), self.path) from None
+        f.flush()
+        self._file = f
+        self._launch()
+
+    def _launch(self) -> None:
+        assert self._file is not None
+        self._frame_axis = frame_axis_names(self._file)
+        if self.swmr:
+            self._file.swmr_mode = True
+        self._thread = threading.Thread(target=self._writer_loop, name="tokendyn-recorder", daemon=True)
+        self._thread.start()
+
+    def _writer_loop(self) -> None:
+        f = self._file
+        assert f is not None
+        names = self._frame_axis
+        last_flush = _time.monotonic()
+        unflushed = 0
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _STOP:
+                    break
+                if isinstance(item, threading.Event):
+                    f.flush()
+                    unflushed = 0
+                    item.set()
+                    continue
+                self._write_frame(f, names, item)
+                unflushed += 1
+                if unflushed >= self.flush_every or _time.monotonic() - last_flush >= self.flush_seconds:
+                    f.flush()
+                    unflushed = 0
+                    last_flush = _time.monotonic()
+            f.flush()
+            f.close()
+        except BaseException as exc:  # noqa: BLE001 - surfaced on the caller's next call
+            self._error = self._describe(exc)
+            self._rollback(f, names)
+            self._drain()
+
+    def _write_frame(self, f: h5py.File, names: list[str], frame: _Frame) -> None:
+        n = frame.index
+        try:
+            for name in names:
+                f[name].resize(n + 1, axis=0)
+            for name, slot in frame.slots.items():
+                data = slot.ready()
+                f[name][n] = data
+                f[fmt.NONFINITE[name]][n] = fmt.count_nonfinite(data, self._matrices[name][1])
+            for name in self._scalars or ():
+                f[name][n] = frame.scalars.get(name, np.nan)
+            f[fmt.TIME][n] = frame.time
+            f[fmt.DIM_FRAME][n] = n
+            f[fmt.STEP][n] = frame.step  # last: the frame is complete once its step is written
+        finally:
+            for name, slot in frame.slots.items():
+                self._pools[name].release(slot)
+        self.frames_written = n + 1
+
+    def _describe(self, exc: BaseException) -> RecorderError:
+        text = str(exc)
+        if "No space" in text or "ENOSPC" in text or "File too large" in text or "errno = 28" in text or "errno = 27" in text:
+            return RecorderError(
+                f"the disk is full; the movie keeps the {self.frames_written} frames written before ({text})",
+                self.path,
+            )
+        return RecorderError(
+            f"writing frame {self.frames_written} failed: {text}; the movie keeps the "
+            f"{self.frames_written} frames written before",
+            self.path,
+        )
+
+    def _rollback(self, f: h5py.File, names: list[str]) -> None:
+        """Shrink every frame-axis dataset to the last complete frame and close the file."""
+        try:
+            for name in names:
+                if f[name].shape[0] > self.frames_written:
+                    f[name].resize(self.frames_written, axis=0)
+            f.flush()
+        except Exception:  # noqa: BLE001 - best effort; readers drop incomplete frames anyway
+            pass
+        try:
+            f.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _drain(self) -> None:
+        """Release the buffers of frames that will never be written, so capture() cannot hang."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Frame):
+                for name, slot in item.slots.items():
+                    self._pools[name].release(slot)
+            elif isinstance(item, threading.Event):
+                item.set()

@@ -1,0 +1,205 @@
+"""Reading W-movies: :func:`open_movie` gives a lazy, dask-backed :class:`xarray.Dataset`.
+
+Nothing of ``W`` is read at open. Each dask task opens the file itself (by path) and reads one block
+of frames, so a Dataset can be pickled to dask.distributed workers: no HDF5 handle travels.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from typing import Any, Mapping
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from . import format as fmt
+from ._h5 import attr_text, movie_file, open_readonly
+from .errors import MovieFormatError
+from .layout import complete_frames
+
+DEFAULT_CHUNK_BYTES = 64 * 2**20
+
+
+class H5Block:
+    """A picklable, lazily opened view of one movie variable for :func:`dask.array.from_array`.
+
+    Every read opens the file read-only (SWMR-read when ``swmr``) and closes it again, so a dataset
+    built on it travels to other processes as a path and a name.
+    """
+
+    def __init__(self, path: str, name: str, shape: tuple[int, ...], dtype: np.dtype, swmr: bool):
+        self.path = path
+        self.name = name
+        self.shape = shape
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(shape)
+        self.swmr = swmr
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        f = open_readonly(self.path, swmr=True if self.swmr else None)
+        try:
+            dset = f[self.name]
+            if self.swmr:
+                dset.refresh()
+            return np.asarray(dset[key])
+        finally:
+            f.close()
+
+    def __repr__(self) -> str:
+        return f"H5Block({self.path!r}, {self.name!r}, shape={self.shape})"
+
+
+def _frame_chunks(chunks: Any, frame_bytes: int, n_frames: int) -> int:
+    if chunks is None:
+        return max(1, min(n_frames, DEFAULT_CHUNK_BYTES // max(frame_bytes, 1)))
+    if isinstance(chunks, Mapping):
+        chunks = chunks.get(fmt.DIM_FRAME, None)
+        return _frame_chunks(chunks, frame_bytes, n_frames)
+    k = int(chunks)
+    if k < 1:
+        raise ValueError(f"chunks must be a positive number of frames, got {chunks!r}")
+    return min(k, n_frames)
+
+
+def _decode_bf16(block: np.ndarray) -> np.ndarray:
+    return fmt.bf16_bits_to_float32(block)
+
+
+def _matrix(path: str, f: Any, name: str, n: int, frames_per_chunk: int, swmr: bool) -> dict[str, xr.Variable]:
+    dset = f[name]
+    logical = attr_text(dset.attrs.get("dtype", dset.dtype.name))
+    if logical not in fmt.STORAGE_DTYPES:
+        raise MovieFormatError(f"{name} has unsupported dtype {logical!r}", path)
+    shape = (n,) + tuple(dset.shape[1:])
+    source = H5Block(path, name, shape, dset.dtype, swmr)
+    raw = da.from_array(source, chunks=(frames_per_chunk, -1, -1), lock=False, asarray=True, name=f"tokendyn-{name}-{path}-{n}")
+    dims = (fmt.DIM_FRAME, fmt.DIM_TOKEN, fmt.DIM_DIM)
+    out: dict[str, xr.Variable] = {}
+    attrs = {"long_name": attr_text(dset.attrs.get("long_name", name)), "stored_dtype": logical}
+    if logical == "bfloat16":
+        decoded = raw.map_blocks(_decode_bf16, dtype=np.float32)
+        out[name] = xr.Variable(dims, decoded, attrs)
+        out[f"{name}_bits"] = xr.Variable(
+            dims, raw, {"long_name": f"raw bfloat16 bit patterns of {name}", "dtype": "bfloat16"}
+        )
+    elif logical == "float16":
+        out[name] = xr.Variable(dims, raw.astype(np.float32), attrs)
+    else:
+        out[name] = xr.Variable(dims, raw, attrs)
+    return out
+
+
+def open_movie(
+    path: str | os.PathLike,
+    *,
+    chunks: int | Mapping[str, int] | None = None,
+    live: bool = False,
+) -> xr.Dataset:
+    """Open a W-movie as a lazy :class:`xarray.Dataset`.
+
+    Parameters
+    ----------
+    path
+        The movie file. It is opened read-only and never modified. A movie whose writer crashed
+        (an SWMR file left with its consistency flags set) opens too.
+    chunks
+        Frames per dask chunk (an int or ``{"frame": k}``); default: about 64 MiB of decoded
+        float32 per chunk.
+    live
+        Read through HDF5 SWMR so a run that is still recording can be followed: call
+        :func:`refresh` (or ``ds.movie.refresh()``) to pick up frames written since.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``W`` (and ``E``) as float32 ``(frame, token, dim)`` dask arrays decoded lazily; for a
+        bfloat16 movie the raw bit patterns stay reachable as ``W_bits`` (uint16, the same lazy
+        selection rules), which is what lattice analyses read. Coordinates ``frame``, ``step``,
+        ``token``, ``token_class`` (and ``token_text``, ``token_count``); per-frame scalars
+        (``time``, ``loss``, ...) as variables; file attributes in ``attrs`` with ``config``
+        parsed from JSON. Only complete frames (``step`` written) are shown.
+
+    Raises
+    ------
+    tokendyn.MovieError
+        Missing, non-HDF5, truncated or locked file.
+    tokendyn.MovieFormatError
+        An HDF5 file that is not a valid W-movie, or one with zero complete frames.
+    tokendyn.MovieVersionError
+        A newer major version of the format.
+    """
+    path = os.path.abspath(os.fspath(path))
+    with movie_file(path, swmr=True if live else None) as f:
+        swmr = live or bool(getattr(f, "swmr_mode", False))
+        for required in (fmt.STEP, "W", fmt.TOKEN_CLASS):
+            if required not in f:
+                raise MovieFormatError(f"the movie has no {required!r} variable", path)
+        step_all = f[fmt.STEP][...]
+        n = complete_frames(step_all)
+        if n == 0:
+            raise MovieFormatError("the movie holds zero complete frames", path)
+        w = f["W"]
+        if w.ndim != 3 or w.shape[0] < n:
+            raise MovieFormatError(f"W has shape {w.shape}; expected ({n}, token, dim) or more frames", path)
+        n_tokens, n_dims = w.shape[1], w.shape[2]
+        per_chunk = _frame_chunks(chunks, n_tokens * n_dims * 4, n)
+        data_vars: dict[str, xr.Variable] = {}
+        for name in fmt.MATRIX_VARIABLES:
+            if name in f:
+                if f[name].shape[1:] != (n_tokens, n_dims):
+                    raise MovieFormatError(f"{name} has shape {f[name].shape[1:]} but W has {(n_tokens, n_dims)}", path)
+                data_vars.update(_matrix(path, f, name, n, per_chunk, swmr))
+        coords: dict[str, Any] = {
+            fmt.DIM_FRAME: (fmt.DIM_FRAME, np.arange(n, dtype=np.int64)),
+            fmt.STEP: (fmt.DIM_FRAME, step_all[:n].astype(np.int64), {"long_name": "optimizer step"}),
+            fmt.DIM_TOKEN: (fmt.DIM_TOKEN, np.arange(n_tokens, dtype=np.int64)),
+            fmt.DIM_DIM: (fmt.DIM_DIM, np.arange(n_dims, dtype=np.int64)),
+        }
+        tc = f[fmt.TOKEN_CLASS]
+        coords[fmt.TOKEN_CLASS] = (
+            fmt.DIM_TOKEN,
+            tc[...].astype(np.uint8),
+            {"flag_values": list(fmt.FLAG_VALUES), "flag_meanings": fmt.FLAG_MEANINGS},
+        )
+        if fmt.TOKEN_TEXT in f:
+            text = f[fmt.TOKEN_TEXT].asstr()[...]
+            coords[fmt.TOKEN_TEXT] = (fmt.DIM_TOKEN, np.asarray(text, dtype=object))
+        if fmt.TOKEN_COUNT in f:
+            coords[fmt.TOKEN_COUNT] = (fmt.DIM_TOKEN, f[fmt.TOKEN_COUNT][...].astype(np.int64))
+        nonfinite = 0
+        for key, obj in f.items():
+            if key in fmt.RESERVED_NAMES and key != fmt.TIME or key in data_vars:
+                if key in fmt.NONFINITE.values():
+                    nonfinite += int(np.clip(obj[:n], 0, None).sum())
+                continue
+            if getattr(obj, "ndim", 0) == 1 and obj.shape[0] >= n and key != fmt.DIM_FRAME:
+                try:
+                    attached = obj.dims[0][0].name == "/" + fmt.DIM_FRAME
+                except (IndexError, RuntimeError, KeyError):
+                    attached = False
+                if attached:
+                    attrs = {k: attr_text(v) for k, v in obj.attrs.items() if k not in ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME")}
+                    data_vars[key] = xr.Variable((fmt.DIM_FRAME,), obj[:n], attrs)
+        attrs = {k: attr_text(v) for k, v in f.attrs.items()}
+        if "config" in attrs:
+            try:
+                attrs["config"] = json.loads(attrs["config"])
+            except (TypeError, ValueError):
+                raise MovieFormatError("the config attribute is not valid JSON", path) from None
+    ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    ds.encoding["source"] = path
+    ds.encoding["tokendyn"] = {"chunks": chunks, "live": live}
+    if nonfinite:
+        warnings.warn(f"{path}: the movie holds {nonfinite} NaN/Inf matrix entries", RuntimeWarning, stacklevel=2)
+    return ds
+
+
+def refresh(ds: xr.Dataset) -> xr.Dataset:
+    """Re-open a movie opened by :func:`open_movie`, picking up frames written since."""
+    source = ds.encoding.get("source")
+    if source is None:
+        raise MovieFormatError("this Dataset was not opened by tokendyn.open_movie; cannot refresh")
+    opts = ds.encoding.get("tokendyn", {})
+    return open_movie(source, chunks=opts.get("chunks"), live=opts.get("live", False))
