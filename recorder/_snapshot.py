@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from tokendyn.errors import RecorderError
-from tokendyn.format import STORAGE_DTYPES
+from tokendyn.format import STORAGE_DTYPES, BF16Bits
 
 _TORCH_DTYPES = {"torch.float32": "float32", "torch.float16": "float16", "torch.bfloat16": "bfloat16"}
 
@@ -30,6 +30,8 @@ def logical_dtype(x: Any) -> str:
         if name in _TORCH_DTYPES:
             return _TORCH_DTYPES[name]
         raise RecorderError(f"cannot record a tensor of dtype {name}; use float32, float16 or bfloat16")
+    if isinstance(x, BF16Bits):
+        return "bfloat16"
     dtype = np.asarray(x).dtype
     if dtype.name in STORAGE_DTYPES:
         return dtype.name
@@ -50,6 +52,8 @@ def _host_view(x: Any) -> np.ndarray:
         if t.dtype == torch.bfloat16:
             return t.view(torch.int16).numpy().view(np.uint16)
         return t.numpy()
+    if isinstance(x, BF16Bits):
+        return x.bits
     a = np.asarray(x)
     if a.dtype.name == "bfloat16":
         return a.view(np.uint16)

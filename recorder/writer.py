@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import queue
+import shutil
 import threading
 import time as _time
 from dataclasses import dataclass, field
@@ -93,6 +94,10 @@ class Recorder:
         Write in HDF5 single-writer/multiple-reader mode so other processes can read while the
         run records (default). After a crash such a file opens with tokendyn (or after
         ``tokendyn repair``).
+    reserve_bytes
+        Disk space set aside in ``<path>.reserve`` while recording. When the disk fills up, the
+        recorder stops, frees the reserve and uses it to close the movie cleanly with every frame
+        written so far; HDF5 cannot close a file when not one more byte fits.
 
     Examples
     --------
@@ -120,6 +125,7 @@ class Recorder:
         overwrite: bool = False,
         resume_after: int | None = None,
         swmr: bool = True,
+        reserve_bytes: int = 8 * 2**20,
     ):
         self.path = os.fspath(path)
         self.schedule = parse_schedule(schedule)
@@ -150,6 +156,8 @@ class Recorder:
         self._n_frames = 0  # frames handed to the writer
         self.frames_written = 0  # frames the writer has completed
         self._resume_after = resume_after
+        self.reserve_bytes = int(reserve_bytes)
+        self._reserve_path = self.path + ".reserve"
         parent = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(parent):
             raise RecorderError(f"the folder {parent} does not exist", self.path)
@@ -283,8 +291,9 @@ class Recorder:
     def _open_for_resume(self, after: int) -> None:
         if not os.path.exists(self.path):
             raise RecorderError("cannot resume: the movie does not exist", self.path)
+        self._make_reserve()
         try:
-            f = h5py.File(self.path, "r+", libver="latest")
+            f = h5py.File(self.path, "r+", libver="latest", rdcc_nbytes=0)
         except OSError as exc:
             raise RecorderError(
                 f"cannot open the movie to resume ({exc}); if the run crashed, run "
@@ -311,6 +320,29 @@ class Recorder:
         self._file = f
         self._launch()
 
+    def _make_reserve(self) -> None:
+        if self.reserve_bytes <= 0:
+            return
+        try:
+            with open(self._reserve_path, "wb") as fh:
+                fh.write(b"\0" * self.reserve_bytes)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            self._drop_reserve()
+            raise RecorderError(f"not enough disk space to start recording ({exc})", self.path) from None
+
+    def _drop_reserve(self) -> None:
+        try:
+            os.remove(self._reserve_path)
+        except FileNotFoundError:
+            pass
+
+    def _check_space(self, frame_bytes: int) -> None:
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(self.path))).free
+        if free < frame_bytes + 2**20:
+            raise OSError(28, f"No space left on device ({free} bytes free, a frame needs {frame_bytes})")
+
     def _start(self, matrices: Mapping[str, Any], scalars: Mapping[str, Any]) -> None:
         for name, x in matrices.items():
             shape = shape_of(x)
@@ -331,8 +363,11 @@ class Recorder:
             raise RecorderError(f"token_text has {len(self._token_text)} entries, expected {n_tokens}", self.path)
         if self._token_count is not None and self._token_count.shape != (n_tokens,):
             raise RecorderError(f"token_count has shape {self._token_count.shape}, expected ({n_tokens},)", self.path)
+        self._make_reserve()
         try:
-            f = h5py.File(self.path, "w-", libver="latest")
+            # No chunk cache: every chunk goes to disk inside its write call, so a failed write
+            # (a full disk) raises there instead of being lost in a later cache eviction.
+            f = h5py.File(self.path, "w-", libver="latest", rdcc_nbytes=0)
         except OSError as exc:
             raise RecorderError(f"cannot create the movie: {exc}", self.path) from None
         try:
@@ -396,14 +431,19 @@ class Recorder:
                     last_flush = _time.monotonic()
             f.flush()
             f.close()
+            self._drop_reserve()
         except BaseException as exc:  # noqa: BLE001 - surfaced on the caller's next call
-            self._error = self._describe(exc)
+            error = self._describe(exc)
+            self._drop_reserve()
             self._rollback(f, names)
+            self._error = error  # only now: the file is closed before the caller can exit
             self._drain()
 
     def _write_frame(self, f: h5py.File, names: list[str], frame: _Frame) -> None:
         n = frame.index
         try:
+            if self.reserve_bytes > 0:
+                self._check_space(sum(slot.array.nbytes for slot in frame.slots.values()))
             for name in names:
                 f[name].resize(n + 1, axis=0)
             for name, slot in frame.slots.items():
@@ -421,8 +461,11 @@ class Recorder:
         self.frames_written = n + 1
 
     def _describe(self, exc: BaseException) -> RecorderError:
-        text = str(exc)
-        if "No space" in text or "ENOSPC" in text or "File too large" in text or "errno = 28" in text or "errno = 27" in text:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        full_text = str(exc)
+        if getattr(exc, "errno", None) in (27, 28) or any(
+            hint in full_text for hint in ("No space", "File too large", "errno = 28", "errno = 27")
+        ):
             return RecorderError(
                 f"the disk is full; the movie keeps the {self.frames_written} frames written before ({text})",
                 self.path,

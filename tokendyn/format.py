@@ -92,6 +92,21 @@ def count_nonfinite(stored: np.ndarray, dtype: str) -> int:
     return int(stored.size - np.count_nonzero(np.isfinite(stored)))
 
 
+class BF16Bits:
+    """Raw bfloat16 bit patterns (uint16) marked as bfloat16, for writing without torch or ml_dtypes.
+
+    ``Recorder.capture(step, W=BF16Bits(bits))`` stores the bits as they are.
+    """
+
+    def __init__(self, bits: np.ndarray):
+        bits = np.asarray(bits)
+        if bits.dtype != np.uint16:
+            raise TypeError(f"BF16Bits needs a uint16 array, got {bits.dtype}")
+        self.bits = bits
+        self.shape = bits.shape
+        self.dtype = "bfloat16"
+
+
 def parse_version(text: str) -> tuple[int, int]:
     """Parse ``"major.minor"``; raise ValueError on anything else."""
     major, minor = str(text).split(".")

@@ -14,6 +14,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from . import accessor as _accessor  # noqa: F401  (registers ds.movie)
 from . import format as fmt
 from ._h5 import attr_text, movie_file, open_readonly
 from .errors import MovieFormatError

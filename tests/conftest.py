@@ -1,0 +1,56 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from recorder import Recorder
+from tokendyn.format import BF16Bits, float32_to_bf16_bits
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def random_bf16_frames(n_frames, n_tokens=64, n_dims=8, seed=0):
+    """Random walk frames as raw bf16 bits, covering signs, zeros and a wide exponent range."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 0.02, (n_tokens, n_dims)).astype(np.float32)
+    x[0] = 0.0
+    x[1] = rng.normal(0, 1e3, n_dims)
+    x[2] = -0.0
+    frames = []
+    for _ in range(n_frames):
+        frames.append(float32_to_bf16_bits(x))
+        x = x + rng.normal(0, 0.002, x.shape).astype(np.float32)
+    return np.stack(frames)
+
+
+def write_movie(path, frames_bits, *, steps=None, token_class=None, loss=True, **kwargs):
+    n, t, d = frames_bits.shape
+    steps = list(range(n)) if steps is None else steps
+    if token_class is None:
+        token_class = np.zeros(t, np.uint8)
+    with Recorder(path, token_class=token_class, config={"test": True}, **kwargs) as rec:
+        for i, s in enumerate(steps):
+            extra = {"loss": float(10 - i * 0.01)} if loss else {}
+            rec.capture(s, W=BF16Bits(frames_bits[i]), **extra)
+    return path
+
+
+@pytest.fixture
+def movie(tmp_path):
+    frames = random_bf16_frames(12)
+    cls = np.array([0] * 40 + [1] * 14 + [2] * 10, np.uint8)
+    path = write_movie(str(tmp_path / "m.h5"), frames, token_class=cls,
+                       token_text=[f"t{i}" if c != 2 else "" for i, c in enumerate(cls)],
+                       token_count=np.where(cls == 0, 5, 0))
+    return path, frames, cls
+
+
+def run_py(code, timeout=120, **kw):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kw)
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "tokendyn.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)

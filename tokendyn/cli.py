@@ -1,0 +1,152 @@
+"""The ``tokendyn`` command line: thin parsing, progress and printing over the public API."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+from ._version import __version__
+from .errors import TokendynError
+
+
+def _progress(desc: str, quiet: bool = False) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A tqdm bar driven by ``update(done, total)`` calls."""
+    if quiet:
+        return (lambda done, total: None), (lambda: None)
+    from tqdm.auto import tqdm
+
+    bar: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=total, desc=desc, unit="frame", leave=False, file=sys.stderr)
+        bar["bar"].n = done
+        bar["bar"].refresh()
+
+    def close() -> None:
+        if "bar" in bar:
+            bar["bar"].close()
+
+    return update, close
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n}"
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .inspect import info
+
+    data = info(args.path)
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+        return 0
+    steps = data["steps"]
+    classes = ", ".join(f"{v} {k}" for k, v in data["tokens_per_class"].items())
+    lines = [
+        f"movie        {data['path']}",
+        f"format       tokendyn.wmovie {data['format_version']}  ({data['attrs'].get('software', '?')}, created {data['attrs'].get('created', '?')})",
+        f"frames       {data['frames']}" + (f"  (+{data['incomplete_frames']} incomplete)" if data["incomplete_frames"] else ""),
+        f"steps        {steps[0]} .. {steps[1]}" if steps else "steps        none",
+        f"tokens       {data['tokens']}  ({classes})",
+        f"dim          {data['dim']}",
+        f"matrices     {', '.join(data['matrices'])}  dtype {data['dtype']}",
+        f"on disk      {_human_bytes(data['bytes_on_disk'])}"
+        + (f"  ({_human_bytes(data['disk_bytes_per_frame'])} per frame on disk)" if data["disk_bytes_per_frame"] else ""),
+        f"per frame    {_human_bytes(data['bytes_per_frame'])} logical",
+        f"compression  {data['compression']}  chunks {data['chunks']}",
+        f"scalars      {', '.join(data['scalars']) or 'none'}",
+    ]
+    if data["swmr_open_needed"]:
+        lines.append("state        open for writing (live, or a crashed run: 'tokendyn repair' makes a clean copy)")
+    title = data["attrs"].get("title")
+    if title:
+        lines.insert(1, f"title        {title}")
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .inspect import check
+
+    update, close = _progress("scanning frames", args.quiet)
+    try:
+        report = check(args.path, scan_values=not args.no_scan, progress=update)
+    finally:
+        close()
+    for note in report.notes:
+        print(f"note: {note}")
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    if report.ok:
+        print(f"{report.path}: OK, a valid W-movie")
+        return 0
+    print(f"{report.path}: {len(report.problems)} problem(s)")
+    return 1
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from .repair import repair
+
+    update, close = _progress("copying frames", args.quiet)
+    try:
+        out = repair(args.path, args.output, in_place=args.in_place, progress=update)
+    finally:
+        close()
+    print(f"wrote a clean copy: {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokendyn", description="Record, inspect and analyse W-movies of token embeddings.")
+    parser.add_argument("--version", action="version", version=f"tokendyn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("info", help="describe a movie (frames, steps, tokens per class, size)")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="print the description as JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("check", help="list every violation of the W-movie spec (exit 1 if any)")
+    p.add_argument("path")
+    p.add_argument("--no-scan", action="store_true", help="skip reading every frame for NaN/Inf")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("repair", help="write a clean copy of a crashed movie that any HDF5 tool opens")
+    p.add_argument("path")
+    p.add_argument("-o", "--output", help="output path (default: NAME.repaired.h5)")
+    p.add_argument("--in-place", action="store_true", help="replace the input with the clean copy")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_repair)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tokendyn`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except TokendynError as exc:
+        print(f"tokendyn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tokendyn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
