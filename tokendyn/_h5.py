@@ -28,19 +28,31 @@ def open_readonly(path: str | os.PathLike, *, swmr: bool | None = None) -> h5py.
         raise MovieError("the file is empty (0 bytes)", path)
     if not h5py.is_hdf5(path):
         raise MovieError("not an HDF5 file (no HDF5 signature), so not a W-movie", path)
-    attempts = [True] if swmr else [False] if swmr is False else [False, True]
-    last: OSError | None = None
-    for use_swmr in attempts:
+    try:
+        if swmr:
+            return h5py.File(path, "r", swmr=True, libver="latest")
+        return h5py.File(path, "r")
+    except OSError as exc:
+        text = str(exc)
+    # Only a file left "open for write" by an SWMR writer (live or killed) is retried in SWMR-read
+    # mode; a truncated file must not be, as SWMR reads retry bad metadata for a long time.
+    if swmr is None and any(h in text for h in _LOCKED_HINTS):
         try:
-            if use_swmr:
-                return h5py.File(path, "r", swmr=True, libver="latest")
-            return h5py.File(path, "r")
+            return h5py.File(path, "r", swmr=True, libver="latest")
         except OSError as exc:
-            last = exc
-    text = str(last)
+            text = str(exc)
     if any(h in text for h in _LOCKED_HINTS):
         raise MovieError(f"the file is locked by a writer and could not be read ({text})", path)
     raise MovieError(f"the HDF5 file is truncated or corrupted and cannot be opened ({text})", path)
+
+
+@contextlib.contextmanager
+def h5_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Turn HDF5 failures while reading into a :class:`MovieError` naming the file."""
+    try:
+        yield
+    except (OSError, KeyError, RuntimeError) as exc:
+        raise MovieError(f"the HDF5 file is corrupted or unreadable ({exc})", path) from None
 
 
 @contextlib.contextmanager
@@ -48,10 +60,14 @@ def movie_file(path: str | os.PathLike, *, swmr: bool | None = None) -> Iterator
     """Open a movie read-only and check its header (format name and major version)."""
     f = open_readonly(path, swmr=swmr)
     try:
-        check_header(f, os.fspath(path))
-        yield f
+        with h5_errors(path):
+            check_header(f, os.fspath(path))
+            yield f
     finally:
-        f.close()
+        try:
+            f.close()
+        except (OSError, RuntimeError):
+            pass
 
 
 def check_header(f: h5py.File, path: str) -> tuple[int, int]:

@@ -16,7 +16,7 @@ import xarray as xr
 
 from . import accessor as _accessor  # noqa: F401  (registers ds.movie)
 from . import format as fmt
-from ._h5 import attr_text, movie_file, open_readonly
+from ._h5 import attr_text, h5_errors, movie_file, open_readonly
 from .errors import MovieFormatError
 from .layout import complete_frames
 
@@ -41,10 +41,11 @@ class H5Block:
     def __getitem__(self, key: Any) -> np.ndarray:
         f = open_readonly(self.path, swmr=True if self.swmr else None)
         try:
-            dset = f[self.name]
-            if self.swmr:
-                dset.refresh()
-            return np.asarray(dset[key])
+            with h5_errors(self.path):
+                dset = f[self.name]
+                if self.swmr:
+                    dset.refresh()
+                return np.asarray(dset[key])
         finally:
             f.close()
 
@@ -75,12 +76,13 @@ def _matrix(path: str, f: Any, name: str, n: int, frames_per_chunk: int, swmr: b
         raise MovieFormatError(f"{name} has unsupported dtype {logical!r}", path)
     shape = (n,) + tuple(dset.shape[1:])
     source = H5Block(path, name, shape, dset.dtype, swmr)
-    raw = da.from_array(source, chunks=(frames_per_chunk, -1, -1), lock=False, asarray=True, name=f"tokendyn-{name}-{path}-{n}")
+    raw = da.from_array(source, chunks=(frames_per_chunk, -1, -1), lock=False, asarray=True,
+                         meta=np.empty((0, 0, 0), dtype=dset.dtype), name=f"tokendyn-{name}-{path}-{n}")
     dims = (fmt.DIM_FRAME, fmt.DIM_TOKEN, fmt.DIM_DIM)
     out: dict[str, xr.Variable] = {}
     attrs = {"long_name": attr_text(dset.attrs.get("long_name", name)), "stored_dtype": logical}
     if logical == "bfloat16":
-        decoded = raw.map_blocks(_decode_bf16, dtype=np.float32)
+        decoded = raw.map_blocks(_decode_bf16, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
         out[name] = xr.Variable(dims, decoded, attrs)
         out[f"{name}_bits"] = xr.Variable(
             dims, raw, {"long_name": f"raw bfloat16 bit patterns of {name}", "dtype": "bfloat16"}
