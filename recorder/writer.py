@@ -5,12 +5,14 @@ thread. Memory is bounded by ``buffer_frames`` host buffers per variable whateve
 """
 from __future__ import annotations
 
+import atexit
 import datetime as _dt
 import os
 import queue
 import shutil
 import threading
 import time as _time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -25,6 +27,19 @@ from ._snapshot import Slot, SlotPool, logical_dtype, shape_of
 from .schedule import Schedule, parse_schedule
 
 _STOP = object()
+_OPEN_RECORDERS: "weakref.WeakSet[Recorder]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_recorders() -> None:
+    """A program that ends without closing its recorder still gets every captured frame written
+    (and never exits while the writer thread is inside HDF5)."""
+    for rec in list(_OPEN_RECORDERS):
+        try:
+            rec.close()
+        except Exception:  # noqa: BLE001 - at exit there is nobody left to tell
+            pass
+_GROW_FRAMES = 64  # the matrices' frame axis grows this many frames at a time
 
 
 def _software() -> str:
@@ -283,6 +298,10 @@ class Recorder:
 
     def _raise_pending(self) -> None:
         if self._error is not None:
+            # Let the writer thread finish first: a daemon thread frozen at interpreter exit while
+            # inside h5py would hold h5py's lock and hang the exit.
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join()
             err = self._error
             if isinstance(err, RecorderError):
                 raise err
@@ -406,59 +425,88 @@ class Recorder:
             self._file.swmr_mode = True
         self._thread = threading.Thread(target=self._writer_loop, name="tokendyn-recorder", daemon=True)
         self._thread.start()
+        _OPEN_RECORDERS.add(self)
 
     def _writer_loop(self) -> None:
         f = self._file
         assert f is not None
         names = self._frame_axis
+        matrices = {name: f[name] for name in self._matrices}
+        series = [n for n in names if n not in self._matrices]
+        pending: list[_Frame] = []
         last_flush = _time.monotonic()
-        unflushed = 0
         try:
             while True:
                 item = self._queue.get()
                 if item is _STOP:
                     break
                 if isinstance(item, threading.Event):
-                    f.flush()
-                    unflushed = 0
+                    self._commit(f, series, pending)
                     item.set()
                     continue
-                self._write_frame(f, names, item)
-                unflushed += 1
-                if unflushed >= self.flush_every or _time.monotonic() - last_flush >= self.flush_seconds:
-                    f.flush()
-                    unflushed = 0
+                self._write_matrices(matrices, item)
+                pending.append(item)
+                if len(pending) >= self.flush_every or _time.monotonic() - last_flush >= self.flush_seconds:
+                    self._commit(f, series, pending)
                     last_flush = _time.monotonic()
+            self._commit(f, series, pending)
+            for dset in matrices.values():  # trim the frames grown ahead
+                dset.resize(self.frames_written, axis=0)
             f.flush()
             f.close()
             self._drop_reserve()
         except BaseException as exc:  # noqa: BLE001 - surfaced on the caller's next call
             error = self._describe(exc)
             self._drop_reserve()
+            matrices = {}  # drop our h5py objects before the file closes
             self._rollback(f, names)
-            self._error = error  # only now: the file is closed before the caller can exit
             self._drain()
+            self._error = error  # only now: the file is closed before the caller can exit
 
-    def _write_frame(self, f: h5py.File, names: list[str], frame: _Frame) -> None:
+    def _write_matrices(self, matrices: dict[str, h5py.Dataset], frame: _Frame) -> None:
+        """Write one frame's matrices. Their frame axis grows in blocks ahead of the data; a frame
+        only counts once its ``step`` is committed, so readers never see the unwritten ones."""
         n = frame.index
         try:
             if self.reserve_bytes > 0:
                 self._check_space(sum(slot.array.nbytes for slot in frame.slots.values()))
-            for name in names:
-                f[name].resize(n + 1, axis=0)
             for name, slot in frame.slots.items():
+                dset = matrices[name]
+                if dset.shape[0] <= n:
+                    dset.resize(n + _GROW_FRAMES, axis=0)
                 data = slot.ready()
-                f[name][n] = data
-                f[fmt.NONFINITE[name]][n] = fmt.count_nonfinite(data, self._matrices[name][1])
-            for name in self._scalars or ():
-                f[name][n] = frame.scalars.get(name, np.nan)
-            f[fmt.TIME][n] = frame.time
-            f[fmt.DIM_FRAME][n] = n
-            f[fmt.STEP][n] = frame.step  # last: the frame is complete once its step is written
+                if dset.compression is None:  # skip h5py's selection machinery: one chunk per frame
+                    dset.id.write_direct_chunk((n, 0, 0), data)
+                else:
+                    dset[n] = data
+                frame.scalars[fmt.NONFINITE[name]] = fmt.count_nonfinite(data, self._matrices[name][1])
         finally:
             for name, slot in frame.slots.items():
                 self._pools[name].release(slot)
-        self.frames_written = n + 1
+            frame.slots = {}
+
+    def _commit(self, f: h5py.File, series: list[str], pending: list[_Frame]) -> None:
+        """Write the per-frame series of the pending frames, ``step`` last, and flush."""
+        if pending:
+            start = pending[0].index
+            stop = start + len(pending)
+            for name in series:
+                f[name].resize(stop, axis=0)
+            for name in series:
+                if name == fmt.STEP:
+                    continue
+                if name == fmt.TIME:
+                    values = [p.time for p in pending]
+                elif name == fmt.DIM_FRAME:
+                    values = list(range(start, stop))
+                else:
+                    values = [p.scalars.get(name, np.nan) for p in pending]
+                f[name][start:stop] = np.asarray(values, dtype=f[name].dtype)
+            # last: a frame is complete once its step is written
+            f[fmt.STEP][start:stop] = np.asarray([p.step for p in pending], dtype=np.int64)
+            pending.clear()
+            self.frames_written = stop
+        f.flush()
 
     def _describe(self, exc: BaseException) -> RecorderError:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

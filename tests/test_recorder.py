@@ -162,15 +162,15 @@ def test_memory_is_bounded_by_the_buffer(tmp_path):
 
 def test_writer_error_surfaces_on_next_call(tmp_path, monkeypatch):
     path = tmp_path / "e.h5"
-    rec = Recorder(path)
-    original = rec._write_frame
+    rec = Recorder(path, flush_every=1)
+    original = rec._write_matrices
 
-    def broken(f, names, frame):
+    def broken(matrices, frame):
         if frame.index == 3:
             raise OSError("simulated write failure")
-        return original(f, names, frame)
+        return original(matrices, frame)
 
-    monkeypatch.setattr(rec, "_write_frame", broken)
+    monkeypatch.setattr(rec, "_write_matrices", broken)
     with pytest.raises(RecorderError, match="simulated write failure"):
         for s in range(50):
             rec.capture(s, W=torch.zeros(8, 2) + s)
@@ -307,3 +307,14 @@ def test_concurrent_reader_sees_new_frames(tmp_path):
     assert seen[0] >= 5
     assert len(set(seen)) >= 3, f"the reader did not see the movie grow: {seen}"
     assert tokendyn.refresh(ds).sizes["frame"] == 60
+
+
+def test_program_ending_without_close_keeps_every_frame(tmp_path):
+    path = str(tmp_path / "noclose.h5")
+    code = ("import numpy as np, sys\nfrom recorder import Recorder\n"
+            f"rec = Recorder({path!r}, flush_every=1000, flush_seconds=1000)\n"
+            "for i in range(50):\n    rec.capture(i, W=np.full((256, 128), float(i), np.float32))\n")
+    out = run_py(code, timeout=60)
+    assert out.returncode == 0, out.stderr
+    ds = tokendyn.open_movie(path)
+    assert ds.W.values[:, 0, 0].tolist() == list(range(50))

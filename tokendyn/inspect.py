@@ -193,14 +193,21 @@ def _check(f: h5py.File, path: str, report: CheckReport, scan_values: bool, prog
             p(f"{name} has unsupported dtype attribute {logical!r}")
         elif m.dtype != fmt.STORAGE_DTYPES[logical]:
             p(f"{name} declares dtype {logical} but is stored as {m.dtype} (expected {fmt.STORAGE_DTYPES[logical]})")
-        if m.shape[0] != n_frames_axis:
+        if m.shape[0] < n_frames_axis:
             p(f"{name} has {m.shape[0]} frames but 'step' has {n_frames_axis}")
+        elif m.shape[0] > n_frames_axis:
+            report.notes.append(
+                f"{name} has {m.shape[0] - n_frames_axis} frame(s) beyond the last step written "
+                "(a live or interrupted writer); readers ignore them"
+            )
         if m.maxshape[0] is not None:
             p(f"{name}'s frame axis is not unlimited")
     if shape is None:
         return
     n_tokens, n_dims = shape
     for name in frame_axis_names(f):
+        if name in fmt.MATRIX_VARIABLES:
+            continue
         if f[name].shape[0] != n_frames_axis:
             p(f"{name!r} has {f[name].shape[0]} frames but 'step' has {n_frames_axis}")
     if fmt.DIM_TOKEN in f and f[fmt.DIM_TOKEN].shape != (n_tokens,):
