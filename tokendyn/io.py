@@ -20,6 +20,7 @@ import xarray as xr
 from . import accessor as _accessor  # noqa: F401  (registers ds.movie)
 from . import format as fmt
 from ._h5 import attr_text, h5_errors, movie_file, open_readonly
+from ._decode import decode_bf16_block
 from .errors import MovieFormatError
 from .layout import complete_frames
 
@@ -118,12 +119,6 @@ def _frame_chunks(chunks: Any, frame_bytes: int, n_frames: int) -> int:
     return min(k, n_frames)
 
 
-def _decode_bf16(block: np.ndarray) -> np.ndarray:
-    out = np.empty(block.shape, np.uint32)
-    np.left_shift(block, 16, out=out, dtype=np.uint32)
-    return out.view(np.float32)
-
-
 def _matrix(path: str, f: Any, name: str, n: int, frames_per_chunk: int, swmr: bool) -> dict[str, xr.Variable]:
     dset = f[name]
     logical = attr_text(dset.attrs.get("dtype", dset.dtype.name))
@@ -137,7 +132,7 @@ def _matrix(path: str, f: Any, name: str, n: int, frames_per_chunk: int, swmr: b
     out: dict[str, xr.Variable] = {}
     attrs = {"long_name": attr_text(dset.attrs.get("long_name", name)), "stored_dtype": logical}
     if logical == "bfloat16":
-        decoded = raw.map_blocks(_decode_bf16, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
+        decoded = raw.map_blocks(decode_bf16_block, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
         out[name] = xr.Variable(dims, decoded, attrs)
         out[f"{name}_bits"] = xr.Variable(
             dims, raw, {"long_name": f"raw bfloat16 bit patterns of {name}", "dtype": "bfloat16"}
