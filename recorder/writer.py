@@ -23,7 +23,7 @@ from tokendyn import format as fmt
 from tokendyn.errors import RecorderError
 
 from tokendyn.layout import complete_frames, config_json, create_layout, frame_axis_names
-from ._snapshot import Slot, SlotPool, logical_dtype, shape_of
+from ._snapshot import Slot, SlotPool, _is_torch_tensor, logical_dtype, shape_of
 from .schedule import Schedule, parse_schedule
 
 _STOP = object()
@@ -232,7 +232,9 @@ class Recorder:
                     f"{name} changed from {dtype}{list(shape)} to {logical_dtype(x)}{list(shape_of(x))}",
                     self.path,
                 )
-        values = {k: float(v.item() if hasattr(v, "item") else v) for k, v in scalars.items()}
+        # A 0-d torch tensor is kept as is and read on the writer thread, so a CUDA loop never
+        # waits for a device sync here.
+        values = {k: v.detach() if _is_torch_tensor(v) else float(v) for k, v in scalars.items()}
         when = (_time.monotonic() - self._t0 + self._time_offset) if time is None else float(time)
         frame = _Frame(self._n_frames, step, when, values)
         for name, x in matrices.items():
@@ -480,6 +482,9 @@ class Recorder:
                 else:
                     dset[n] = data
                 frame.scalars[fmt.NONFINITE[name]] = fmt.count_nonfinite(data, self._matrices[name][1])
+            for key, value in frame.scalars.items():
+                if not isinstance(value, (float, int)):
+                    frame.scalars[key] = float(value)
         finally:
             for name, slot in frame.slots.items():
                 self._pools[name].release(slot)

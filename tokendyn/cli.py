@@ -131,7 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+def _register_train(sub: Any) -> None:
+    from .cli_train import register
+
+    register(sub)
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_train]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

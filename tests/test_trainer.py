@@ -1,0 +1,236 @@
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import tokendyn  # noqa: E402
+from tokendyn.errors import ConfigError  # noqa: E402
+from trainers import GPT, TrainConfig, from_preset, round_to_bf16, train  # noqa: E402
+from trainers.data import Batches, build  # noqa: E402
+from trainers.optim import lr_at  # noqa: E402
+
+from conftest import run_cli  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("TOKENDYN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def test_tiny_trains_below_unigram_and_records_a_valid_movie(tmp_path):
+    out = str(tmp_path / "tiny.h5")
+    result = train("tiny", out=out, progress=False)
+    assert result.steps == 200 and not result.interrupted
+    assert result.final_loss < result.unigram_entropy - 1.0
+    assert result.heldout_loss < result.unigram_entropy
+    report = tokendyn.check(out)
+    assert report.ok, report.problems
+    ds = tokendyn.open_movie(out)
+    assert ds.sizes["frame"] == 201 and ds.step.values[0] == 0 and ds.step.values[-1] == 200
+    for name in ("loss", "lr", "grad_norm", "heldout_loss"):
+        assert name in ds
+    assert np.isfinite(ds.loss.values).all() and ds.loss.values[-1] < ds.loss.values[0]
+    classes = ds.token_class.values
+    counts = ds.token_count.values
+    assert (counts[classes == 0] > 0).all() and (counts[classes != 0] == 0).all()
+    assert (classes == 2).sum() == 64 and (classes == 1).sum() > 0  # phantom rows and natural dead tokens
+    assert ds.attrs["config"]["preset"] == "tiny"
+    assert os.path.exists(result.checkpoint)
+    assert result.sample
+
+
+def test_phantom_ids_never_occur_in_a_batch():
+    data = build(corpus=None, corpus_chars=100_000, foreign_chars=20_000, vocab_size=256, n_phantom=32)
+    n_ids = data.tokenizer.n_ids
+    assert int(np.max(data.train)) < n_ids
+    batches = Batches(data.train, 8, 32, seed=0)
+    for _ in range(200):
+        x, y = batches.next()
+        assert x.max() < n_ids and y.max() < n_ids
+    assert (data.token_class[n_ids:] == 2).all()
+
+
+def test_untied_phantom_rows_get_exactly_zero_gradient():
+    data = build(corpus=None, corpus_chars=100_000, foreign_chars=20_000, vocab_size=256, n_phantom=32)
+    model = GPT(vocab_rows=data.vocab_rows, context=32, layers=1, dim=32, heads=2, ffn=64, tied=False)
+    x, y = Batches(data.train, 4, 32, seed=0).next()
+    _, loss = model(torch.from_numpy(x), torch.from_numpy(y))
+    loss.backward()
+    grad = model.wte.weight.grad
+    phantom = torch.from_numpy(data.token_class == 2)
+    assert torch.count_nonzero(grad[phantom]) == 0
+    assert torch.count_nonzero(grad[~phantom]) > 0
+    assert torch.count_nonzero(model.lm_head.weight.grad[phantom]) > 0  # the unembedding still learns
+
+
+def test_untied_run_records_e(tmp_path):
+    out = str(tmp_path / "untied.h5")
+    train("tiny", out=out, progress=False, steps=10, tied=False)
+    ds = tokendyn.open_movie(out)
+    assert "E" in ds and ds.E.shape == ds.W.shape
+    assert not np.array_equal(ds.E.values[-1], ds.W.values[-1])
+
+
+def test_same_seed_same_bits(tmp_path):
+    a = train("tiny", out=str(tmp_path / "a.h5"), progress=False, steps=25, sample_tokens=0)
+    b = train("tiny", out=str(tmp_path / "b.h5"), progress=False, steps=25, sample_tokens=0)
+    wa = tokendyn.open_movie(a.movie).W.values
+    wb = tokendyn.open_movie(b.movie).W.values
+    assert np.array_equal(wa.view(np.uint32), wb.view(np.uint32))
+    c = train("tiny", out=str(tmp_path / "c.h5"), progress=False, steps=25, sample_tokens=0, seed=7)
+    assert not np.array_equal(tokendyn.open_movie(c.movie).W.values, wa)
+
+
+def test_bf16_pure_records_the_parameter_bits_and_keeps_fp32_moments(tmp_path):
+    out = str(tmp_path / "pure.h5")
+    result = train("tiny", out=out, progress=False, steps=40, precision="bf16-pure", sample_tokens=0)
+    ckpt = torch.load(result.checkpoint, weights_only=False)
+    w = ckpt["model"]["wte.weight"]
+    assert w.dtype == torch.bfloat16
+    ds = tokendyn.open_movie(out)
+    assert ds.W.attrs["stored_dtype"] == "bfloat16"
+    assert np.array_equal(ds.W_bits.values[-1], w.view(torch.int16).numpy().view(np.uint16))
+    states = ckpt["optimizer"]["state"]
+    assert states and all(s["exp_avg"].dtype == torch.float32 and s["exp_avg_sq"].dtype == torch.float32
+                          for s in states.values())
+    assert result.final_loss < result.unigram_entropy
+
+
+def test_stochastic_rounding_is_unbiased_and_on_the_lattice():
+    x = torch.full((200_000,), 1.0 + 2.0**-9, dtype=torch.float32)  # a quarter of the way up an ulp (2^-7)
+    g = torch.Generator().manual_seed(0)
+    r = round_to_bf16(x, "stochastic", g).float()
+    assert set(r.unique().tolist()) == {1.0, 1.0 + 2.0**-7}
+    assert abs(r.mean().item() - x[0].item()) < 2e-5
+    assert torch.equal(round_to_bf16(x, "nearest").float(), torch.ones_like(x))
+
+
+def test_bf16_mixed_runs(tmp_path):
+    result = train("tiny", out=str(tmp_path / "mixed.h5"), progress=False, steps=30, precision="bf16-mixed",
+                   sample_tokens=0)
+    ds = tokendyn.open_movie(result.movie)
+    assert ds.W.attrs["stored_dtype"] == "float32" and ds.sizes["frame"] == 31
+
+
+def test_resume_continues_without_duplicate_frames(tmp_path):
+    out = str(tmp_path / "r.h5")
+    train("tiny", out=out, progress=False, steps=20, sample_tokens=0)
+    with pytest.raises(ConfigError, match="exists"):
+        train("tiny", out=out, progress=False, steps=20)
+    result = train("tiny", out=out, progress=False, steps=35, resume=True, sample_tokens=0)
+    assert result.steps == 35
+    ds = tokendyn.open_movie(out)
+    assert ds.step.values.tolist() == list(range(36))
+    assert tokendyn.check(out).ok
+
+
+def test_ctrl_c_stops_cleanly_with_a_valid_movie(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = Batches.next
+
+    def interrupting(self):
+        calls["n"] += 1
+        if calls["n"] == 12:  # batch 1 is the initial loss; this is step 11
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Batches, "next", interrupting)
+    out = str(tmp_path / "int.h5")
+    result = train("tiny", out=out, progress=False, steps=100)
+    assert result.interrupted and result.steps == 10
+    ds = tokendyn.open_movie(out)
+    assert ds.step.values.tolist() == list(range(11))
+    assert tokendyn.check(out).ok
+    assert torch.load(result.checkpoint, weights_only=False)["step"] == 10
+
+
+def test_record_schedule(tmp_path):
+    out = str(tmp_path / "sched.h5")
+    train("tiny", out=out, progress=False, steps=40, record="dense:5,every:10", sample_tokens=0)
+    assert tokendyn.open_movie(out).step.values.tolist() == [0, 1, 2, 3, 4, 5, 10, 20, 30, 40]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(heads=3), "heads \\(3\\) must divide dim \\(64\\)"),
+    (dict(precision="fp8"), "precision must be one of"),
+    (dict(record="whenever"), "bad record schedule"),
+    (dict(corpus="/nonexistent/corpus.txt"), "corpus does not exist"),
+    (dict(device="tpu"), "device must be"),
+])
+def test_bad_configs_fail_before_training(tmp_path, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        train("tiny", out=str(tmp_path / "x.h5"), progress=False, **kwargs)
+    assert not os.path.exists(tmp_path / "x.h5")
+
+
+def test_unknown_preset_and_fields():
+    with pytest.raises(ConfigError, match="unknown preset 'goose'"):
+        from_preset("goose")
+    with pytest.raises(ConfigError, match="unknown config field 'colour'"):
+        train("tiny", out=None, progress=False, set_values=["colour=blue"])
+
+
+def test_corpus_too_small_for_one_batch(tmp_path):
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("Tom saw a cat. " * 3)
+    with pytest.raises(ConfigError, match="too small for one batch"):
+        train("tiny", out=str(tmp_path / "s.h5"), progress=False, corpus=str(corpus))
+    assert not os.path.exists(tmp_path / "s.h5")
+
+
+def test_unwritable_output(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="cannot create the output folder"):
+        train("tiny", out=str(blocker / "sub" / "x.h5"), progress=False)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o555)
+    try:
+        if not os.access(ro, os.W_OK):  # root can write anywhere; then only the case above applies
+            with pytest.raises(ConfigError, match="not writable"):
+                train("tiny", out=str(ro / "x.h5"), progress=False)
+    finally:
+        os.chmod(ro, 0o755)
+
+
+def test_user_corpus_folder(tmp_path):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    from trainers.corpus import stories
+    (folder / "a.txt").write_text(stories(60_000, seed=3))
+    (folder / "b.txt").write_text(stories(60_000, seed=4))
+    result = train("tiny", out=str(tmp_path / "u.h5"), progress=False, steps=20, corpus=str(folder),
+                   foreign_chars=0, sample_tokens=0)
+    assert tokendyn.open_movie(result.movie).sizes["frame"] == 21
+
+
+def test_lr_schedule():
+    assert lr_at(5, base=1.0, warmup=10, total=100, schedule="linear") == 0.5
+    assert lr_at(10, base=1.0, warmup=10, total=100, schedule="linear") == 1.0
+    assert lr_at(100, base=1.0, warmup=10, total=100, schedule="linear") == 0.0
+    assert abs(lr_at(55, base=1.0, warmup=10, total=100, schedule="cosine") - 0.5) < 1e-12
+    assert lr_at(70, base=1.0, warmup=0, total=100, schedule="constant") == 1.0
+
+
+def test_cli_train_and_bad_config(tmp_path):
+    env_out = str(tmp_path / "cli.h5")
+    out = run_cli("train", "--preset", "tiny", "--steps", "30", "--out", env_out, "-q")
+    assert out.returncode == 0, out.stderr
+    assert "below the unigram baseline" in out.stdout and "movie summary" in out.stdout
+    out = run_cli("train", "--preset", "tiny", "--out", env_out, "-q", "--set", "heads=5")
+    assert out.returncode == 2 and "must divide dim" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("train", "--preset", "nope", "--out", str(tmp_path / "n.h5"))
+    assert out.returncode == 2 and "unknown preset" in out.stderr
+
+
+def test_every_preset_builds_a_valid_config():
+    from trainers import PRESETS
+    for name in PRESETS:
+        cfg = from_preset(name)
+        cfg.validate()
+        assert isinstance(cfg, TrainConfig)
+    assert from_preset("duckling2").vocab_size + from_preset("duckling2").n_phantom == 8192
+    assert from_preset("flannel-untied").tied is False

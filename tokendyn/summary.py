@@ -1,0 +1,41 @@
+"""A short text summary of a movie: what happened to the token cloud, per class."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import format as fmt
+from .inspect import info
+
+
+def movie_summary(path: str | os.PathLike) -> str:
+    """Headline numbers of a movie, computed from its first and last frames and its scalars."""
+    from .io import open_movie
+
+    ds = open_movie(path)
+    meta = info(path)
+    first = ds.W.isel(frame=0).values.astype(np.float64)
+    last = ds.W.isel(frame=-1).values.astype(np.float64)
+    classes = ds.token_class.values
+    lines = [f"movie summary: {meta['frames']} frames, steps {meta['steps'][0]}..{meta['steps'][1]}, "
+             f"{meta['tokens']} tokens x {meta['dim']} dims ({meta['dtype']}), "
+             f"{meta['bytes_on_disk'] / 2**20:.1f} MiB on disk"]
+    c0, c1 = first.mean(0), last.mean(0)
+    lines.append(f"  cloud centroid drift      {np.linalg.norm(c1 - c0):.4g}")
+    r0 = np.linalg.norm(first - c0, axis=1).mean()
+    r1 = np.linalg.norm(last - c1, axis=1).mean()
+    lines.append(f"  mean radius               {r0:.4g} -> {r1:.4g} ({(r1 / r0 - 1) * 100:+.1f}%)")
+    for code, name in enumerate(fmt.TOKEN_CLASSES):
+        mask = classes == code
+        if not mask.any():
+            continue
+        moved = np.linalg.norm((last[mask] - c1) - (first[mask] - c0), axis=1)
+        lines.append(f"  {name:8s} {int(mask.sum()):6d} tokens  co-moving displacement mean {moved.mean():.4g}, "
+                     f"median {np.median(moved):.4g}")
+    if "loss" in ds:
+        loss = ds.loss.values
+        finite = loss[np.isfinite(loss)]
+        if finite.size:
+            lines.append(f"  loss                      {finite[0]:.3f} -> {finite[-1]:.3f}")
+    return "\n".join(lines)
