@@ -1,0 +1,221 @@
+"""Analyses against planted ground truth (tokendyn.synthetic) and float64 numpy references."""
+import numpy as np
+import pytest
+from scipy import stats
+
+import tokendyn
+from tokendyn import synthetic
+from tokendyn.analysis import (cloud_geometry, comoving_displacement, find_inhale, hypersphere_walk, inhale,
+                               lattice_motion)
+from tokendyn.errors import AnalysisError
+from tokendyn.format import bf16_bits_to_float32
+
+
+@pytest.fixture(scope="module")
+def walk(tmp_path_factory):
+    path = tmp_path_factory.mktemp("walk") / "walk.h5"
+    synthetic.hypersphere_walk(path, n_tokens=128, dim=16, frames=60, seed=1)
+    return str(path)
+
+
+# ---------------------------------------------------------------- float64 numpy references
+def ref_comoving(x, ref_mask, t0, lags):
+    x = x.astype(np.float64)
+    c = x[:, ref_mask].mean(axis=1)
+    y = x - c[:, None, :]
+    step = np.full(x.shape[:2], np.nan)
+    step[1:] = np.linalg.norm(np.diff(y, axis=0), axis=2)
+    from_ref = np.linalg.norm(y - y[t0], axis=2)
+    drift = np.full(x.shape[0], np.nan)
+    drift[1:] = np.linalg.norm(np.diff(c, axis=0), axis=1)
+    msd = {lag: ((y[lag:] - y[:-lag]) ** 2).sum(axis=2).mean() for lag in lags if lag < len(y)}
+    return step, from_ref, drift, msd
+
+
+def ref_lattice(bits):
+    o = np.where(bits & 0x8000, -(bits & 0x7FFF).astype(np.int64), (bits & 0x7FFF).astype(np.int64))
+    diff = np.abs(np.diff(o, axis=0))
+    return (diff > 0).sum(2), diff.sum(2), (diff.astype(float) ** 2).mean(2)
+
+
+def test_comoving_matches_numpy_reference(walk):
+    ds = tokendyn.open_movie(walk, chunks=7)
+    x = ds.W.values
+    out = comoving_displacement(ds, lags=(1, 3, 8), ref_frame=5)
+    step, from_ref, drift, msd = ref_comoving(x, np.ones(x.shape[1], bool), 5, (1, 3, 8))
+    np.testing.assert_allclose(out.step_displacement.values, step, rtol=1e-6)
+    np.testing.assert_allclose(out.displacement_from_ref.values, from_ref, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(out.centroid_drift.values, drift, rtol=1e-6)
+    np.testing.assert_allclose(out.msd.sel(**{"class": "dead"}).values, [msd[1], msd[3], msd[8]], rtol=1e-6)
+    np.testing.assert_allclose(out.step_displacement_mean.sel(**{"class": "dead"}).values[1:],
+                               step[1:].mean(1), rtol=1e-6)
+    np.testing.assert_allclose(out.step_displacement_median.sel(**{"class": "dead"}).values[1:],
+                               np.median(step[1:], 1), rtol=1e-6)
+    for name, var in out.data_vars.items():
+        assert var.attrs.get("long_name") and var.attrs.get("units"), name
+
+
+def test_comoving_is_lazy_per_frame(walk):
+    out = comoving_displacement(tokendyn.open_movie(walk), lags=None)
+    import dask.array as da
+    assert isinstance(out.step_displacement.data, da.Array)
+    assert "msd" not in out
+
+
+def test_global_translation_leaves_comoving_quantities_unchanged(walk, tmp_path):
+    moved = str(tmp_path / "moved.h5")
+    shifts = synthetic.translated(walk, moved, drift=0.3)
+    a = comoving_displacement(tokendyn.open_movie(walk), lags=(1, 4))
+    b = comoving_displacement(tokendyn.open_movie(moved), lags=(1, 4))
+    assert np.abs(shifts).max() > 1  # the translation dwarfs the steps (~0.01)...
+    # ...yet co-moving quantities agree to float32 rounding of the shifted positions
+    np.testing.assert_allclose(b.step_displacement.values[1:], a.step_displacement.values[1:], atol=2e-6)
+    np.testing.assert_allclose(b.msd.values, a.msd.values, rtol=2e-3)
+    assert b.centroid_drift.values[1:].mean() > 100 * a.centroid_drift.values[1:].mean()
+
+
+def test_lattice_motion_finds_planted_freezes_exactly(tmp_path):
+    path = tmp_path / "lf.h5"
+    truth = synthetic.lattice_freeze(path, n_tokens=96, dim=12, frames=90, seed=3)
+    ds = tokendyn.open_movie(path, chunks=8)
+    out = lattice_motion(ds)
+    planted = truth["freeze_step"]
+    found = out.freeze_step.values
+    assert np.isnan(planted).any()
+    np.testing.assert_array_equal(np.isnan(found), np.isnan(planted))
+    np.testing.assert_array_equal(found[~np.isnan(found)], planted[~np.isnan(planted)])
+    # numpy reference for the per-frame quantities
+    changed, sites, sq = ref_lattice(ds.W_bits.values)
+    np.testing.assert_array_equal(out.changed.values[1:], changed)
+    np.testing.assert_array_equal(out.sites.values[1:], sites)
+    live = ds.token_class.values == 0
+    np.testing.assert_allclose(out.temperature.sel(**{"class": "live"}).values[1:], sq[:, live].mean(1), rtol=1e-6)
+    # frozen fraction and onsets follow from the planted freezes
+    f_live = planted[live]
+    steps = ds.step.values
+    expect = (np.nan_to_num(f_live, nan=np.inf)[None, :] <= steps[:, None]).mean(1)
+    np.testing.assert_allclose(out.frozen_fraction.sel(**{"class": "live"}).values, expect)
+    onset = out.freeze_onset.sel(**{"class": "live"}, threshold=0.5).item()
+    assert onset == steps[np.flatnonzero(expect >= 0.5)[0]]
+    # gas then solid: large moves only early
+    assert (out.hop.values[1:11] == 2).any() and not (out.hop.values[11:] == 2).any()
+
+
+def test_lattice_tolerance_ignores_isolated_hops(tmp_path):
+    from recorder import Recorder
+    from tokendyn.format import BF16Bits
+    base = np.full((2, 4), 0x3C00, np.uint16)
+    frames = [base.copy() for _ in range(10)]
+    for t in range(1, 4):
+        frames[t][0, 0] = frames[t - 1][0, 0] + 3  # token 0 moves until frame 3...
+    for t in range(4, 10):
+        frames[t][0, 0] = frames[3][0, 0]
+    frames[7][0, 1] += 1  # ...then one isolated +-1 hop at frame 7, which it keeps
+    for t in range(8, 10):
+        frames[t][0, 1] = frames[7][0, 1]
+    with Recorder(tmp_path / "tol.h5") as rec:
+        for t, f in enumerate(frames):
+            rec.capture(t, W=BF16Bits(f))
+    ds = tokendyn.open_movie(tmp_path / "tol.h5")
+    assert lattice_motion(ds).freeze_step.values.tolist() == [7, 0]
+    assert lattice_motion(ds, tolerance=1).freeze_step.values.tolist() == [3, 0]
+
+
+def test_lattice_motion_requires_bf16(walk):
+    with pytest.raises(AnalysisError, match="needs a bfloat16 W"):
+        lattice_motion(tokendyn.open_movie(walk))
+
+
+def test_hypersphere_null_not_rejected_and_drift_rejected(tmp_path):
+    null = tmp_path / "null.h5"
+    drift = tmp_path / "drift.h5"
+    synthetic.hypersphere_walk(null, n_tokens=200, dim=24, frames=80, outward=0.0, seed=4)
+    synthetic.hypersphere_walk(drift, n_tokens=200, dim=24, frames=80, outward=0.04, seed=4)
+    a = hypersphere_walk(tokendyn.open_movie(null))
+    b = hypersphere_walk(tokendyn.open_movie(drift))
+    assert bool(a.isotropic) and not bool(b.isotropic)
+    assert abs(float(a.outward_excess)) < 0.01
+    assert abs(float(b.outward_excess) - 0.04) < 0.01
+    assert abs(float(a.rho_mean_all) - 1 / 24) < 0.002
+    assert abs(float(a.step_correlation_mean)) < 0.01
+    assert abs(float(a.step_correlation_sd) - 1 / np.sqrt(24)) < 0.02
+    np.testing.assert_allclose(a.cos_decay.values, a.cos_decay_predicted.values, atol=2e-3)
+
+
+def test_hypersphere_matches_numpy_reference(walk):
+    ds = tokendyn.open_movie(walk, chunks=9)
+    out = hypersphere_walk(ds)
+    x = ds.W.values.astype(np.float64)
+    d = x.shape[2]
+    step = np.diff(x, axis=0)
+    rhat = x[:-1] / np.linalg.norm(x[:-1], axis=2, keepdims=True)
+    a = (step * rhat).sum(2)
+    rho = a ** 2 / (step ** 2).sum(2)
+    np.testing.assert_allclose(out.rho_mean.values[1:], rho.mean(1), rtol=1e-6)
+    np.testing.assert_allclose(out.radial_mean.values[1:], a.mean(1), rtol=1e-6)
+    np.testing.assert_allclose(out.outward_fraction.values[1:], (a > 0).mean(1))
+    assert float(out.radial_mean_all) == pytest.approx(a.mean(), rel=1e-6)
+    assert float(out.t_pvalue) == pytest.approx(stats.ttest_1samp(a.ravel(), 0).pvalue, rel=1e-6)
+    ks = stats.kstest(rho.ravel(), stats.beta(0.5, (d - 1) / 2).cdf).statistic
+    assert abs(float(out.ks_statistic) - ks) < 2e-4  # the streamed histogram resolves 1/20000
+
+
+def test_inhale_finds_the_planted_two_step_contraction(tmp_path):
+    path = tmp_path / "inhale.h5"
+    synthetic.inhale_cloud(path, frames=260, phases=((40, 60, 0.05), (90, 110, 0.04)), expand_from=150)
+    out = inhale(tokendyn.open_movie(path))
+    assert int(out.n_phases) == 2
+    assert out.phase_start.values.tolist() == [40, 90] and out.phase_bottom.values.tolist() == [60, 110]
+    np.testing.assert_allclose(out.phase_depth.values, [0.05, 0.04], rtol=1e-4)
+    assert float(out.contraction_start) == 40 and float(out.minimum_step) in (110, 150)
+    r = synthetic.planted_radius(260, 1.0, ((40, 60, 0.05), (90, 110, 0.04)), 150, 0.01)
+    assert float(out.expansion_step) == np.flatnonzero(r > r[0])[0]
+    np.testing.assert_allclose(out.radius.values, r, rtol=1e-5)
+
+
+def test_inhale_with_noise_and_smoothing(tmp_path):
+    path = tmp_path / "noisy.h5"
+    synthetic.inhale_cloud(path, frames=260, noise=0.002, seed=2)
+    width = 9
+    out = inhale(tokendyn.open_movie(path), smooth=width, min_depth=0.01, tol=1e-4)
+    assert int(out.n_phases) == 2
+    assert np.all(np.abs(out.phase_start.values - [40, 90]) <= width)
+    assert np.all(np.abs(out.phase_bottom.values - [60, 110]) <= width)
+
+
+def test_no_inhale_gives_none_events():
+    r = np.linspace(1, 2, 50)
+    ev = find_inhale(r)
+    assert ev["phases"] == [] and ev["expansion"] == 1
+
+
+def test_cloud_geometry_matches_numpy_reference(walk):
+    ds = tokendyn.open_movie(walk)
+    out = cloud_geometry(ds, k=3, nn_frames=3)
+    x = ds.W.values.astype(np.float64)
+    c = x.mean(1)
+    r = np.linalg.norm(x - c[:, None], axis=2)
+    np.testing.assert_allclose(out.centroid_norm.values, np.linalg.norm(c, axis=1), rtol=1e-6)
+    np.testing.assert_allclose(out.radius_mean.values, r.mean(1), rtol=1e-6)
+    np.testing.assert_allclose(out.radius_quantile.sel(quantile=0.5).values, np.median(r, 1), rtol=1e-6)
+    ev = np.linalg.eigvalsh(np.cov(x[10], rowvar=False, bias=True))[::-1][:3]
+    np.testing.assert_allclose(out.principal_variance.sel(**{"class": "dead"}).values[10], ev, rtol=1e-6)
+    t = int(out.nn_frame.values[1])
+    dist = np.linalg.norm(x[t][:, None] - x[t][None], axis=2)
+    np.fill_diagonal(dist, np.inf)
+    assert float(out.nn_distance.values[1]) == pytest.approx(dist.min(1).mean(), rel=1e-6)
+
+
+def test_token_and_frame_selection(walk):
+    ds = tokendyn.open_movie(walk)
+    out = comoving_displacement(ds, tokens=[0, 5, 9], frames=(10, 30), lags=None)
+    assert out.sizes["token"] == 3 and out.sizes["frame"] == 20
+    mask = np.zeros(ds.sizes["token"], bool)
+    mask[:4] = True
+    assert comoving_displacement(ds, tokens=mask, lags=None).sizes["token"] == 4
+    with pytest.raises(AnalysisError, match="holds 0 tokens"):
+        comoving_displacement(ds, tokens="live")
+    with pytest.raises(AnalysisError, match="unknown token class"):
+        comoving_displacement(ds, tokens="zombie")
+    with pytest.raises(AnalysisError, match="not in the movie"):
+        comoving_displacement(ds, tokens=[10_000])

@@ -1,0 +1,138 @@
+"""The one pattern every analysis follows.
+
+1. :func:`select` cuts the movie to a token selection (a class name, ids, or a boolean mask) and a
+   frame range, still lazily.
+2. Per-chunk numba kernels run on dask blocks of frames; quantities that pair frame t with frame
+   t-1 use :func:`pairwise_frames` (a one-frame overlap, so the movie is read once).
+3. The result is an :class:`xarray.Dataset` with named dims and ``units``/``long_name`` on every
+   variable; per-frame results stay lazy, per-token and overall summaries are computed in one
+   streaming pass with memory independent of the number of frames.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from tokendyn import format as fmt
+from tokendyn.errors import AnalysisError
+
+TokenSelection = Any  # "all" | class name | sequence of ids | boolean mask
+
+
+def token_mask(ds: xr.Dataset, tokens: TokenSelection = "all") -> np.ndarray:
+    """Boolean mask over the Dataset's tokens for a selection."""
+    n = ds.sizes[fmt.DIM_TOKEN]
+    if tokens is None or (isinstance(tokens, str) and tokens == "all"):
+        return np.ones(n, bool)
+    if isinstance(tokens, str):
+        if tokens not in fmt.TOKEN_CLASSES:
+            raise AnalysisError(f"unknown token class {tokens!r}; use all, live, dead, phantom, ids or a mask")
+        return ds[fmt.TOKEN_CLASS].values == fmt.class_code(tokens)
+    arr = np.asarray(tokens)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise AnalysisError(f"a token mask needs {n} entries, got {arr.shape}")
+        return arr
+    ids = ds[fmt.DIM_TOKEN].values
+    mask = np.isin(ids, arr.astype(np.int64))
+    missing = np.setdiff1d(arr, ids)
+    if missing.size:
+        raise AnalysisError(f"token ids not in the movie: {missing[:5].tolist()}")
+    return mask
+
+
+def select(ds: xr.Dataset, tokens: TokenSelection = "all", frames: slice | tuple | None = None,
+           min_tokens: int = 1, min_frames: int = 1) -> xr.Dataset:
+    """The movie cut to a token selection and a frame range (``slice`` or ``(start, stop)``)."""
+    if "W" not in ds:
+        raise AnalysisError("the Dataset has no W; open it with tokendyn.open_movie")
+    mask = token_mask(ds, tokens)
+    if mask.sum() < min_tokens:
+        raise AnalysisError(f"the selection {tokens!r} holds {int(mask.sum())} tokens; this analysis needs {min_tokens}")
+    sub = ds.isel({fmt.DIM_TOKEN: np.flatnonzero(mask)})
+    if frames is not None:
+        if isinstance(frames, tuple):
+            frames = slice(*frames)
+        sub = sub.isel({fmt.DIM_FRAME: frames})
+    if sub.sizes[fmt.DIM_FRAME] < min_frames:
+        raise AnalysisError(f"the frame range holds {sub.sizes[fmt.DIM_FRAME]} frames; this analysis needs {min_frames}")
+    return sub
+
+
+def matrix(ds: xr.Dataset, dtype: Any = np.float32) -> da.Array:
+    """W as a dask array (frame, token, dim), one chunk along token and dim."""
+    w = ds["W"].data
+    if not isinstance(w, da.Array):
+        w = da.from_array(np.asarray(w), chunks=(max(1, 16), -1, -1))
+    return w.rechunk({1: -1, 2: -1}).astype(dtype, copy=False)
+
+
+def pairwise_frames(arr: da.Array, kernel: Callable[..., np.ndarray], *, out_tail: Sequence[int],
+                    dtype: Any, others: Sequence[da.Array] = (), fill: float = np.nan) -> da.Array:
+    """Lazily ``out[t] = kernel(block)`` where each block carries the frame before it.
+
+    ``kernel(x, *others)`` gets blocks of ``arr`` (and of ``others``, chunked alike along frames)
+    holding frames ``t0-1 .. t1-1`` and returns an array of ``t1 - t0`` rows: the quantity for each
+    pair (t-1, t). The first frame of the movie has no predecessor and gets ``fill``.
+    """
+    out_chunks = (arr.chunks[0],) + tuple((s,) for s in out_tail)
+    drop = tuple(range(1 + len(out_tail), arr.ndim))
+    depth = {0: (1, 0), **{i: 0 for i in range(1, arr.ndim)}}
+    others = [o.rechunk({0: arr.chunks[0]}) for o in others]
+
+    def block(x: np.ndarray, *rest: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+        n_out = block_info[None]["chunk-shape"][0] if block_info else x.shape[0] - 1
+        if x.shape[0] == n_out + 1:
+            return kernel(x, *rest)
+        out = np.full((n_out,) + tuple(out_tail), fill, dtype=dtype)
+        if x.shape[0] > 1:
+            out[1:] = kernel(x, *rest)
+        return out
+
+    depths = [depth] + [{0: (1, 0), **{i: 0 for i in range(1, o.ndim)}} for o in others]
+    return da.map_overlap(block, arr, *others, depth=depths, boundary="none", trim=False, dtype=dtype,
+                          chunks=out_chunks, drop_axis=drop or None, meta=np.empty((0,) * (1 + len(out_tail)), dtype))
+
+
+def per_class_frame_stat(values: xr.DataArray, classes: np.ndarray, stat: str) -> xr.DataArray:
+    """Reduce a (frame, token) quantity over the tokens of each class present: (frame, class)."""
+    out = []
+    names = []
+    for code, name in enumerate(fmt.TOKEN_CLASSES):
+        mask = classes == code
+        if not mask.any():
+            continue
+        sub = values.isel(token=np.flatnonzero(mask))
+        if stat == "mean":
+            red = sub.mean("token")
+        elif stat == "median":
+            red = sub.median("token")
+        elif stat == "max":
+            red = sub.max("token")
+        else:  # pragma: no cover - internal
+            raise ValueError(stat)
+        out.append(red)
+        names.append(name)
+    return xr.concat(out, dim=xr.Variable("class", names))
+
+
+def annotate(var: xr.DataArray, long_name: str, units: str) -> xr.DataArray:
+    var.attrs.update(long_name=long_name, units=units)
+    return var
+
+
+def frame_coords(sub: xr.Dataset) -> dict[str, Any]:
+    return {fmt.DIM_FRAME: sub[fmt.DIM_FRAME].values, fmt.STEP: (fmt.DIM_FRAME, sub[fmt.STEP].values)}
+
+
+def iter_blocks(arr: da.Array, progress: Callable[[int, int], None] | None = None):
+    """Compute a dask array block by block along frames (a streaming pass, bounded memory)."""
+    starts = np.cumsum((0,) + arr.chunks[0])
+    n = len(arr.chunks[0])
+    for i in range(n):
+        yield int(starts[i]), np.asarray(arr.blocks[i].compute())
+        if progress is not None:
+            progress(int(starts[i + 1]), int(starts[-1]))

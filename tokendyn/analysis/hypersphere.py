@@ -1,0 +1,185 @@
+"""Dead tokens as a random walk on a hypersphere: is their motion isotropic, or pushed outward?"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import xarray as xr
+from scipy import stats
+
+from tokendyn import format as fmt
+
+from . import _kernels as K
+from .base import TokenSelection, annotate, frame_coords, iter_blocks, matrix, pairwise_frames, select
+from .comoving import centroid_of
+
+_BINS = 20_000  # resolution of the streamed radial-fraction histogram used for the KS test
+
+
+def hypersphere_walk(
+    ds: xr.Dataset,
+    tokens: TokenSelection = "dead",
+    *,
+    frames: slice | tuple | None = None,
+    center: str = "origin",
+    alpha: float = 0.01,
+    max_lag: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> xr.Dataset:
+    """Test whether tokens move like an isotropic random walk on a hypersphere.
+
+    For each selected token and step, with r_hat = x(t)/|x(t)| (about the origin, or the centroid
+    of all tokens with ``center="centroid"``) and D = x(t+1) - x(t): radial component a = D.r_hat and
+    radial fraction rho = a^2/|D|^2. Under an isotropic step in d dimensions rho ~ Beta(1/2, (d-1)/2)
+    (mean 1/d) and a is symmetric about 0.
+
+    Returns per frame ``rho_mean``, ``outward_fraction``, ``radial_mean``, ``radius_drift`` (lazy);
+    overall ``rho_mean_all`` vs ``rho_expected`` = 1/d, ``ks_statistic``/``ks_pvalue`` (rho against
+    the Beta), ``sign_pvalue`` (binomial test of outward vs inward steps), ``t_pvalue`` (one-sample t
+    test of a against 0), ``step_correlation`` mean and sd of cos(D_t, D_t+1) against 0 and 1/sqrt(d),
+    ``cos_decay(lag)`` = <cos theta(tau)> against ``cos_decay_predicted`` = exp(-(d-1) D tau / r^2)
+    with the fitted ``diffusion`` D; and a verdict: ``isotropic`` (no test rejects at ``alpha``) and
+    ``outward_excess`` = mean a / RMS |D| (effect size; 0 under isotropy).
+    """
+    sub = select(ds, tokens, frames, min_tokens=1, min_frames=3)
+    w = matrix(sub)
+    n, d = w.shape[1], w.shape[2]
+    if center == "origin":
+        c = np.zeros((w.shape[0], d))
+        import dask.array as da
+
+        cen = da.from_array(c, chunks=(w.chunks[0], d))
+    elif center == "centroid":
+        cen = centroid_of(ds, "all", frames).rechunk({0: w.chunks[0]})
+    else:
+        raise ValueError("center must be 'origin' or 'centroid'")
+
+    def kernel(xb: np.ndarray, cb: np.ndarray) -> np.ndarray:
+        a, rho, length, dr = K.radial_steps(xb, cb[:, 0, :])
+        return np.stack([a, rho, length, dr], axis=-1)
+
+    per = pairwise_frames(w, kernel, out_tail=(n, 4), dtype=np.float64, others=[cen[:, None, :]])
+    coords = frame_coords(sub)
+    out = xr.Dataset(coords=coords)
+    a, rho, dr = per[..., 0], per[..., 1], per[..., 3]
+    import dask.array as da
+
+    out["rho_mean"] = annotate(xr.DataArray(da.nanmean(rho, axis=1), dims="frame"),
+                               "mean radial fraction of the step arriving at this frame", "1")
+    out["outward_fraction"] = annotate(xr.DataArray((a > 0).mean(axis=1), dims="frame"),
+                                       "fraction of outward steps", "1")
+    out["radial_mean"] = annotate(xr.DataArray(da.nanmean(a, axis=1), dims="frame"),
+                                  "mean radial component of the step", "embedding units")
+    out["radius_drift"] = annotate(xr.DataArray(dr.mean(axis=1), dims="frame"),
+                                   "mean change of radius", "embedding units")
+
+    # one streaming pass: histograms and moments for the tests, successive-step cosines, angles
+    hist = np.zeros(_BINS, np.int64)
+    s_a = s_a2 = s_len2 = 0.0
+    n_steps = n_out = n_in = 0
+    cos_sum = cos_sq = 0.0
+    n_cos = 0
+    lags = np.unique(np.clip(np.round(np.geomspace(1, max(1, min(max_lag, w.shape[0] - 1)), 12)), 1, None)).astype(int)
+    ring = np.zeros((int(lags.max()), n, d))
+    ang_sum = np.zeros(lags.size)
+    ang_n = np.zeros(lags.size, np.int64)
+    radius_sum = 0.0
+    radius_n = 0
+    prev_step = None
+    prev_x = None
+    filled = head = 0
+    both = da.concatenate([w.astype(np.float64), cen[:, None, :]], axis=1)
+    for _, block in iter_blocks(both, progress):
+        for t in range(block.shape[0]):
+            x = block[t, :n] - block[t, n]
+            r = np.linalg.norm(x, axis=1)
+            radius_sum += r.sum()
+            radius_n += n
+            u = x / np.where(r > 0, r, 1)[:, None]
+            for li, lag in enumerate(lags):
+                if lag <= filled:
+                    past = ring[(head - lag) % ring.shape[0]]
+                    ang_sum[li] += float(np.einsum("ij,ij->", u, past))
+                    ang_n[li] += n
+            ring[head] = u
+            head = (head + 1) % ring.shape[0]
+            filled = min(filled + 1, ring.shape[0])
+            if prev_x is not None:
+                step = x - prev_x
+                rp = np.linalg.norm(prev_x, axis=1)
+                ok = rp > 0
+                av = np.einsum("ij,ij->i", step, prev_x)[ok] / rp[ok]
+                l2 = np.einsum("ij,ij->i", step, step)[ok]
+                moving = l2 > 0
+                rv = av[moving] ** 2 / l2[moving]
+                hist += np.bincount(np.minimum((rv * _BINS).astype(np.int64), _BINS - 1), minlength=_BINS)
+                s_a += av.sum()
+                s_a2 += (av ** 2).sum()
+                s_len2 += l2.sum()
+                n_steps += av.size
+                n_out += int((av > 0).sum())
+                n_in += int((av < 0).sum())
+                if prev_step is not None:
+                    num = np.einsum("ij,ij->i", step, prev_step)
+                    den = np.linalg.norm(step, axis=1) * np.linalg.norm(prev_step, axis=1)
+                    good = den > 0
+                    cosv = num[good] / den[good]
+                    cos_sum += cosv.sum()
+                    cos_sq += (cosv ** 2).sum()
+                    n_cos += cosv.size
+                prev_step = step
+            prev_x = x
+
+    n_rho = int(hist.sum())
+    beta = stats.beta(0.5, (d - 1) / 2)
+    edges = np.arange(1, _BINS + 1) / _BINS
+    ecdf = np.cumsum(hist) / max(n_rho, 1)
+    ks = float(np.max(np.abs(ecdf - beta.cdf(edges)))) if n_rho else np.nan
+    # the histogram resolves the CDF to 1/_BINS; below that the statistic is not resolved
+    ks_p = float(stats.kstwo.sf(max(ks - 1.0 / _BINS, 0), n_rho)) if n_rho else np.nan
+    mean_a = s_a / max(n_steps, 1)
+    var_a = (s_a2 - n_steps * mean_a ** 2) / max(n_steps - 1, 1)
+    t_stat = mean_a / np.sqrt(var_a / n_steps) if n_steps > 1 and var_a > 0 else np.nan
+    t_p = float(2 * stats.t.sf(abs(t_stat), n_steps - 1)) if np.isfinite(t_stat) else np.nan
+    sign_p = float(stats.binomtest(n_out, n_out + n_in, 0.5).pvalue) if n_out + n_in else np.nan
+    rho_mean_all = float((hist * (np.arange(_BINS) + 0.5) / _BINS).sum() / max(n_rho, 1))
+    cos_mean = cos_sum / max(n_cos, 1)
+    cos_sd = float(np.sqrt(max(cos_sq / max(n_cos, 1) - cos_mean ** 2, 0)))
+    decay = np.where(ang_n > 0, ang_sum / np.maximum(ang_n, 1), np.nan)
+    r_mean = radius_sum / max(radius_n, 1)
+    # fit <cos theta(tau)> = exp(-(d-1) D tau / r^2) by least squares on log through the origin
+    good = (decay > 0) & np.isfinite(decay)
+    slope = float(np.sum(lags[good] * -np.log(decay[good])) / np.sum(lags[good] ** 2)) if good.any() else np.nan
+    diffusion = slope * r_mean ** 2 / (d - 1) if np.isfinite(slope) else np.nan
+    predicted = np.exp(-(d - 1) * diffusion * lags / r_mean ** 2) if np.isfinite(diffusion) else np.full(lags.size, np.nan)
+    rms_len = np.sqrt(s_len2 / max(n_steps, 1))
+    pvalues = [p for p in (ks_p, sign_p, t_p) if np.isfinite(p)]
+    isotropic = bool(pvalues) and min(pvalues) >= alpha
+
+    scalar = lambda v, name, units: annotate(xr.DataArray(v), name, units)  # noqa: E731
+    out["rho_mean_all"] = scalar(rho_mean_all, "mean radial fraction over all steps", "1")
+    out["rho_expected"] = scalar(1.0 / d, "radial fraction expected of an isotropic step, 1/d", "1")
+    out["ks_statistic"] = scalar(ks, "KS distance of rho from Beta(1/2, (d-1)/2)", "1")
+    out["ks_pvalue"] = scalar(ks_p, "KS test p-value of rho against Beta(1/2, (d-1)/2)", "1")
+    out["outward_fraction_all"] = scalar(n_out / max(n_out + n_in, 1), "fraction of outward steps", "1")
+    out["sign_pvalue"] = scalar(sign_p, "binomial test p-value of outward vs inward steps", "1")
+    out["radial_mean_all"] = scalar(mean_a, "mean radial component a", "embedding units")
+    out["t_pvalue"] = scalar(t_p, "t test p-value of mean a against 0", "1")
+    out["step_correlation_mean"] = scalar(cos_mean, "mean cos(D_t, D_t+1), expected 0", "1")
+    out["step_correlation_sd"] = scalar(cos_sd, "sd of cos(D_t, D_t+1)", "1")
+    out["step_correlation_sd_expected"] = scalar(1 / np.sqrt(d), "sd expected of independent steps, 1/sqrt(d)", "1")
+    out["mean_radius"] = scalar(r_mean, "mean radius", "embedding units")
+    out["diffusion"] = scalar(diffusion, "fitted angular diffusion coefficient D", "embedding units^2 per frame")
+    out["cos_decay"] = annotate(xr.DataArray(decay, dims="lag", coords={"lag": lags}),
+                                "mean cosine between r_hat(t) and r_hat(t+lag)", "1")
+    out["cos_decay_predicted"] = annotate(xr.DataArray(predicted, dims="lag", coords={"lag": lags}),
+                                          "Brownian motion on a sphere: exp(-(d-1) D lag / r^2)", "1")
+    out["rho_histogram"] = annotate(
+        xr.DataArray(hist.reshape(200, -1).sum(axis=1), dims="rho_bin",
+                     coords={"rho_bin": (np.arange(200) + 0.5) / 200}), "histogram of radial fractions", "count")
+    out["isotropic"] = scalar(isotropic, f"consistent with an isotropic walk (no test rejects at alpha={alpha})", "1")
+    out["outward_excess"] = scalar(mean_a / rms_len if rms_len > 0 else np.nan,
+                                   "outward excess: mean radial component / RMS step length", "1")
+    out.attrs.update(analysis="hypersphere_walk", center=center, dim=d, steps_tested=n_steps,
+                     tokens=str(tokens))
+    return out
