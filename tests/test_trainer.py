@@ -234,3 +234,31 @@ def test_every_preset_builds_a_valid_config():
         assert isinstance(cfg, TrainConfig)
     assert from_preset("duckling2").vocab_size + from_preset("duckling2").n_phantom == 8192
     assert from_preset("flannel-untied").tied is False
+
+
+def test_user_tokenizer_json_truncated_to_n_live_ids(tmp_path):
+    from trainers.corpus import stories
+    from trainers.tokenizer import train_char_bpe
+    tok = train_char_bpe([stories(200_000, seed=9)], 400, cache=False)
+    path = str(tmp_path / "tokenizer.json")
+    tok.tokenizer.save(path)
+    result = train("tiny", out=str(tmp_path / "tj.h5"), progress=False, steps=15, sample_tokens=0,
+                   tokenizer_json=path, vocab_size=300, n_phantom=20)
+    ds = tokendyn.open_movie(result.movie)
+    assert ds.sizes["token"] == 320
+    assert (ds.token_class.values[300:] == 2).all() and (ds.token_count.values[300:] == 0).all()
+    with pytest.raises(ConfigError, match="cannot keep 5000 live ids"):
+        train("tiny", out=None, progress=False, tokenizer_json=path, vocab_size=5000)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(ConfigError, match="not a readable tokenizer.json"):
+        train("tiny", out=None, progress=False, tokenizer_json=str(bad))
+
+
+def test_device_auto_resolves_to_an_available_device():
+    from trainers import resolve_device
+    dev = resolve_device("auto")
+    assert dev.type == ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda")
