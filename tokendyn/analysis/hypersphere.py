@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 from scipy import stats
@@ -45,10 +46,7 @@ def hypersphere_walk(
     w = matrix(sub)
     n, d = w.shape[1], w.shape[2]
     if center == "origin":
-        c = np.zeros((w.shape[0], d))
-        import dask.array as da
-
-        cen = da.from_array(c, chunks=(w.chunks[0], d))
+        cen = da.zeros((w.shape[0], d), chunks=(w.chunks[0], d))
     elif center == "centroid":
         cen = centroid_of(ds, "all", frames).rechunk({0: w.chunks[0]})
     else:
@@ -62,8 +60,6 @@ def hypersphere_walk(
     coords = frame_coords(sub)
     out = xr.Dataset(coords=coords)
     a, rho, dr = per[..., 0], per[..., 1], per[..., 3]
-    import dask.array as da
-
     out["rho_mean"] = annotate(xr.DataArray(da.nanmean(rho, axis=1), dims="frame"),
                                "mean radial fraction of the step arriving at this frame", "1")
     out["outward_fraction"] = annotate(xr.DataArray((a > 0).mean(axis=1), dims="frame"),
