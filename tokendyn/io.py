@@ -22,7 +22,7 @@ from . import format as fmt
 from ._h5 import attr_text, h5_errors, movie_file, open_readonly
 from ._decode import decode_bf16_block
 from .errors import MovieFormatError
-from .layout import complete_frames
+from .layout import complete_frames, frame_axis_names
 
 # About 16 MiB of decoded float32 per chunk: small enough that numpy reuses freed buffers
 # instead of taking fresh pages from the kernel (which made 64 MiB chunks 3x slower to decode).
@@ -223,18 +223,14 @@ def open_movie(
         if fmt.TOKEN_COUNT in f:
             coords[fmt.TOKEN_COUNT] = (fmt.DIM_TOKEN, f[fmt.TOKEN_COUNT][...].astype(np.int64))
         nonfinite = 0
-        for key, obj in f.items():
-            if key in fmt.RESERVED_NAMES and key != fmt.TIME or key in data_vars:
-                if key in fmt.NONFINITE.values():
-                    nonfinite += int(np.clip(obj[:n], 0, None).sum())
-                continue
-            if getattr(obj, "ndim", 0) == 1 and obj.shape[0] >= n and key != fmt.DIM_FRAME:
-                try:
-                    attached = obj.dims[0][0].name == "/" + fmt.DIM_FRAME
-                except (IndexError, RuntimeError, KeyError):
-                    attached = False
-                if attached:
-                    attrs = {k: attr_text(v) for k, v in obj.attrs.items() if k not in ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME")}
+        for key in frame_axis_names(f) if fmt.DIM_FRAME in f else []:
+            obj = f[key]
+            if key in fmt.NONFINITE.values():
+                nonfinite += int(np.clip(obj[:n], 0, None).sum())
+            elif key == fmt.TIME or key not in fmt.RESERVED_NAMES and key not in data_vars:
+                if obj.ndim == 1 and obj.shape[0] >= n:
+                    skip = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME")
+                    attrs = {k: attr_text(v) for k, v in obj.attrs.items() if k not in skip}
                     data_vars[key] = xr.Variable((fmt.DIM_FRAME,), obj[:n], attrs)
         attrs = {k: attr_text(v) for k, v in f.attrs.items()}
         if "config" in attrs:

@@ -102,12 +102,12 @@ def hypersphere_walk(
             filled = min(filled + 1, ring.shape[0])
             if prev_x is not None:
                 step = x - prev_x
-                rp = np.linalg.norm(prev_x, axis=1)
-                ok = rp > 0
-                av = np.einsum("ij,ij->i", step, prev_x)[ok] / rp[ok]
-                l2 = np.einsum("ij,ij->i", step, step)[ok]
-                moving = l2 > 0
-                rv = av[moving] ** 2 / l2[moving]
+                # the same kernel as the per-frame variables; x is already centred
+                a_t, rho_t, len_t, _ = K.radial_steps(np.stack([prev_x, x]), np.zeros((2, d)))
+                ok = np.isfinite(a_t[0])  # a token at the centre has no radial direction
+                av = a_t[0][ok]
+                l2 = len_t[0][ok] ** 2
+                rv = rho_t[0][np.isfinite(rho_t[0])]
                 hist += np.bincount(np.minimum((rv * _BINS).astype(np.int64), _BINS - 1), minlength=_BINS)
                 s_a += av.sum()
                 s_a2 += (av ** 2).sum()

@@ -156,5 +156,5 @@ def _freeze_frames(stacked: da.Array, tolerance: int, progress) -> np.ndarray:
             break
         freeze[i] = frame
     # a token whose final bits only appear at the last frame has not been seen to freeze
-    freeze[(freeze >= n_frames - 1) & (last_frames[:, 0] == n_frames - 1) & (n_frames > 1)] = np.nan
+    freeze[freeze == n_frames - 1] = np.nan
     return freeze
