@@ -59,6 +59,24 @@ def hf_steps_per_second(cfg, vocab_rows: int, device: torch.device, steps: int, 
     return steps / (time.perf_counter() - t0)
 
 
+def storage_ceiling_frames_per_second(shape: tuple[int, int], dtype: str, workdir: str, frames: int = 300) -> float:
+    """How many frames of W per second the storage takes at all: raw h5py chunk writes, no training."""
+    import h5py
+    import numpy as np
+
+    frame = np.random.default_rng(0).random(shape).astype(np.float32 if dtype == "float32" else np.uint16)
+    path = os.path.join(workdir, "ceiling.h5")
+    with h5py.File(path, "w", rdcc_nbytes=0) as f:
+        dset = f.create_dataset("W", (frames,) + shape, frame.dtype, chunks=(1,) + shape)
+        t0 = time.perf_counter()
+        for i in range(frames):
+            dset.id.write_direct_chunk((i, 0, 0), frame)
+        f.flush()
+        rate = frames / (time.perf_counter() - t0)
+    os.remove(path)
+    return rate
+
+
 def ours_steps_per_second(preset: str, device: str, steps: int, record: bool, workdir: str, **extra) -> tuple[float, object]:
     out = os.path.join(workdir, f"{preset}-{record}.h5") if record else None
     result = train(preset, out=out, overwrite=True, progress=False, steps=steps, device=device,
@@ -74,10 +92,12 @@ def main() -> None:
     ap.add_argument("--presets", default="duckling2,goldilocks-balanced")
     ap.add_argument("--compile", action="store_true", help="pass compile=True to our trainer")
     ap.add_argument("--corpus-chars", type=int, default=3_000_000)
+    ap.add_argument("--workdir", default=None, help="where the benchmark movies are written (default: a temp dir)")
+    ap.add_argument("--section", default=None, help="RESULTS.md section name (default trainer-<device>)")
     args = ap.parse_args()
     device = torch.device(args.device)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="tokendyn-bench-") as work:
+    with tempfile.TemporaryDirectory(prefix="tokendyn-bench-", dir=args.workdir) as work:
         for preset in args.presets.split(","):
             cfg = from_preset(preset)
             extra = dict(corpus_chars=args.corpus_chars, foreign_chars=args.corpus_chars // 5, compile=args.compile)
@@ -99,6 +119,11 @@ def main() -> None:
             if device.type == "cuda" and preset == "duckling2":
                 rows.append(emit(figure="duckling2 steps/s with every-step recording", value=ours_rec,
                                  target=">= 1000", verdict=verdict(ours_rec, 1000, True)))
+            if device.type == "cuda":
+                w_dtype = "bfloat16" if cfg.precision == "bf16-pure" else "float32"
+                ceiling = storage_ceiling_frames_per_second((vocab_rows, cfg.dim), w_dtype, work)
+                rows.append(emit(figure=f"{preset} storage ceiling (raw h5py frames/s of W, no training)",
+                                 value=ceiling, target="(context)", verdict="-"))
     table = "\n".join(f"| {r['figure']} | {r['value']:.3g} | {r['target']} | {r['verdict']} |" for r in rows)
     detail = "\n".join(
         f"- {r['figure']}: ours {r.get('ours_steps_s', float('nan')):.1f} steps/s"
@@ -107,8 +132,10 @@ def main() -> None:
         for r in rows if "ours_steps_s" in r
     )
     gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else ""
-    update_section(f"trainer-{device.type}", f"""
-## Trainer on {device.type} (`benchmarks/bench_trainer.py --device {args.device}`)
+    section = args.section or f"trainer-{device.type}"
+    where = args.workdir or tempfile.gettempdir()
+    update_section(section, f"""
+## Trainer on {device.type}, movies in {where} (`benchmarks/bench_trainer.py --device {args.device}`)
 
 {machine()}; torch {torch.__version__} {gpu}; {args.steps} timed steps per figure, after warm-up;
 HF `GPT2LMHeadModel` in a plain torch loop at the same sizes, precision and optimizer.

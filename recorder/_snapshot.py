@@ -133,3 +133,56 @@ class SlotPool:
             slot.pending = True
         else:
             np.copyto(slot.array, _host_view(x), casting="no")
+
+
+class DeviceScalars:
+    """Scalars that are CUDA tensors, copied off the device without a sync in the training loop.
+
+    They are stacked into one small device tensor on the training stream (so a later step, or a
+    CUDA-graph replay that reuses the same output tensors, cannot change them), copied into pinned
+    memory on a side stream, and read on the writer thread once the copy's event has fired.
+    """
+
+    def __init__(self, values: dict[str, Any]):
+        torch = sys.modules["torch"]
+        self.names = list(values)
+        first = next(iter(values.values()))
+        stacked = torch.stack([v.detach().reshape(()).to(torch.float64) for v in values.values()])
+        self._stream = _side_stream(first.device)
+        self._stream.wait_stream(torch.cuda.current_stream(first.device))
+        self._host = torch.empty(len(self.names), dtype=torch.float64, pin_memory=True)
+        with torch.cuda.stream(self._stream):
+            self._host.copy_(stacked, non_blocking=True)
+            stacked.record_stream(self._stream)
+            self._event = torch.cuda.Event()
+            self._event.record(self._stream)
+
+    def resolve(self) -> dict[str, float]:
+        self._event.synchronize()
+        return {name: float(v) for name, v in zip(self.names, self._host.numpy())}
+
+
+_SIDE_STREAMS: dict[Any, Any] = {}
+
+
+def _side_stream(device: Any) -> Any:
+    stream = _SIDE_STREAMS.get(device)
+    if stream is None:
+        stream = _SIDE_STREAMS[device] = sys.modules["torch"].cuda.Stream(device=device)
+    return stream
+
+
+def split_scalars(scalars: dict[str, Any], matrices: dict[str, Any], nonfinite_names: dict[str, str]
+                  ) -> tuple[dict[str, Any], DeviceScalars | None]:
+    """Python numbers now; CUDA tensors as one asynchronous copy; other tensors kept as is.
+
+    For a matrix on a CUDA device its count of non-finite entries is computed there too (one
+    reduction), so the writer thread does not scan the frame on the host.
+    """
+    on_device = {k: v for k, v in scalars.items() if _is_torch_tensor(v) and v.device.type == "cuda"}
+    for name, x in matrices.items():
+        if _is_torch_tensor(x) and x.device.type == "cuda":
+            torch = sys.modules["torch"]
+            on_device[nonfinite_names[name]] = torch.isfinite(x.detach()).logical_not_().sum()
+    rest = {k: v.detach() if _is_torch_tensor(v) else float(v) for k, v in scalars.items() if k not in on_device}
+    return rest, (DeviceScalars(on_device) if on_device else None)

@@ -23,7 +23,7 @@ from tokendyn import format as fmt
 from tokendyn.errors import RecorderError
 
 from tokendyn.layout import complete_frames, config_json, create_layout, frame_axis_names
-from ._snapshot import Slot, SlotPool, _is_torch_tensor, logical_dtype, shape_of
+from ._snapshot import DeviceScalars, Slot, SlotPool, logical_dtype, shape_of, split_scalars
 from .schedule import Schedule, parse_schedule
 
 _STOP = object()
@@ -55,6 +55,7 @@ class _Frame:
     time: float
     scalars: dict[str, float]
     slots: dict[str, Slot] = field(default_factory=dict)
+    device_scalars: DeviceScalars | None = None
 
 
 def _token_classes(token_class: Any, n_tokens: int, path: str) -> np.ndarray:
@@ -232,11 +233,11 @@ class Recorder:
                     f"{name} changed from {dtype}{list(shape)} to {logical_dtype(x)}{list(shape_of(x))}",
                     self.path,
                 )
-        # A 0-d torch tensor is kept as is and read on the writer thread, so a CUDA loop never
-        # waits for a device sync here.
-        values = {k: v.detach() if _is_torch_tensor(v) else float(v) for k, v in scalars.items()}
+        # 0-d CUDA tensors are copied asynchronously and read on the writer thread, so a CUDA loop
+        # never waits for a device sync here.
+        values, device_scalars = split_scalars(scalars, matrices, fmt.NONFINITE)
         when = (_time.monotonic() - self._t0 + self._time_offset) if time is None else float(time)
-        frame = _Frame(self._n_frames, step, when, values)
+        frame = _Frame(self._n_frames, step, when, values, device_scalars=device_scalars)
         for name, x in matrices.items():
             pool = self._pools.get(name)
             if pool is None:
@@ -481,7 +482,12 @@ class Recorder:
                     dset.id.write_direct_chunk((n, 0, 0), data)
                 else:
                     dset[n] = data
-                frame.scalars[fmt.NONFINITE[name]] = fmt.count_nonfinite(data, self._matrices[name][1])
+            if frame.device_scalars is not None:
+                frame.scalars.update(frame.device_scalars.resolve())
+                frame.device_scalars = None
+            for name, slot in frame.slots.items():
+                if fmt.NONFINITE[name] not in frame.scalars:  # not counted on the device already
+                    frame.scalars[fmt.NONFINITE[name]] = fmt.count_nonfinite(slot.array, self._matrices[name][1])
             for key, value in frame.scalars.items():
                 if not isinstance(value, (float, int)):
                     frame.scalars[key] = float(value)

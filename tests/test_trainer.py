@@ -262,3 +262,32 @@ def test_device_auto_resolves_to_an_available_device():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_pure_bf16_adamw_with_a_tensor_lr_matches_a_float_lr_and_a_float64_reference():
+    from trainers.optim import PureBF16AdamW
+
+    torch.manual_seed(0)
+    p0 = torch.randn(32, 16).to(torch.bfloat16)
+    grads = [torch.randn(32, 16).to(torch.bfloat16) for _ in range(5)]
+    results = []
+    for lr in (1e-2, torch.tensor(1e-2)):
+        p = torch.nn.Parameter(p0.clone())
+        opt = PureBF16AdamW([{"params": [p], "weight_decay": 0.1}], lr=lr, betas=(0.9, 0.95))
+        for g in grads:
+            p.grad = g.clone()
+            opt.step()
+        results.append(p.detach().clone())
+        assert opt.state[p]["exp_avg"].dtype == torch.float32
+    assert torch.equal(results[0], results[1])
+    # float64 reference of AdamW, rounding to bf16 after each step as the optimizer does
+    x = p0.double()
+    m = torch.zeros_like(x)
+    v = torch.zeros_like(x)
+    for t, g in enumerate(grads, 1):
+        g = g.double()
+        m = 0.9 * m + 0.1 * g
+        v = 0.95 * v + 0.05 * g * g
+        x = x * (1 - 1e-2 * 0.1) - 1e-2 * (m / (1 - 0.9 ** t)) / ((v / (1 - 0.95 ** t)).sqrt() + 1e-8)
+        x = x.to(torch.bfloat16).double()
+    assert (results[0].double() - x).abs().max() <= 2 ** -7 * x.abs().max()

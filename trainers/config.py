@@ -49,6 +49,7 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"
     compile: bool = False
+    cuda_graphs: bool = True  # on CUDA: the whole step as one CUDA graph, batches sampled on the GPU
     # recording and reporting
     record: str = "1"  # recorder schedule: N, "dense:K,every:M" or "steps:a,b,c"
     record_untied_e: bool = True

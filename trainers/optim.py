@@ -38,29 +38,43 @@ class PureBF16AdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
+        """One update. Works with ``lr`` as a float or as a 0-d device tensor; with a tensor and
+        the step counts kept on the device, the whole update can be captured in a CUDA graph."""
         for group in self.param_groups:
             lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
                 state = self.state[p]
                 if not state:
-                    state["step"] = 0
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
                     state["exp_avg"] = torch.zeros_like(p, dtype=torch.float32)
                     state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
-                state["step"] += 1
-                g = p.grad.float()
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                m.lerp_(g, 1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                bc1 = 1 - b1 ** state["step"]
-                bc2 = 1 - b2 ** state["step"]
-                denom = (v / bc2).sqrt_().add_(eps)
-                p32 = p.float()
-                if wd:
-                    p32.mul_(1 - lr * wd)
-                p32.addcdiv_(m, denom, value=-lr / bc1)
-                p.copy_(round_to_bf16(p32, self.rounding, self.generator) if p.dtype == torch.bfloat16 else p32)
+            states = [self.state[p] for p in params]
+            step = states[0]["step"]
+            step += 1
+            for s in states[1:]:
+                s["step"].copy_(step)
+            grads = [p.grad.float() for p in params]
+            ms = [s["exp_avg"] for s in states]
+            vs = [s["exp_avg_sq"] for s in states]
+            torch._foreach_lerp_(ms, grads, 1 - b1)
+            torch._foreach_mul_(vs, b2)
+            torch._foreach_addcmul_(vs, grads, grads, value=1 - b2)
+            bc1 = 1 - b1 ** step
+            bc2_sqrt = (1 - b2 ** step).sqrt()
+            denom = torch._foreach_sqrt(vs)
+            torch._foreach_div_(denom, bc2_sqrt)
+            torch._foreach_add_(denom, eps)
+            p32 = [p.float() for p in params]
+            if wd:
+                torch._foreach_mul_(p32, 1 - lr * wd)
+            update = torch._foreach_div(ms, denom)
+            torch._foreach_mul_(update, lr / bc1)
+            torch._foreach_sub_(p32, update)
+            for p, new in zip(params, p32):
+                p.copy_(round_to_bf16(new, self.rounding, self.generator) if p.dtype == torch.bfloat16 else new)
         return None
 
 

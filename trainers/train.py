@@ -19,6 +19,7 @@ from tokendyn.errors import ConfigError
 
 from .config import TrainConfig, apply_overrides, from_preset
 from .data import Batches, TokenData, build
+from .graphed import GraphedStep, make_capturable_optimizer
 from .model import GPT
 from .optim import PureBF16AdamW, lr_at, param_groups
 
@@ -110,6 +111,14 @@ def _heldout_loss(model: GPT, data: TokenData, cfg: TrainConfig, device: torch.d
     return total / cfg.eval_batches
 
 
+def _set_lr(optimizer: torch.optim.Optimizer, lr_tensor: torch.Tensor | None, lr: float) -> None:
+    if lr_tensor is not None:
+        lr_tensor.fill_(lr)
+        return
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def _autocast(cfg: TrainConfig, device: torch.device) -> Callable[[], Any]:
     if cfg.precision == "bf16-mixed":
         return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -169,7 +178,11 @@ def train(
                 heads=cfg.heads, ffn=cfg.ffn_hidden, tied=cfg.tied, init_std=cfg.init_std).to(device)
     if cfg.precision == "bf16-pure":
         model = model.to(torch.bfloat16)
-    optimizer = _make_optimizer(model, cfg, device)
+    use_graphs = cfg.cuda_graphs and device.type == "cuda"
+    if use_graphs:
+        optimizer, lr_tensor = make_capturable_optimizer(model, cfg, device)
+    else:
+        optimizer, lr_tensor = _make_optimizer(model, cfg, device), None
     start_step = 0
     if resume:
         assert out is not None
@@ -178,6 +191,8 @@ def train(
         optimizer.load_state_dict(ckpt["optimizer"])
         batches.set_state(ckpt["data_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in ckpt:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"].cpu(), device)
         start_step = int(ckpt["step"])
         if start_step >= cfg.steps:
             raise ConfigError(f"the checkpoint is at step {start_step}; ask for more steps (--steps) to resume", out)
@@ -211,6 +226,7 @@ def train(
     heldout = float("nan")
     step = start_step
     t_start = time.perf_counter()
+    shown = 0.0
     bar = None
     try:
         if start_step == 0:
@@ -218,32 +234,46 @@ def train(
             with torch.no_grad(), autocast():
                 _, loss0 = forward_model(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
             capture(0, loss=loss0.detach().float(), lr=0.0)
+        graphed = None
+        if use_graphs and cfg.steps > start_step:
+            ids = torch.from_numpy(np.asarray(data.train, dtype=np.int32)).to(device)
+            try:
+                graphed = GraphedStep(model, forward_model, optimizer, lr_tensor, ids, batch=cfg.batch,
+                                      context=cfg.context, grad_clip=cfg.grad_clip, precision=cfg.precision)
+            except RuntimeError as exc:  # an op that cannot be captured: train eagerly instead
+                say(f"CUDA graph capture failed ({str(exc).splitlines()[0]}); training without graphs")
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.steps, initial=start_step, desc="training", unit="step", file=sys.stderr,
                        dynamic_ncols=True)
+        t_start = time.perf_counter()  # throughput counts the steps, not the set-up before them
         for step in range(start_step + 1, cfg.steps + 1):
             lr = lr_at(step, base=cfg.lr, warmup=cfg.warmup, total=cfg.steps, schedule=cfg.schedule,
                        min_ratio=cfg.min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, y = batches.next()
-            xb = torch.from_numpy(x).to(device, non_blocking=True)
-            yb = torch.from_numpy(y).to(device, non_blocking=True)
-            with autocast():
-                _, loss = forward_model(xb, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 \
-                else torch.zeros(())
-            optimizer.step()
+            if graphed is not None:
+                graphed(lr)
+                loss, grad_norm = graphed.loss, graphed.grad_norm
+            else:
+                _set_lr(optimizer, lr_tensor, lr)
+                x, y = batches.next()
+                xb = torch.from_numpy(x).to(device, non_blocking=True)
+                yb = torch.from_numpy(y).to(device, non_blocking=True)
+                with autocast():
+                    _, loss = forward_model(xb, yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 \
+                    else torch.zeros(())
+                optimizer.step()
             scalars: dict[str, Any] = {"loss": loss.detach().float(), "lr": lr, "grad_norm": grad_norm.detach().float()}
             if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
                 heldout = _heldout_loss(model, data, cfg, device, autocast)
                 scalars["heldout_loss"] = heldout
             capture(step, **scalars)
-            if bar is not None and (step % 10 == 0 or step == cfg.steps):
+            # the loss shown is read at most twice a second: reading it waits for the device
+            if bar is not None and (time.perf_counter() - shown >= 0.5 or step == cfg.steps):
+                shown = time.perf_counter()
                 loss_value = float(loss.detach())
                 bar.set_postfix_str(f"loss {loss_value:.3f} (unigram {data.unigram_entropy:.3f})"
                                     + (f" heldout {heldout:.3f}" if not math.isnan(heldout) else ""))
@@ -266,6 +296,7 @@ def train(
         ckpt_path = checkpoint_path(out)
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                     "data_rng": batches.state(), "torch_rng": torch.get_rng_state(),
+                    **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
                     "config": cfg.to_dict()}, ckpt_path)
     sample = ""
     if not interrupted and cfg.sample_tokens > 0:

@@ -1,0 +1,100 @@
+"""CUDA-only behaviour: the graphed training step and the recorder's asynchronous copies.
+
+Skipped on machines without a GPU (CI); run on the lent GPU machine with
+``python -m pytest tests/test_cuda.py``.
+"""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+import tokendyn  # noqa: E402
+from recorder import Recorder  # noqa: E402
+from trainers import GPT, from_preset, train  # noqa: E402
+from trainers.graphed import GraphedStep, make_capturable_optimizer  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("TOKENDYN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _model(cfg, vocab=128):
+    torch.manual_seed(0)
+    model = GPT(vocab_rows=vocab, context=cfg.context, layers=cfg.layers, dim=cfg.dim, heads=cfg.heads,
+                ffn=cfg.ffn_hidden, tied=cfg.tied, init_std=cfg.init_std).cuda()
+    return model.to(torch.bfloat16) if cfg.precision == "bf16-pure" else model
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16-mixed", "bf16-pure"])
+def test_warm_up_before_capture_leaves_no_trace(precision):
+    cfg = from_preset("tiny", precision=precision)
+    model = _model(cfg)
+    before = [p.detach().clone() for p in model.parameters()]
+    opt, lr = make_capturable_optimizer(model, cfg, torch.device("cuda"))
+    ids = torch.randint(0, 128, (5000,), dtype=torch.int32, device="cuda")
+    graphed = GraphedStep(model, model, opt, lr, ids, batch=cfg.batch, context=cfg.context,
+                          grad_clip=cfg.grad_clip, precision=precision)
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p, b), "the warm-up iterations changed the parameters"
+    for state in opt.state.values():
+        assert all(not torch.is_tensor(v) or not v.any() for v in state.values())
+    graphed(1e-3)
+    assert torch.isfinite(graphed.loss) and float(graphed.grad_norm) > 0
+    assert any(not torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+def test_graphed_step_matches_eager_on_a_constant_corpus():
+    cfg = from_preset("tiny", precision="fp32")
+    ids = torch.full((4000,), 9, dtype=torch.int32, device="cuda")  # every window is identical
+    model, twin = _model(cfg), _model(cfg)
+    opt, lr = make_capturable_optimizer(model, cfg, torch.device("cuda"))
+    twin_opt, twin_lr = make_capturable_optimizer(twin, cfg, torch.device("cuda"))
+    graphed = GraphedStep(model, model, opt, lr, ids, batch=cfg.batch, context=cfg.context,
+                          grad_clip=cfg.grad_clip, precision="fp32")
+    window = torch.full((cfg.batch, cfg.context + 1), 9, device="cuda", dtype=torch.long)
+    for lr_value in (1e-3, 2e-3, 5e-4):
+        graphed(lr_value)
+        twin_lr.fill_(lr_value)
+        twin_opt.zero_grad(set_to_none=True)
+        _, loss = twin(window[:, :-1], window[:, 1:])
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(twin.parameters(), cfg.grad_clip)
+        twin_opt.step()
+        torch.testing.assert_close(graphed.loss, loss.detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(graphed.grad_norm, norm, rtol=1e-4, atol=1e-6)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-pure"])
+def test_graphed_training_records_a_valid_movie_below_unigram(tmp_path, precision):
+    out = str(tmp_path / "g.h5")
+    result = train("tiny", out=out, progress=False, device="cuda", precision=precision, steps=300)
+    assert result.final_loss < result.unigram_entropy - 0.5
+    assert tokendyn.check(out).ok
+    ds = tokendyn.open_movie(out)
+    assert ds.sizes["frame"] == 301
+    loss = ds.loss.values
+    assert np.isfinite(loss).all() and len(np.unique(loss[1:])) > 250  # one value per step, not a reused buffer
+    ckpt = torch.load(result.checkpoint, weights_only=False)
+    last = ckpt["model"]["wte.weight"]
+    if precision == "bf16-pure":
+        assert np.array_equal(ds.W_bits.values[-1], last.view(torch.int16).cpu().numpy().view(np.uint16))
+    else:
+        assert np.array_equal(ds.W.values[-1], last.cpu().numpy())
+
+
+def test_recorder_copies_device_scalars_at_capture_time(tmp_path):
+    out = str(tmp_path / "s.h5")
+    W = torch.zeros(64, 8, device="cuda")
+    value = torch.zeros((), device="cuda")
+    with Recorder(out, scalars=["loss"]) as rec:
+        for step in range(50):
+            value.fill_(float(step))  # the same tensor, overwritten each step (as a CUDA graph does)
+            W.fill_(float(step))
+            rec.capture(step, W=W, loss=value)
+    ds = tokendyn.open_movie(out)
+    assert np.array_equal(ds.loss.values, np.arange(50.0))
+    assert np.array_equal(ds.W.values[:, 0, 0], np.arange(50.0, dtype=np.float32))
