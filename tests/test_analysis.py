@@ -10,6 +10,8 @@ from tokendyn.analysis import (cloud_geometry, comoving_displacement, find_inhal
 from tokendyn.errors import AnalysisError
 from tokendyn.format import bf16_bits_to_float32
 
+import reference
+
 
 @pytest.fixture(scope="module")
 def walk(tmp_path_factory):
@@ -18,31 +20,11 @@ def walk(tmp_path_factory):
     return str(path)
 
 
-# ---------------------------------------------------------------- float64 numpy references
-def ref_comoving(x, ref_mask, t0, lags):
-    x = x.astype(np.float64)
-    c = x[:, ref_mask].mean(axis=1)
-    y = x - c[:, None, :]
-    step = np.full(x.shape[:2], np.nan)
-    step[1:] = np.linalg.norm(np.diff(y, axis=0), axis=2)
-    from_ref = np.linalg.norm(y - y[t0], axis=2)
-    drift = np.full(x.shape[0], np.nan)
-    drift[1:] = np.linalg.norm(np.diff(c, axis=0), axis=1)
-    msd = {lag: ((y[lag:] - y[:-lag]) ** 2).sum(axis=2).mean() for lag in lags if lag < len(y)}
-    return step, from_ref, drift, msd
-
-
-def ref_lattice(bits):
-    o = np.where(bits & 0x8000, -(bits & 0x7FFF).astype(np.int64), (bits & 0x7FFF).astype(np.int64))
-    diff = np.abs(np.diff(o, axis=0))
-    return (diff > 0).sum(2), diff.sum(2), (diff.astype(float) ** 2).mean(2)
-
-
 def test_comoving_matches_numpy_reference(walk):
     ds = tokendyn.open_movie(walk, chunks=7)
     x = ds.W.values
     out = comoving_displacement(ds, lags=(1, 3, 8), ref_frame=5)
-    step, from_ref, drift, msd = ref_comoving(x, np.ones(x.shape[1], bool), 5, (1, 3, 8))
+    step, from_ref, drift, msd = reference.comoving(x, np.ones(x.shape[1], bool), 5, (1, 3, 8))
     np.testing.assert_allclose(out.step_displacement.values, step, rtol=1e-6)
     np.testing.assert_allclose(out.displacement_from_ref.values, from_ref, rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(out.centroid_drift.values, drift, rtol=1e-6)
@@ -85,7 +67,7 @@ def test_lattice_motion_finds_planted_freezes_exactly(tmp_path):
     np.testing.assert_array_equal(np.isnan(found), np.isnan(planted))
     np.testing.assert_array_equal(found[~np.isnan(found)], planted[~np.isnan(planted)])
     # numpy reference for the per-frame quantities
-    changed, sites, sq = ref_lattice(ds.W_bits.values)
+    changed, sites, sq = reference.lattice(ds.W_bits.values)
     np.testing.assert_array_equal(out.changed.values[1:], changed)
     np.testing.assert_array_equal(out.sites.values[1:], sites)
     live = ds.token_class.values == 0
@@ -147,10 +129,7 @@ def test_hypersphere_matches_numpy_reference(walk):
     out = hypersphere_walk(ds)
     x = ds.W.values.astype(np.float64)
     d = x.shape[2]
-    step = np.diff(x, axis=0)
-    rhat = x[:-1] / np.linalg.norm(x[:-1], axis=2, keepdims=True)
-    a = (step * rhat).sum(2)
-    rho = a ** 2 / (step ** 2).sum(2)
+    a, rho = reference.radial_steps(x)
     np.testing.assert_allclose(out.rho_mean.values[1:], rho.mean(1), rtol=1e-6)
     np.testing.assert_allclose(out.radial_mean.values[1:], a.mean(1), rtol=1e-6)
     np.testing.assert_allclose(out.outward_fraction.values[1:], (a > 0).mean(1))
@@ -193,11 +172,11 @@ def test_cloud_geometry_matches_numpy_reference(walk):
     ds = tokendyn.open_movie(walk)
     out = cloud_geometry(ds, k=3, nn_frames=3)
     x = ds.W.values.astype(np.float64)
-    c = x.mean(1)
-    r = np.linalg.norm(x - c[:, None], axis=2)
-    np.testing.assert_allclose(out.centroid_norm.values, np.linalg.norm(c, axis=1), rtol=1e-6)
-    np.testing.assert_allclose(out.radius_mean.values, r.mean(1), rtol=1e-6)
-    np.testing.assert_allclose(out.radius_quantile.sel(quantile=0.5).values, np.median(r, 1), rtol=1e-6)
+    centroid_norm, r_mean, r_rms, r_q = reference.geometry(x, (0.1, 0.5, 0.9))
+    np.testing.assert_allclose(out.centroid_norm.values, centroid_norm, rtol=1e-6)
+    np.testing.assert_allclose(out.radius_mean.values, r_mean, rtol=1e-6)
+    np.testing.assert_allclose(out.radius_rms.values, r_rms, rtol=1e-6)
+    np.testing.assert_allclose(out.radius_quantile.sel(quantile=0.5).values, r_q[1], rtol=1e-6)
     ev = np.linalg.eigvalsh(np.cov(x[10], rowvar=False, bias=True))[::-1][:3]
     np.testing.assert_allclose(out.principal_variance.sel(**{"class": "dead"}).values[10], ev, rtol=1e-6)
     t = int(out.nn_frame.values[1])
@@ -219,3 +198,9 @@ def test_token_and_frame_selection(walk):
         comoving_displacement(ds, tokens="zombie")
     with pytest.raises(AnalysisError, match="not in the movie"):
         comoving_displacement(ds, tokens=[10_000])
+
+
+def test_inhale_radius_matches_numpy_reference(walk):
+    ds = tokendyn.open_movie(walk, chunks=11)
+    out = inhale(ds)
+    np.testing.assert_allclose(out.radius.values, reference.radius(ds.W.values), rtol=1e-6)

@@ -137,7 +137,13 @@ def _register_train(sub: Any) -> None:
     register(sub)
 
 
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_train]
+def _register_analysis(sub: Any) -> None:
+    from .cli_analysis import register
+
+    register(sub)
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_train, _register_analysis]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -106,17 +106,19 @@ def per_class_frame_stat(values: xr.DataArray, classes: np.ndarray, stat: str) -
         if not mask.any():
             continue
         sub = values.isel(token=np.flatnonzero(mask))
+        # skipna=False: a frame with no value (the first, for step quantities) stays NaN, quietly
         if stat == "mean":
-            red = sub.mean("token")
+            red = sub.mean("token", skipna=False)
         elif stat == "median":
-            red = sub.median("token")
+            red = sub.median("token", skipna=False)
         elif stat == "max":
-            red = sub.max("token")
+            red = sub.max("token", skipna=False)
         else:  # pragma: no cover - internal
             raise ValueError(stat)
         out.append(red)
         names.append(name)
-    return xr.concat(out, dim=xr.Variable("class", names))
+    stacked = xr.concat(out, dim=xr.Variable("class", names))
+    return stacked.transpose(*[d for d in values.dims if d != "token"], "class")
 
 
 def annotate(var: xr.DataArray, long_name: str, units: str) -> xr.DataArray:

@@ -1,0 +1,178 @@
+"""Analyses on a 2,000-frame Duckling II-size bf16 movie (8192 x 128, 4 GB on disk raw).
+
+For each analysis, measured in one run: its time / a plain h5py sequential read of ``W`` (target
+<= 2), its speed against its float64 numpy reference (``tests/reference.py``; target >= 5x), and its
+peak RSS (target < 1.5 GB). Each analysis runs in its own subprocess so its peak RSS is its own.
+The numpy reference holds its frames in memory, so it runs on the first ``--ref-frames`` frames and
+speeds are compared per frame.
+
+    python benchmarks/bench_analysis.py [--movie /tmp/d2-bench.h5] [--frames 2000] [--ref-frames 100]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+from _results import emit, machine, update_section, verdict  # noqa: E402
+
+ANALYSES = ["comoving_displacement", "hypersphere_walk", "lattice_motion", "inhale", "cloud_geometry"]
+N_LIVE, N_PHANTOM, DIM = 6144, 2048, 128
+
+
+def make_movie(path: str, frames: int, seed: int = 0) -> None:
+    """A bf16 random walk the size of Duckling II: live tokens move, dead and phantom ones drift
+    slowly, and the tokens freeze one after another on the lattice."""
+    from tqdm.auto import tqdm
+
+    from recorder import Recorder
+    from tokendyn.format import BF16Bits
+
+    rng = np.random.default_rng(seed)
+    n = N_LIVE + N_PHANTOM
+    cls = np.zeros(n, np.uint8)
+    cls[N_LIVE - 200:N_LIVE] = 1
+    cls[N_LIVE:] = 2
+    x = rng.normal(0, 0.02, (n, DIM)).astype(np.float32)
+    freeze = rng.integers(frames // 4, frames * 2, n)  # about 60% freeze within the movie
+    scale = np.where(cls == 0, 2e-4, 3e-5).astype(np.float32)[:, None]
+    with Recorder(path, token_class=cls, overwrite=True, title="tokendyn benchmark movie",
+                  config={"model": "bench_analysis", "frames": frames}) as rec:
+        for t in tqdm(range(frames), desc="writing the benchmark movie", unit="frame"):
+            bits = (x.view(np.uint32) + 0x8000 >> 16).astype(np.uint16)
+            rec.capture(t, W=BF16Bits(bits))
+            moving = (freeze > t)[:, None]
+            x += np.where(moving, rng.standard_normal((n, DIM), dtype=np.float32) * scale, 0)
+
+
+def h5py_read_seconds(path: str) -> float:
+    """Read every frame of W with h5py, one chunk after another, into a reused buffer."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        dset = f["W"]
+        buf = np.empty(dset.shape[1:], dset.dtype)
+        t0 = time.perf_counter()
+        for i in range(dset.shape[0]):
+            dset.read_direct(buf, np.s_[i])
+        return time.perf_counter() - t0
+
+
+def run_ours(name: str, path: str, frames: int | None) -> dict:
+    import tokendyn
+    from tokendyn import analysis
+
+    ds = tokendyn.open_movie(path)
+    sel = None if frames is None else slice(0, frames)
+    kwargs = {"hypersphere_walk": {"tokens": "all"}}.get(name, {})
+    t0 = time.perf_counter()
+    out = getattr(analysis, name)(ds, frames=sel, **kwargs)
+    out.load()
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_reference(name: str, path: str, frames: int) -> dict:
+    """The numpy way: load the frames (float64), compute on whole arrays."""
+    import h5py
+    import reference
+
+    from tokendyn.format import bf16_bits_to_float32
+
+    t0 = time.perf_counter()
+    with h5py.File(path, "r") as f:
+        bits = f["W"][:frames]
+    x = bf16_bits_to_float32(bits).astype(np.float64)
+    if name == "comoving_displacement":
+        reference.comoving(x, np.ones(x.shape[1], bool), 0, (1, 2, 4, 8, 16))
+    elif name == "hypersphere_walk":
+        reference.radial_steps(x)
+    elif name == "lattice_motion":
+        reference.lattice(bits)
+    elif name == "inhale":
+        reference.radius(x)
+    elif name == "cloud_geometry":
+        reference.geometry(x)
+    return {"seconds": time.perf_counter() - t0}
+
+
+def child(args: argparse.Namespace) -> None:
+    if args.child_reference:
+        result = run_reference(args.child, args.movie, args.ref_frames)
+    else:
+        result = run_ours(args.child, args.movie, args.child_frames)
+    print(json.dumps(result))
+
+
+def in_subprocess(*extra: str) -> dict:
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), *extra], check=True, capture_output=True,
+                         text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--movie", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "tokendyn-d2-bench.h5"))
+    ap.add_argument("--frames", type=int, default=2000)
+    ap.add_argument("--ref-frames", type=int, default=100)
+    ap.add_argument("--analyses", default=",".join(ANALYSES))
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--child-reference", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--child-frames", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+
+    import h5py
+
+    fresh = True
+    if os.path.exists(args.movie):
+        with h5py.File(args.movie, "r") as f:
+            fresh = f["W"].shape[0] != args.frames
+    if fresh:
+        make_movie(args.movie, args.frames)
+    size_gb = os.path.getsize(args.movie) / 1e9
+    h5py_read_seconds(args.movie)  # warm the page cache: every figure below reads from memory
+    read_s = h5py_read_seconds(args.movie)
+    rows = [emit(figure="h5py sequential read of W", seconds=read_s, value=read_s, target="(baseline)",
+                 verdict="-", gb=size_gb)]
+    for name in args.analyses.split(","):
+        ours = in_subprocess("--child", name, "--movie", args.movie)
+        ours_ref = in_subprocess("--child", name, "--movie", args.movie, "--child-frames", str(args.ref_frames))
+        ref = in_subprocess("--child", name, "--movie", args.movie, "--child-reference",
+                            "--ref-frames", str(args.ref_frames))
+        io_ratio = ours["seconds"] / read_s
+        speed = ref["seconds"] / ours_ref["seconds"]
+        rows.append(emit(figure=f"{name} time / h5py read", value=io_ratio, seconds=ours["seconds"],
+                         target="<= 2", verdict=verdict(io_ratio, 2, False)))
+        rows.append(emit(figure=f"{name} speed vs numpy reference ({args.ref_frames} frames)", value=speed,
+                         ours_seconds=ours_ref["seconds"], reference_seconds=ref["seconds"], target=">= 5",
+                         verdict=verdict(speed, 5, True)))
+        rows.append(emit(figure=f"{name} peak RSS (MB)", value=ours["peak_rss_mb"], target="< 1536",
+                         verdict=verdict(ours["peak_rss_mb"], 1536, False)))
+    table = "\n".join(f"| {r['figure']} | {r['value']:.3g} | {r['target']} | {r['verdict']} |" for r in rows)
+    update_section("analysis", f"""
+## Analyses (`benchmarks/bench_analysis.py`)
+
+{machine()}. Movie: {args.frames} frames x {N_LIVE + N_PHANTOM} tokens x {DIM} bf16, {size_gb:.2f} GB, page
+cache warm. h5py sequential read of W: {read_s:.1f} s. Each analysis in its own process (peak RSS is its own);
+numpy references (float64, `tests/reference.py`) and ours timed on the first {args.ref_frames} frames for the
+speed ratio.
+
+| figure | value | target | verdict |
+|---|---|---|---|
+{table}
+""")
+
+
+if __name__ == "__main__":
+    main()
