@@ -34,11 +34,11 @@ def comoving_displacement(
 
     With c(t) the centroid of the ``reference`` tokens and y_i(t) = x_i(t) - c(t):
 
-    - ``step_displacement(frame, token)`` = |y_i(t) - y_i(t-1)| (NaN at the first frame);
-    - ``displacement_from_ref(frame, token)`` = |y_i(t) - y_i(t0)|, t0 = ``ref_frame``;
+    - ``step_displacement(frame, token)`` = ``|y_i(t) - y_i(t-1)|`` (NaN at the first frame);
+    - ``displacement_from_ref(frame, token)`` = ``|y_i(t) - y_i(t0)|``, t0 = ``ref_frame``;
     - ``step_displacement_mean/median/max(frame, class)`` over the selected tokens of each class;
-    - ``centroid_drift(frame)`` = |c(t) - c(t-1)|;
-    - ``msd(lag, class)`` = mean over tokens and t of |y_i(t+lag) - y_i(t)|^2 (lags in frames).
+    - ``centroid_drift(frame)`` = ``|c(t) - c(t-1)|``;
+    - ``msd(lag, class)`` = mean over tokens and t of ``|y_i(t+lag) - y_i(t)|^2`` (lags in frames).
 
     A global translation of the whole cloud leaves every co-moving quantity unchanged. Per-frame
     variables are lazy (one read of the movie when computed); ``msd`` is computed here in one

@@ -29,9 +29,9 @@ def hypersphere_walk(
 ) -> xr.Dataset:
     """Test whether tokens move like an isotropic random walk on a hypersphere.
 
-    For each selected token and step, with r_hat = x(t)/|x(t)| (about the origin, or the centroid
+    For each selected token and step, with ``r_hat = x(t)/|x(t)|`` (about the origin, or the centroid
     of all tokens with ``center="centroid"``) and D = x(t+1) - x(t): radial component a = D.r_hat and
-    radial fraction rho = a^2/|D|^2. Under an isotropic step in d dimensions rho ~ Beta(1/2, (d-1)/2)
+    radial fraction ``rho = a^2/|D|^2``. Under an isotropic step in d dimensions rho ~ Beta(1/2, (d-1)/2)
     (mean 1/d) and a is symmetric about 0.
 
     Returns per frame ``rho_mean``, ``outward_fraction``, ``radial_mean``, ``radius_drift`` (lazy);
@@ -40,7 +40,7 @@ def hypersphere_walk(
     test of a against 0), ``step_correlation`` mean and sd of cos(D_t, D_t+1) against 0 and 1/sqrt(d),
     ``cos_decay(lag)`` = <cos theta(tau)> against ``cos_decay_predicted`` = exp(-(d-1) D tau / r^2)
     with the fitted ``diffusion`` D; and a verdict: ``isotropic`` (no test rejects at ``alpha``) and
-    ``outward_excess`` = mean a / RMS |D| (effect size; 0 under isotropy).
+    ``outward_excess`` = mean a / RMS ``|D|`` (effect size; 0 under isotropy).
     """
     sub = select(ds, tokens, frames, min_tokens=1, min_frames=3)
     w = matrix(sub)

@@ -36,7 +36,7 @@ def lattice_motion(
     A bf16 value with exponent e sits on a lattice of spacing 2^(e-7); bit patterns are mapped to
     integers monotonic in value (+0 = -0), so a difference counts lattice sites moved, across zero.
 
-    Per token and frame (pair t-1 -> t): ``changed`` coordinates, ``sites`` (summed |sites moved|),
+    Per token and frame (pair t-1 -> t): ``changed`` coordinates, ``sites`` (summed ``|sites moved|``),
     ``moved``, and ``hop`` = 1 for lattice-scale motion (every coordinate within +-1 site), 2 for
     larger motion, 0 for none. Per frame and class: ``temperature`` (mean squared sites per
     coordinate), ``moving_fraction``, ``hop_fraction``, ``frozen_fraction``. Per token:
