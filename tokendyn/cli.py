@@ -102,6 +102,18 @@ def cmd_repair(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .zarr_store import convert
+
+    update, close = _progress("converting frames", args.quiet)
+    try:
+        out = convert(args.source, args.output, overwrite=args.overwrite, progress=update)
+    finally:
+        close()
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokendyn", description="Record, inspect and analyse W-movies of token embeddings.")
     parser.add_argument("--version", action="version", version=f"tokendyn {__version__}")
@@ -125,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-place", action="store_true", help="replace the input with the clean copy")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_repair)
+
+    p = sub.add_parser("convert", help="copy a movie to zarr (for object storage) or a zarr copy back to HDF5")
+    p.add_argument("source", help="movie.h5 or movie.zarr")
+    p.add_argument("output", help="movie.zarr (from HDF5) or movie.h5 (from zarr)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_convert)
 
     for register in _EXTRA_COMMANDS:
         register(sub)

@@ -119,18 +119,18 @@ def _frame_chunks(chunks: Any, frame_bytes: int, n_frames: int) -> int:
     return min(k, n_frames)
 
 
-def _matrix(path: str, f: Any, name: str, n: int, frames_per_chunk: int, swmr: bool) -> dict[str, xr.Variable]:
-    dset = f[name]
-    logical = attr_text(dset.attrs.get("dtype", dset.dtype.name))
+def _matrix(path: str, src: Any, name: str, n: int, frames_per_chunk: int) -> dict[str, xr.Variable]:
+    arr = src[name]
+    logical = attr_text(arr.attrs.get("dtype", arr.dtype.name))
     if logical not in fmt.STORAGE_DTYPES:
         raise MovieFormatError(f"{name} has unsupported dtype {logical!r}", path)
-    shape = (n,) + tuple(dset.shape[1:])
-    source = H5Block(path, name, shape, dset.dtype, swmr)
+    shape = (n,) + tuple(arr.shape[1:])
+    source = src.block(name, shape, arr.dtype)
     raw = da.from_array(source, chunks=(frames_per_chunk, -1, -1), lock=False, asarray=True,
-                         meta=np.empty((0, 0, 0), dtype=dset.dtype), name=f"tokendyn-{name}-{path}-{n}")
+                        meta=np.empty((0, 0, 0), dtype=arr.dtype), name=f"tokendyn-{name}-{path}-{n}")
     dims = (fmt.DIM_FRAME, fmt.DIM_TOKEN, fmt.DIM_DIM)
     out: dict[str, xr.Variable] = {}
-    attrs = {"long_name": attr_text(dset.attrs.get("long_name", name)), "stored_dtype": logical}
+    attrs = {"long_name": attr_text(arr.attrs.get("long_name", name)), "stored_dtype": logical}
     if logical == "bfloat16":
         decoded = raw.map_blocks(decode_bf16_block, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
         out[name] = xr.Variable(dims, decoded, attrs)
@@ -144,6 +144,29 @@ def _matrix(path: str, f: Any, name: str, n: int, frames_per_chunk: int, swmr: b
     return out
 
 
+class _H5Source:
+    """The HDF5 backend of :func:`open_movie`: an open read-only file."""
+
+    def __init__(self, path: str, f: Any, swmr: bool):
+        self.path, self.f, self.swmr = path, f, swmr
+        self.attrs = f.attrs
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.f
+
+    def __getitem__(self, name: str) -> Any:
+        return self.f[name]
+
+    def text(self, name: str) -> np.ndarray:
+        return np.asarray(self.f[name].asstr()[...], dtype=object)
+
+    def frame_series(self) -> list[str]:
+        return frame_axis_names(self.f) if fmt.DIM_FRAME in self.f else []
+
+    def block(self, name: str, shape: tuple[int, ...], dtype: Any) -> Any:
+        return H5Block(self.path, name, shape, dtype, self.swmr)
+
+
 def open_movie(
     path: str | os.PathLike,
     *,
@@ -155,8 +178,9 @@ def open_movie(
     Parameters
     ----------
     path
-        The movie file. It is opened read-only and never modified. A movie whose writer crashed
-        (an SWMR file left with its consistency flags set) opens too.
+        The movie file, or a zarr copy of it (a ``.zarr`` directory written by ``tokendyn
+        convert``: the same Dataset, bit for bit). It is opened read-only and never modified. A
+        movie whose writer crashed (an SWMR file left with its consistency flags set) opens too.
     chunks
         Frames per dask chunk (an int or ``{"frame": k}``); default: about 64 MiB of decoded
         float32 per chunk (4 frames at the Duckling II size).
@@ -184,55 +208,71 @@ def open_movie(
         A newer major version of the format.
     """
     path = os.path.abspath(os.fspath(path))
+    if is_zarr_movie(path):
+        from .zarr_store import ZarrSource
+
+        return _build_dataset(path, ZarrSource(path), chunks, live)
     forget_handles(path)
     with movie_file(path, swmr=True if live else None) as f:
         swmr = live or bool(getattr(f, "swmr_mode", False))
+        return _build_dataset(path, _H5Source(path, f, swmr), chunks, live)
+
+
+def is_zarr_movie(path: str | os.PathLike) -> bool:
+    """A zarr copy of a movie (``tokendyn convert``) is a directory; an HDF5 movie a file."""
+    path = os.fspath(path)
+    return os.path.isdir(path) and (os.path.exists(os.path.join(path, ".zgroup"))
+                                    or os.path.exists(os.path.join(path, "zarr.json")))
+
+
+def _build_dataset(path: str, src: Any, chunks: Any, live: bool) -> xr.Dataset:
+    """The Dataset of a movie, from either backend (HDF5 file or zarr group)."""
+    with h5_errors(path):
         for required in (fmt.STEP, "W", fmt.TOKEN_CLASS):
-            if required not in f:
+            if required not in src:
                 raise MovieFormatError(f"the movie has no {required!r} variable", path)
-        step_all = f[fmt.STEP][...]
+        step_all = src[fmt.STEP][...]
         n = complete_frames(step_all)
         if n == 0:
             raise MovieFormatError("the movie holds zero complete frames", path)
-        w = f["W"]
+        w = src["W"]
         if w.ndim != 3 or w.shape[0] < n:
             raise MovieFormatError(f"W has shape {w.shape}; expected ({n}, token, dim) or more frames", path)
         n_tokens, n_dims = w.shape[1], w.shape[2]
         per_chunk = _frame_chunks(chunks, n_tokens * n_dims * 4, n)
         data_vars: dict[str, xr.Variable] = {}
         for name in fmt.MATRIX_VARIABLES:
-            if name in f:
-                if f[name].shape[1:] != (n_tokens, n_dims):
-                    raise MovieFormatError(f"{name} has shape {f[name].shape[1:]} but W has {(n_tokens, n_dims)}", path)
-                data_vars.update(_matrix(path, f, name, n, per_chunk, swmr))
+            if name in src:
+                if src[name].shape[1:] != (n_tokens, n_dims):
+                    raise MovieFormatError(f"{name} has shape {src[name].shape[1:]} but W has {(n_tokens, n_dims)}", path)
+                data_vars.update(_matrix(path, src, name, n, per_chunk))
         coords: dict[str, Any] = {
             fmt.DIM_FRAME: (fmt.DIM_FRAME, np.arange(n, dtype=np.int64)),
             fmt.STEP: (fmt.DIM_FRAME, step_all[:n].astype(np.int64), {"long_name": "optimizer step"}),
             fmt.DIM_TOKEN: (fmt.DIM_TOKEN, np.arange(n_tokens, dtype=np.int64)),
             fmt.DIM_DIM: (fmt.DIM_DIM, np.arange(n_dims, dtype=np.int64)),
         }
-        tc = f[fmt.TOKEN_CLASS]
+        tc = src[fmt.TOKEN_CLASS]
         coords[fmt.TOKEN_CLASS] = (
             fmt.DIM_TOKEN,
             tc[...].astype(np.uint8),
             {"flag_values": list(fmt.FLAG_VALUES), "flag_meanings": fmt.FLAG_MEANINGS},
         )
-        if fmt.TOKEN_TEXT in f:
-            text = f[fmt.TOKEN_TEXT].asstr()[...]
-            coords[fmt.TOKEN_TEXT] = (fmt.DIM_TOKEN, np.asarray(text, dtype=object))
-        if fmt.TOKEN_COUNT in f:
-            coords[fmt.TOKEN_COUNT] = (fmt.DIM_TOKEN, f[fmt.TOKEN_COUNT][...].astype(np.int64))
+        if fmt.TOKEN_TEXT in src:
+            coords[fmt.TOKEN_TEXT] = (fmt.DIM_TOKEN, src.text(fmt.TOKEN_TEXT))
+        if fmt.TOKEN_COUNT in src:
+            coords[fmt.TOKEN_COUNT] = (fmt.DIM_TOKEN, src[fmt.TOKEN_COUNT][...].astype(np.int64))
         nonfinite = 0
-        for key in frame_axis_names(f) if fmt.DIM_FRAME in f else []:
-            obj = f[key]
+        for key in src.frame_series():
+            obj = src[key]
             if key in fmt.NONFINITE.values():
                 nonfinite += int(np.clip(obj[:n], 0, None).sum())
             elif key == fmt.TIME or key not in fmt.RESERVED_NAMES and key not in data_vars:
                 if obj.ndim == 1 and obj.shape[0] >= n:
-                    skip = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME")
+                    skip = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME", "_ARRAY_DIMENSIONS")
                     attrs = {k: attr_text(v) for k, v in obj.attrs.items() if k not in skip}
                     data_vars[key] = xr.Variable((fmt.DIM_FRAME,), obj[:n], attrs)
-        attrs = {k: attr_text(v) for k, v in f.attrs.items()}
+        attrs = {k: attr_text(v) for k, v in src.attrs.items()}
         if "config" in attrs:
             try:
                 attrs["config"] = json.loads(attrs["config"])
@@ -242,7 +282,7 @@ def open_movie(
     ds.encoding["source"] = path
     ds.encoding["tokendyn"] = {"chunks": chunks, "live": live}
     if nonfinite:
-        warnings.warn(f"{path}: the movie holds {nonfinite} NaN/Inf matrix entries", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"{path}: the movie holds {nonfinite} NaN/Inf matrix entries", RuntimeWarning, stacklevel=3)
     return ds
 
 
