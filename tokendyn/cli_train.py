@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
 
 def register(sub: Any) -> None:
+    register_sweep(sub)
     p = sub.add_parser("train", help="train a tiny GPT and record its embedding matrix into a movie",
                        description="Train a tiny GPT-style model on a corpus (default: the embedded "
                        "story generator) and record W at every step of the schedule.")
@@ -45,3 +47,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         print()
         print(movie_summary(result.movie))
     return 130 if result.interrupted else 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from trainers.sweep import builtin_specs, run_sweep
+
+    if args.spec is None:
+        print("built-in sweep specs: " + ", ".join(builtin_specs()))
+        return 0
+    out = args.output or os.path.join("sweeps", os.path.splitext(os.path.basename(args.spec))[0])
+    summary = run_sweep(args.spec, out, workers=args.workers, scheduler=args.scheduler)
+    print(f"sweep {summary['spec']['name']}: {summary['finished']} of {summary['runs']} runs finished "
+          f"({summary['skipped']} resumed); wrote {summary['csv']}, {summary['md']}, {summary['html']}")
+    return 0 if summary["finished"] == summary["runs"] else 1
+
+
+def register_sweep(sub: Any) -> None:
+    p = sub.add_parser("sweep", help="run many training runs from a YAML/TOML spec on a dask cluster",
+                       description="Run a sweep (a grid of presets, sizes, batches, seeds); each run is a "
+                       "task on a dask cluster. Finished runs are kept: running it again resumes.")
+    p.add_argument("spec", nargs="?", help="a .yaml/.toml spec, or a built-in: efficiency-cliff, architecture "
+                   "(omit to list them)")
+    p.add_argument("-o", "--output", default=None, help="sweep folder (default: sweeps/SPEC)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1: fair timings)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a running dask.distributed scheduler")
+    p.set_defaults(func=cmd_sweep)
