@@ -92,6 +92,7 @@ def main() -> None:
     ap.add_argument("--presets", default="duckling2,goldilocks-balanced")
     ap.add_argument("--compile", action="store_true", help="pass compile=True to our trainer")
     ap.add_argument("--corpus-chars", type=int, default=3_000_000)
+    ap.add_argument("--precision", default=None, help="override the presets' precision (ours and HF alike)")
     ap.add_argument("--workdir", default=None, help="where the benchmark movies are written (default: a temp dir)")
     ap.add_argument("--section", default=None, help="RESULTS.md section name (default trainer-<device>)")
     args = ap.parse_args()
@@ -99,8 +100,10 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="tokendyn-bench-", dir=args.workdir) as work:
         for preset in args.presets.split(","):
-            cfg = from_preset(preset)
-            extra = dict(corpus_chars=args.corpus_chars, foreign_chars=args.corpus_chars // 5, compile=args.compile)
+            precision = {"precision": args.precision} if args.precision else {}
+            cfg = from_preset(preset, **precision)
+            extra = dict(corpus_chars=args.corpus_chars, foreign_chars=args.corpus_chars // 5, compile=args.compile,
+                         **precision)
             # warm-up run: tokenizer and token cache, kernels, allocator
             ours_steps_per_second(preset, args.device, 5, False, work, **extra)
             ours, result = ours_steps_per_second(preset, args.device, args.steps, False, work, **extra)
@@ -117,7 +120,7 @@ def main() -> None:
                              ours_steps_s=ours, ours_recording_steps_s=ours_rec, value=cost, target="<= 0.10",
                              verdict=verdict(cost, 0.10, False)))
             if device.type == "cuda" and preset == "duckling2":
-                rows.append(emit(figure="duckling2 steps/s with every-step recording", value=ours_rec,
+                rows.append(emit(figure=f"duckling2 ({cfg.precision}) steps/s with every-step recording", value=ours_rec,
                                  target=">= 1000", verdict=verdict(ours_rec, 1000, True)))
             if device.type == "cuda":
                 w_dtype = "bfloat16" if cfg.precision == "bf16-pure" else "float32"

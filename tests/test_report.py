@@ -236,3 +236,24 @@ def test_play_mp4_without_ffmpeg_says_so(trained, tmp_path, monkeypatch):
         play(trained, tmp_path / "cloud.mp4")
     r = run_cli("play", trained, "-o", str(tmp_path / "x.webm"))
     assert r.returncode == 2 and "unknown output type .webm" in r.stderr
+
+
+def test_report_and_play_read_a_movie_that_is_still_being_recorded(tmp_path):
+    from recorder import Recorder
+    from tokendyn.format import BF16Bits
+
+    frames = random_bf16_frames(30, n_tokens=64, n_dims=8)
+    cls = np.array([0] * 40 + [1] * 14 + [2] * 10, np.uint8)
+    path = str(tmp_path / "live.h5")
+    rec = Recorder(path, token_class=cls, flush_every=1, scalars=["loss"])
+    try:
+        for i in range(12):
+            rec.capture(i, W=BF16Bits(frames[i]), loss=10.0 - i)
+        rec.flush()
+        r = run_cli("report", path, "-o", str(tmp_path / "rep"), "-q")
+        assert r.returncode == 0, r.stderr
+        assert json.load(open(tmp_path / "rep" / "summary.json"))["frames"] == 12
+        r = run_cli("play", path, "-o", str(tmp_path / "c.html"))
+        assert r.returncode == 0, r.stderr
+    finally:
+        rec.close()

@@ -138,3 +138,22 @@ def iter_blocks(arr: da.Array, progress: Callable[[int, int], None] | None = Non
         yield int(starts[i]), np.asarray(arr.blocks[i].compute())
         if progress is not None:
             progress(int(starts[i + 1]), int(starts[-1]))
+
+
+def reduce_blocks(arr: da.Array, fn: Callable[..., Any], *args: Any,
+                  progress: Callable[[int, int], None] | None = None, group: int = 16) -> list[Any]:
+    """``[fn(block, start, *args) for each block of frames]``, each call run where its block is read
+    (a thread, or a dask.distributed worker) so that only the small results travel; blocks go in
+    groups of ``group`` at a time, which bounds memory and drives ``progress``."""
+    import dask
+
+    starts = np.cumsum((0,) + arr.chunks[0])
+    n = len(arr.chunks[0])
+    call = dask.delayed(fn, pure=True)
+    out: list[Any] = []
+    for first in range(0, n, group):
+        last = min(n, first + group)
+        out.extend(dask.compute(*[call(arr.blocks[i], int(starts[i]), *args) for i in range(first, last)]))
+        if progress is not None:
+            progress(int(starts[last]), int(starts[-1]))
+    return out

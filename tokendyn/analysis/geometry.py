@@ -8,7 +8,33 @@ import xarray as xr
 
 from tokendyn import format as fmt
 
-from .base import TokenSelection, annotate, frame_coords, iter_blocks, matrix, select
+from .base import TokenSelection, annotate, frame_coords, matrix, reduce_blocks, select
+
+
+def _geometry_block(block: np.ndarray, start: int, masks: list, quantiles, k: int, nn_at: np.ndarray,
+                    sample: np.ndarray) -> tuple:
+    """Per-frame geometry of one block of frames (run where the block is read)."""
+    m = block.shape[0]
+    cnorm, rmean, rrms = np.empty(m), np.empty(m), np.empty(m)
+    rq = np.empty((m, len(quantiles)))
+    pv = np.full((m, len(masks), k), np.nan)
+    nn = []
+    for j in range(m):
+        x = block[j].astype(np.float64)
+        c = x.mean(0)
+        r = np.linalg.norm(x - c, axis=1)
+        cnorm[j], rmean[j], rrms[j] = np.linalg.norm(c), r.mean(), np.sqrt((r ** 2).mean())
+        rq[j] = np.quantile(r, quantiles)
+        for ci, mask in enumerate(masks):
+            cov = np.cov(x[mask], rowvar=False, bias=True)
+            pv[j, ci] = np.sort(np.linalg.eigvalsh(np.atleast_2d(cov)))[::-1][:k]
+        if start + j in nn_at:
+            s = x[sample]
+            sq = (s ** 2).sum(1)
+            dist2 = sq[:, None] + sq[None, :] - 2 * s @ s.T
+            np.fill_diagonal(dist2, np.inf)
+            nn.append((start + j, np.sqrt(np.maximum(dist2.min(1), 0)).mean()))
+    return cnorm, rmean, rrms, rq, pv, nn
 
 
 def cloud_geometry(
@@ -43,27 +69,14 @@ def cloud_geometry(
     nn = np.empty(nn_at.size)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, min(n, nn_tokens), replace=False))
-    for start, block in iter_blocks(w, progress):
-        for j in range(block.shape[0]):
-            t = start + j
-            x = block[j].astype(np.float64)
-            c = x.mean(0)
-            y = x - c
-            r = np.linalg.norm(y, axis=1)
-            cnorm[t] = np.linalg.norm(c)
-            rmean[t] = r.mean()
-            rrms[t] = np.sqrt((r ** 2).mean())
-            rq[t] = np.quantile(r, quantiles)
-            for ci, (code, _) in enumerate(present):
-                part = x[classes == code]
-                cov = np.cov(part, rowvar=False, bias=True)
-                pv[t, ci] = np.sort(np.linalg.eigvalsh(np.atleast_2d(cov)))[::-1][:k]
-            if t in nn_at:
-                s = x[sample]
-                sq = (s ** 2).sum(1)
-                dist2 = sq[:, None] + sq[None, :] - 2 * s @ s.T
-                np.fill_diagonal(dist2, np.inf)
-                nn[np.searchsorted(nn_at, t)] = np.sqrt(np.maximum(dist2.min(1), 0)).mean()
+    masks = [classes == code for code, _ in present]
+    for start, (c_, m_, s_, q_, p_, nn_part) in zip(
+            np.cumsum((0,) + w.chunks[0]),
+            reduce_blocks(w, _geometry_block, masks, quantiles, k, nn_at, sample, progress=progress)):
+        stop = start + len(c_)
+        cnorm[start:stop], rmean[start:stop], rrms[start:stop], rq[start:stop], pv[start:stop] = c_, m_, s_, q_, p_
+        for t, value in nn_part:
+            nn[np.searchsorted(nn_at, t)] = value
     steps = sub[fmt.STEP].values
     out = xr.Dataset(coords={**frame_coords(sub), "quantile": list(quantiles),
                              "class": [name for _, name in present], "component": np.arange(k)})

@@ -8,25 +8,27 @@ import xarray as xr
 
 from tokendyn import format as fmt
 
-from .base import TokenSelection, annotate, frame_coords, iter_blocks, matrix, select
+from .base import TokenSelection, annotate, frame_coords, matrix, select
+
+
+def _radius_block(block: np.ndarray, measure: str) -> np.ndarray:
+    x = block.astype(np.float64)
+    if measure != "origin":
+        x = x - x.mean(axis=1, keepdims=True)
+    r2 = np.einsum("tnd,tnd->tn", x, x)
+    return np.sqrt(r2.mean(axis=1)) if measure == "rms" else np.sqrt(r2).mean(axis=1)
 
 
 def radius_curve(sub: xr.Dataset, measure: str = "mean") -> np.ndarray:
-    """R(t): mean (or RMS) distance of the tokens from their centroid, or mean norm ("origin")."""
+    """R(t): mean (or RMS) distance of the tokens from their centroid, or mean norm ("origin").
+
+    Each block of frames is reduced where it is read (a dask task, or a worker of a cluster), so
+    only R(t) travels back."""
+    if measure not in ("mean", "rms", "origin"):
+        raise ValueError("measure must be 'mean', 'rms' or 'origin'")
     w = matrix(sub)
-    out = np.empty(w.shape[0])
-    for start, block in iter_blocks(w):
-        x = block.astype(np.float64)
-        if measure != "origin":
-            x = x - x.mean(axis=1, keepdims=True)
-        r2 = np.einsum("tnd,tnd->tn", x, x)
-        if measure == "rms":
-            out[start:start + len(x)] = np.sqrt(r2.mean(axis=1))
-        elif measure in ("mean", "origin"):
-            out[start:start + len(x)] = np.sqrt(r2).mean(axis=1)
-        else:
-            raise ValueError("measure must be 'mean', 'rms' or 'origin'")
-    return out
+    return w.map_blocks(_radius_block, measure, drop_axis=[1, 2], dtype=np.float64,
+                        meta=np.empty((0,), np.float64)).compute()
 
 
 def _smooth(r: np.ndarray, width: int) -> np.ndarray:
