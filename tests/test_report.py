@@ -257,3 +257,8 @@ def test_report_and_play_read_a_movie_that_is_still_being_recorded(tmp_path):
         assert r.returncode == 0, r.stderr
     finally:
         rec.close()
+
+
+def test_the_package_re_exports_the_surfaces():
+    for name in ("write_report", "play", "convert", "save_result", "run_sweep", "open_movie", "Recorder"):
+        assert callable(getattr(tokendyn, name)), name

@@ -34,6 +34,11 @@ _LAZY = {
     "TrainConfig": ("trainers", "TrainConfig"),
     "analysis": ("tokendyn.analysis", None),
     "synthetic": ("tokendyn.synthetic", None),
+    "write_report": ("tokendyn.report", "write_report"),
+    "play": ("tokendyn.play", "play"),
+    "convert": ("tokendyn.zarr_store", "convert"),
+    "save_result": ("tokendyn.export", "save_result"),
+    "run_sweep": ("trainers.sweep", "run_sweep"),
 }
 
 __all__ = [
