@@ -10,7 +10,7 @@ import xarray as xr
 import tokendyn
 from tokendyn import synthetic
 from tokendyn.analysis import comoving_displacement, hypersphere_walk, inhale
-from tokendyn.play import play
+from tokendyn.player import play
 from tokendyn.report import write_report
 
 from conftest import ROOT, random_bf16_frames, run_cli, write_movie
@@ -213,7 +213,7 @@ def test_play_html_is_a_self_contained_player(trained, tmp_path):
 
 
 def test_play_projection_is_fitted_once(trained):
-    from tokendyn.play import project
+    from tokendyn.player import project
 
     ds = tokendyn.open_movie(trained)
     a = project(ds, fit=0, max_frames=10)

@@ -35,7 +35,7 @@ _LAZY = {
     "analysis": ("tokendyn.analysis", None),
     "synthetic": ("tokendyn.synthetic", None),
     "write_report": ("tokendyn.report", "write_report"),
-    "play": ("tokendyn.play", "play"),
+    "play": ("tokendyn.player", "play"),
     "convert": ("tokendyn.zarr_store", "convert"),
     "save_result": ("tokendyn.export", "save_result"),
     "run_sweep": ("trainers.sweep", "run_sweep"),

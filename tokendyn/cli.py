@@ -31,6 +31,15 @@ def _progress(desc: str, quiet: bool = False) -> tuple[Callable[[int, int], None
     return update, close
 
 
+def _with_progress(desc: str, quiet: bool, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, progress=..., **kwargs)`` with a progress bar that is closed whatever happens."""
+    update, close = _progress(desc, quiet)
+    try:
+        return fn(*args, progress=update, **kwargs)
+    finally:
+        close()
+
+
 def _human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
@@ -74,11 +83,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from .inspect import check
 
-    update, close = _progress("scanning frames", args.quiet)
-    try:
-        report = check(args.path, scan_values=not args.no_scan, progress=update)
-    finally:
-        close()
+    report = _with_progress("scanning frames", args.quiet, check, args.path, scan_values=not args.no_scan)
     for note in report.notes:
         print(f"note: {note}")
     for problem in report.problems:
@@ -93,11 +98,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_repair(args: argparse.Namespace) -> int:
     from .repair import repair
 
-    update, close = _progress("copying frames", args.quiet)
-    try:
-        out = repair(args.path, args.output, in_place=args.in_place, progress=update)
-    finally:
-        close()
+    out = _with_progress("copying frames", args.quiet, repair, args.path, args.output, in_place=args.in_place)
     print(f"wrote a clean copy: {out}")
     return 0
 
@@ -105,11 +106,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from .zarr_store import convert
 
-    update, close = _progress("converting frames", args.quiet)
-    try:
-        out = convert(args.source, args.output, overwrite=args.overwrite, progress=update)
-    finally:
-        close()
+    out = _with_progress("converting frames", args.quiet, convert, args.source, args.output,
+                         overwrite=args.overwrite)
     print(f"wrote {out}")
     return 0
 

@@ -5,8 +5,6 @@ import argparse
 import json
 from typing import Any
 
-from .errors import TokendynError
-
 
 def _add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", default=None, help="token class (all, live, dead, phantom) or comma-separated ids")
@@ -20,7 +18,7 @@ def _add_cluster(p: argparse.ArgumentParser) -> None:
 
 def cmd_analyse(args: argparse.Namespace) -> int:
     from .analysis import registry
-    from .cli import _progress
+    from .cli import _with_progress
     from .cluster import compute_on
     from .export import save_result
     from .io import open_movie
@@ -35,12 +33,8 @@ def cmd_analyse(args: argparse.Namespace) -> int:
         kwargs["tokens"] = tokens
     kwargs["frames"] = registry.parse_frames(args.frames)
     ds = open_movie(args.movie)
-    update, close = _progress(args.name, args.quiet)
     with compute_on(args.scheduler, args.workers):
-        try:
-            result = fn(ds, progress=update, **kwargs).load()
-        finally:
-            close()
+        result = _with_progress(args.name, args.quiet, fn, ds, **kwargs).load()
     if args.output:
         save_result(result, args.output)
         print(f"wrote {args.output}")
@@ -64,7 +58,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_play(args: argparse.Namespace) -> int:
     from .analysis import registry
-    from .play import play
+    from .player import play
 
     trace = [int(t) for t in args.trace.split(",")] if args.trace else None
     out = play(args.movie, args.output, tokens=registry.parse_tokens(args.tokens) or "all",
@@ -108,5 +102,3 @@ def register(sub: Any) -> None:
     p.add_argument("--fps", type=int, default=12)
     p.set_defaults(func=cmd_play)
 
-
-__all__ = ["register", "TokendynError"]

@@ -29,6 +29,10 @@ TOKEN_COUNT = "token_count"
 # NaN/Inf without reading the matrices.
 NONFINITE = {name: f"nonfinite_{name}" for name in MATRIX_VARIABLES}
 
+# HDF5 dimension-scale bookkeeping and xarray's zarr dimension names: structure, not user attributes.
+STRUCTURAL_ATTRS = frozenset({"DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME", "_ARRAY_DIMENSIONS",
+                              "_Netcdf4Dimid", "_Netcdf4Coordinates"})
+
 # Names a per-frame scalar may not take (they are structural).
 RESERVED_NAMES = frozenset(
     {DIM_FRAME, DIM_TOKEN, DIM_DIM, STEP, TIME, TOKEN_CLASS, TOKEN_TEXT, TOKEN_COUNT,

@@ -269,8 +269,7 @@ def _build_dataset(path: str, src: Any, chunks: Any, live: bool) -> xr.Dataset:
                 nonfinite += int(np.clip(obj[:n], 0, None).sum())
             elif key == fmt.TIME or key not in fmt.RESERVED_NAMES and key not in data_vars:
                 if obj.ndim == 1 and obj.shape[0] >= n:
-                    skip = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME", "_ARRAY_DIMENSIONS")
-                    attrs = {k: attr_text(v) for k, v in obj.attrs.items() if k not in skip}
+                    attrs = {k: attr_text(v) for k, v in obj.attrs.items() if k not in fmt.STRUCTURAL_ATTRS}
                     data_vars[key] = xr.Variable((fmt.DIM_FRAME,), obj[:n], attrs)
         attrs = {k: attr_text(v) for k, v in src.attrs.items()}
         if "config" in attrs:

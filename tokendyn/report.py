@@ -14,10 +14,11 @@ from typing import Any, Callable
 import numpy as np
 
 from . import format as fmt
-from .play import CLASS_COLOURS, player_fragment, project
+from .player import CLASS_COLOURS, player_fragment, project
 
 
-def _png(fig) -> str:
+def png_data(fig) -> str:
+    """A matplotlib figure as base64 PNG for a data URI (the figure is closed)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -96,7 +97,7 @@ def _figures(ds, results: dict[str, Any], tokens, frames) -> list[tuple[str, str
             ax2 = ax.twinx()
             ax2.plot(steps_all, ds["lr"].values, color="tab:orange", lw=1)
             ax2.set_ylabel("learning rate", color="tab:orange")
-        figs.append(("loss", "Loss and learning rate", _png(fig)))
+        figs.append(("loss", "Loss and learning rate", png_data(fig)))
 
     inh = results["inhale"]
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -109,7 +110,7 @@ def _figures(ds, results: dict[str, Any], tokens, frames) -> list[tuple[str, str
     ax.set(xlabel="step", ylabel="mean radius (embedding units)",
            title=f"{int(inh.n_phases)} contraction phase(s) (shaded)")
     ax.legend(fontsize=8)
-    figs.append(("radius", "Cloud radius and the inhale", _png(fig)))
+    figs.append(("radius", "Cloud radius and the inhale", png_data(fig)))
 
     com = results["comoving"]
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -120,7 +121,7 @@ def _figures(ds, results: dict[str, Any], tokens, frames) -> list[tuple[str, str
     ax.set_yscale("log")
     ax.set(xlabel="step", ylabel="mean step displacement (embedding units)", title="co-moving frame")
     ax.legend(fontsize=8)
-    figs.append(("comoving", "Co-moving displacement per class", _png(fig)))
+    figs.append(("comoving", "Co-moving displacement per class", png_data(fig)))
 
     if "hypersphere" in results:
         h = results["hypersphere"]
@@ -142,7 +143,7 @@ def _figures(ds, results: dict[str, Any], tokens, frames) -> list[tuple[str, str
         axes[1].plot(h.lag.values, h.cos_decay_predicted.values, "-", label="Brownian on a sphere (fitted D)")
         axes[1].set(xlabel="lag (frames)", ylabel="mean cos angle", title="angular decay")
         axes[1].legend(fontsize=8)
-        figs.append(("hypersphere", "Hypersphere random-walk test", _png(fig)))
+        figs.append(("hypersphere", "Hypersphere random-walk test", png_data(fig)))
 
     if "lattice" in results:
         lat = results["lattice"]
@@ -161,7 +162,7 @@ def _figures(ds, results: dict[str, Any], tokens, frames) -> list[tuple[str, str
         axes[1].set(xlabel="step", ylabel="frozen fraction", ylim=(0, 1.02),
                     title="dotted: half frozen (fimbulwinter onset)")
         axes[0].legend(fontsize=8)
-        figs.append(("lattice", "bf16 lattice motion and freezing", _png(fig)))
+        figs.append(("lattice", "bf16 lattice motion and freezing", png_data(fig)))
 
     proj = project(ds, tokens=tokens or "all", frames=frames, max_frames=4)
     fig, axes = plt.subplots(1, len(proj.steps), figsize=(3.2 * len(proj.steps), 3.2), squeeze=False)
@@ -173,7 +174,7 @@ def _figures(ds, results: dict[str, Any], tokens, frames) -> list[tuple[str, str
         ax.set(title=f"step {proj.steps[f]}", xlabel="PC 1")
     axes[0][0].set_ylabel("PC 2")
     axes[0][0].legend(fontsize=7, markerscale=3)
-    figs.append(("pca", "The cloud in a fixed PCA plane", _png(fig)))
+    figs.append(("pca", "The cloud in a fixed PCA plane", png_data(fig)))
     return figs
 
 

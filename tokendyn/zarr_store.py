@@ -20,7 +20,6 @@ from .errors import MovieError, MovieFormatError, TokendynError
 from .layout import complete_frames, frame_axis_names
 
 FRAME_SERIES_ATTR = "tokendyn_frame_series"
-_SKIP_ATTRS = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME", "_Netcdf4Dimid", "_Netcdf4Coordinates")
 _TOKEN_AXIS = (fmt.DIM_TOKEN, fmt.TOKEN_CLASS, fmt.TOKEN_TEXT, fmt.TOKEN_COUNT)
 
 
@@ -140,7 +139,7 @@ def to_zarr(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool =
                 arr = group.create_array(name, shape=data_shape, dtype=dset.dtype)
                 if np.prod(data_shape):
                     arr[...] = dset[: data_shape[0]] if dset.ndim else dset[()]
-            attrs = {k: attr_text(v) for k, v in dset.attrs.items() if k not in _SKIP_ATTRS}
+            attrs = {k: attr_text(v) for k, v in dset.attrs.items() if k not in fmt.STRUCTURAL_ATTRS}
             attrs["_ARRAY_DIMENSIONS"] = _dims(name, len(data_shape), series)
             arr.attrs.update(json.loads(json.dumps(attrs, default=_jsonable)))
     return dst

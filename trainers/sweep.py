@@ -4,10 +4,8 @@ last, so a run counts as done only once it exists) and ``sweep.csv/.md/.html``; 
 spec again skips the finished runs."""
 from __future__ import annotations
 
-import base64
 import dataclasses
 import html
-import io
 import itertools
 import json
 import os
@@ -151,15 +149,6 @@ def find_cliff(batches: list[int], tokens_per_second: list[float], threshold: fl
             "cliff_batch": int(b[below[0]]) if below.size else None}
 
 
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def summarize(spec: dict[str, Any], results: list[dict[str, Any]], out_dir: str) -> dict[str, str]:
     """Write ``sweep.csv``, ``sweep.md`` and ``sweep.html`` (table and plots) for finished runs."""
     import matplotlib
@@ -167,6 +156,8 @@ def summarize(spec: dict[str, Any], results: list[dict[str, Any]], out_dir: str)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pandas as pd
+
+    from tokendyn.report import png_data
 
     cols = ["run", "preset", "layers", "dim", "heads", "ffn_hidden", "batch", "context", "precision", "steps", "seed",
             "n_params", "steps_per_second", "tokens_per_second", "frame_rate_steps_per_million_tokens", "final_loss",
@@ -188,7 +179,7 @@ def summarize(spec: dict[str, Any], results: list[dict[str, Any]], out_dir: str)
         ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="throughput (tokens/s)",
                title="efficiency cliff")
         ax.legend(fontsize=8)
-        figures.append(("Throughput against batch size", _png(fig)))
+        figures.append(("Throughput against batch size", png_data(fig)))
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for r in results:
         ax.plot(r["loss_curve"]["step"], r["loss_curve"]["loss"], lw=1, label=r["run"])
@@ -196,11 +187,11 @@ def summarize(spec: dict[str, Any], results: list[dict[str, Any]], out_dir: str)
         ax.axhline(results[0]["unigram_entropy"], color="grey", ls="--", lw=1, label="unigram baseline")
     ax.set(xlabel="step", ylabel="loss (nats/token)", title="loss curves")
     ax.legend(fontsize=6)
-    figures.append(("Loss curves", _png(fig)))
+    figures.append(("Loss curves", png_data(fig)))
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.barh(table["run"], table["frame_rate_steps_per_million_tokens"])
     ax.set(xlabel="frame rate (steps per million tokens)", title="how finely each run samples training")
-    figures.append(("Frame rate", _png(fig)))
+    figures.append(("Frame rate", png_data(fig)))
     md_table = _markdown(table)
     cliff_text = ""
     if cliff is not None:

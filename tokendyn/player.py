@@ -203,10 +203,12 @@ def play(movie: str | os.PathLike, output: str | os.PathLike | None = None, *, t
         raise TokendynError(f"{output}: MP4 needs ffmpeg, which is not installed here; "
                             "write .gif or .html instead, or install ffmpeg")
     ds = open_movie(movie)
-    if trace is None:  # by default trace the most and the least frequent live tokens
-        counts = ds[fmt.TOKEN_COUNT].values
+    if trace is None:  # by default trace the most frequent live token, when the movie has counts
+        trace = []
         live = np.flatnonzero(ds[fmt.TOKEN_CLASS].values == fmt.CLASS_LIVE)
-        trace = [int(ds[fmt.DIM_TOKEN].values[live[np.argmax(counts[live])]])] if live.size else []
+        if fmt.TOKEN_COUNT in ds.coords and live.size:
+            counts = ds[fmt.TOKEN_COUNT].values
+            trace = [int(ds[fmt.DIM_TOKEN].values[live[np.argmax(counts[live])]])]
     proj = project(ds, tokens=tokens, frames=frames, fit=fit, max_frames=max_frames, trace=trace)
     if ext == ".html":
         page = f"""<!DOCTYPE html>
