@@ -100,8 +100,11 @@ def run_reference(name: str, path: str, frames: int) -> dict:
         reference.lattice(bits)
     elif name == "inhale":
         reference.radius(x)
-    elif name == "cloud_geometry":
+    elif name == "cloud_geometry":  # the same quantities: radii, quantiles, top-5 principal variances per class
         reference.geometry(x)
+        with h5py.File(path, "r") as f:
+            classes = f["token_class"][...]
+        reference.principal_variances(x, classes, 5)
     return {"seconds": time.perf_counter() - t0}
 
 

@@ -44,6 +44,18 @@ def geometry(x, quantiles=(0.1, 0.5, 0.9)):
     return np.linalg.norm(c, axis=1), r.mean(1), np.sqrt((r ** 2).mean(1)), np.quantile(r, quantiles, axis=1)
 
 
+def principal_variances(x, classes, k):
+    """Top-k eigenvalues of each class's covariance, per frame: (frame, class, k)."""
+    x = x.astype(np.float64)
+    codes = [c for c in np.unique(classes) if (classes == c).sum() >= 2]
+    out = np.empty((x.shape[0], len(codes), k))
+    for t in range(x.shape[0]):
+        for j, code in enumerate(codes):
+            cov = np.cov(x[t][classes == code], rowvar=False, bias=True)
+            out[t, j] = np.linalg.eigvalsh(cov)[::-1][:k]
+    return out
+
+
 def radius(x):
     """R(t) = mean |x_i(t) - c(t)|."""
     x = x.astype(np.float64)

@@ -177,8 +177,8 @@ def test_cloud_geometry_matches_numpy_reference(walk):
     np.testing.assert_allclose(out.radius_mean.values, r_mean, rtol=1e-6)
     np.testing.assert_allclose(out.radius_rms.values, r_rms, rtol=1e-6)
     np.testing.assert_allclose(out.radius_quantile.sel(quantile=0.5).values, r_q[1], rtol=1e-6)
-    ev = np.linalg.eigvalsh(np.cov(x[10], rowvar=False, bias=True))[::-1][:3]
-    np.testing.assert_allclose(out.principal_variance.sel(**{"class": "dead"}).values[10], ev, rtol=1e-6)
+    pv = reference.principal_variances(x, ds.token_class.values, 3)
+    np.testing.assert_allclose(out.principal_variance.values, pv, rtol=1e-6)
     t = int(out.nn_frame.values[1])
     dist = np.linalg.norm(x[t][:, None] - x[t][None], axis=2)
     np.fill_diagonal(dist, np.inf)
@@ -204,3 +204,17 @@ def test_inhale_radius_matches_numpy_reference(walk):
     ds = tokendyn.open_movie(walk, chunks=11)
     out = inhale(ds)
     np.testing.assert_allclose(out.radius.values, reference.radius(ds.W.values), rtol=1e-6)
+
+
+def test_hypersphere_angular_decay_on_a_token_sample_matches_all_tokens(tmp_path):
+    path = tmp_path / "iso.h5"
+    synthetic.hypersphere_walk(path, n_tokens=600, dim=16, frames=60, seed=4)
+    ds = tokendyn.open_movie(path)
+    full = hypersphere_walk(ds, angle_tokens=10_000)
+    part = hypersphere_walk(ds, angle_tokens=150, seed=1)
+    # everything but the angular decay is computed on every token: identical
+    for name in ("rho_mean_all", "ks_statistic", "t_pvalue", "sign_pvalue", "step_correlation_mean"):
+        assert float(part[name]) == float(full[name]), name
+    # a 150-token sample estimates the decay of 600 (it differs: it is a sample)
+    np.testing.assert_allclose(part.cos_decay.values, full.cos_decay.values, atol=3e-3)
+    assert not np.array_equal(part.cos_decay.values, full.cos_decay.values)

@@ -145,3 +145,78 @@ def lattice_steps(bits: np.ndarray) -> tuple:  # pragma: no cover - numba
             biggest[t - 1, i] = m
             squares[t - 1, i] = q
     return changed, total, biggest, squares
+
+
+@numba.njit(nogil=True, cache=True)
+def sphere_walk_frame(x: np.ndarray, c: np.ndarray, prev_x: np.ndarray, prev_step: np.ndarray, has_prev: bool,
+                      has_prev_step: bool, ring: np.ndarray, row: np.ndarray, head: int, active: np.ndarray,
+                      lags: np.ndarray, hist: np.ndarray, acc: np.ndarray,
+                      ang_sum: np.ndarray) -> None:  # pragma: no cover - numba
+    """One frame of the hypersphere walk's streaming pass, fused over tokens.
+
+    Updates in place: ``prev_x``/``prev_step`` (centred position and step of each token), the ring
+    of unit vectors of the tokens sampled for the angular decay (``row[i]``: token i's row, -1 if not
+    sampled), the histogram of radial fractions, the angular sums per lag, and ``acc`` =
+    [sum a, sum a^2, sum |D|^2, steps, outward, inward, sum cos, sum cos^2, cosines, sum r]."""
+    n, d = x.shape
+    size = ring.shape[0]
+    bins = hist.shape[0]
+    for i in range(n):
+        r2 = 0.0
+        for k in range(d):
+            v = np.float64(x[i, k]) - c[k]
+            r2 += v * v
+        r = np.sqrt(r2)
+        acc[9] += r
+        inv = 1.0 / r if r > 0 else 1.0
+        j = row[i]
+        if j >= 0:
+            for li in range(lags.shape[0]):
+                if active[li]:
+                    slot = (head - lags[li]) % size
+                    dot = 0.0
+                    for k in range(d):
+                        dot += (np.float64(x[i, k]) - c[k]) * ring[slot, j, k]
+                    ang_sum[li] += dot * inv
+        if has_prev:
+            r0sq = 0.0
+            dot = 0.0
+            dd = 0.0
+            num = 0.0
+            pp = 0.0
+            for k in range(d):
+                p = prev_x[i, k]
+                s = (np.float64(x[i, k]) - c[k]) - p
+                r0sq += p * p
+                dot += s * p
+                dd += s * s
+                if has_prev_step:
+                    num += s * prev_step[i, k]
+                    pp += prev_step[i, k] * prev_step[i, k]
+                prev_step[i, k] = s
+            r0 = np.sqrt(r0sq)
+            if r0 > 0:
+                a = dot / r0
+                acc[0] += a
+                acc[1] += a * a
+                acc[2] += dd
+                acc[3] += 1
+                if a > 0:
+                    acc[4] += 1
+                elif a < 0:
+                    acc[5] += 1
+                if dd > 0:
+                    b = int((dot * dot) / (r0sq * dd) * bins)
+                    hist[min(b, bins - 1)] += 1
+            if has_prev_step:
+                den = np.sqrt(dd) * np.sqrt(pp)
+                if den > 0:
+                    cv = num / den
+                    acc[6] += cv
+                    acc[7] += cv * cv
+                    acc[8] += 1
+        for k in range(d):
+            v = np.float64(x[i, k]) - c[k]
+            prev_x[i, k] = v
+            if j >= 0:
+                ring[head, j, k] = v * inv

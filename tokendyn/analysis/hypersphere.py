@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -11,7 +12,7 @@ from scipy import stats
 from tokendyn import format as fmt
 
 from . import _kernels as K
-from .base import TokenSelection, annotate, frame_coords, iter_blocks, matrix, pairwise_frames, select
+from .base import TokenSelection, annotate, frame_coords, matrix, pairwise_frames, select
 from .comoving import centroid_of
 
 _BINS = 20_000  # resolution of the streamed radial-fraction histogram used for the KS test
@@ -25,6 +26,8 @@ def hypersphere_walk(
     center: str = "origin",
     alpha: float = 0.01,
     max_lag: int = 32,
+    angle_tokens: int = 2048,
+    seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> xr.Dataset:
     """Test whether tokens move like an isotropic random walk on a hypersphere.
@@ -39,7 +42,8 @@ def hypersphere_walk(
     the Beta), ``sign_pvalue`` (binomial test of outward vs inward steps), ``t_pvalue`` (one-sample t
     test of a against 0), ``step_correlation`` mean and sd of cos(D_t, D_t+1) against 0 and 1/sqrt(d),
     ``cos_decay(lag)`` = <cos theta(tau)> against ``cos_decay_predicted`` = exp(-(d-1) D tau / r^2)
-    with the fitted ``diffusion`` D; and a verdict: ``isotropic`` (no test rejects at ``alpha``) and
+    with the fitted ``diffusion`` D (the cosine mean over a fixed random sample of ``angle_tokens``
+    tokens, drawn with ``seed``; every token when there are fewer); and a verdict: ``isotropic`` (no test rejects at ``alpha``) and
     ``outward_excess`` = mean a / RMS ``|D|`` (effect size; 0 under isotropy).
     """
     sub = select(ds, tokens, frames, min_tokens=1, min_frames=3)
@@ -69,62 +73,39 @@ def hypersphere_walk(
     out["radius_drift"] = annotate(xr.DataArray(dr.mean(axis=1), dims="frame"),
                                    "mean change of radius", "embedding units")
 
-    # one streaming pass: histograms and moments for the tests, successive-step cosines, angles
-    hist = np.zeros(_BINS, np.int64)
-    s_a = s_a2 = s_len2 = 0.0
-    n_steps = n_out = n_in = 0
-    cos_sum = cos_sq = 0.0
-    n_cos = 0
+    # one streaming pass (a fused numba kernel per frame): histograms and moments for the tests,
+    # successive-step cosines, angular decay
     lags = np.unique(np.clip(np.round(np.geomspace(1, max(1, min(max_lag, w.shape[0] - 1)), 12)), 1, None)).astype(int)
-    ring = np.zeros((int(lags.max()), n, d))
+    hist = np.zeros(_BINS, np.int64)
+    acc = np.zeros(10)
+    # the angular decay is a mean over tokens: a fixed random sample of angle_tokens estimates it
+    # (the ring of past unit vectors is the memory and time of this pass)
+    row = np.full(n, -1, np.int64)
+    sampled = np.sort(np.random.default_rng(seed).choice(n, min(n, angle_tokens), replace=False))
+    row[sampled] = np.arange(sampled.size)
+    ring = np.zeros((int(lags.max()), sampled.size, d))
     ang_sum = np.zeros(lags.size)
     ang_n = np.zeros(lags.size, np.int64)
-    radius_sum = 0.0
-    radius_n = 0
-    prev_step = None
-    prev_x = None
-    filled = head = 0
-    both = da.concatenate([w.astype(np.float64), cen[:, None, :]], axis=1)
-    for _, block in iter_blocks(both, progress):
-        for t in range(block.shape[0]):
-            x = block[t, :n] - block[t, n]
-            r = np.linalg.norm(x, axis=1)
-            radius_sum += r.sum()
-            radius_n += n
-            u = x / np.where(r > 0, r, 1)[:, None]
-            for li, lag in enumerate(lags):
-                if lag <= filled:
-                    past = ring[(head - lag) % ring.shape[0]]
-                    ang_sum[li] += float(np.einsum("ij,ij->", u, past))
-                    ang_n[li] += n
-            ring[head] = u
+    prev_x = np.zeros((n, d))
+    prev_step = np.zeros((n, d))
+    frames_seen = head = filled = 0
+    starts = np.cumsum((0,) + w.chunks[0])
+    for i in range(len(w.chunks[0])):
+        xb, cb = dask.compute(w.blocks[i], cen.blocks[i])  # one read of the block, even for the centroid
+        for t in range(xb.shape[0]):
+            active = lags <= filled
+            K.sphere_walk_frame(xb[t], np.asarray(cb[t], np.float64), prev_x, prev_step, frames_seen >= 1,
+                                frames_seen >= 2, ring, row, head, active, lags, hist, acc, ang_sum)
+            ang_n[active] += sampled.size
             head = (head + 1) % ring.shape[0]
             filled = min(filled + 1, ring.shape[0])
-            if prev_x is not None:
-                step = x - prev_x
-                # the same kernel as the per-frame variables; x is already centred
-                a_t, rho_t, len_t, _ = K.radial_steps(np.stack([prev_x, x]), np.zeros((2, d)))
-                ok = np.isfinite(a_t[0])  # a token at the centre has no radial direction
-                av = a_t[0][ok]
-                l2 = len_t[0][ok] ** 2
-                rv = rho_t[0][np.isfinite(rho_t[0])]
-                hist += np.bincount(np.minimum((rv * _BINS).astype(np.int64), _BINS - 1), minlength=_BINS)
-                s_a += av.sum()
-                s_a2 += (av ** 2).sum()
-                s_len2 += l2.sum()
-                n_steps += av.size
-                n_out += int((av > 0).sum())
-                n_in += int((av < 0).sum())
-                if prev_step is not None:
-                    num = np.einsum("ij,ij->i", step, prev_step)
-                    den = np.linalg.norm(step, axis=1) * np.linalg.norm(prev_step, axis=1)
-                    good = den > 0
-                    cosv = num[good] / den[good]
-                    cos_sum += cosv.sum()
-                    cos_sq += (cosv ** 2).sum()
-                    n_cos += cosv.size
-                prev_step = step
-            prev_x = x
+            frames_seen += 1
+        if progress is not None:
+            progress(int(starts[i + 1]), int(starts[-1]))
+    s_a, s_a2, s_len2 = acc[0], acc[1], acc[2]
+    n_steps, n_out, n_in = int(acc[3]), int(acc[4]), int(acc[5])
+    cos_sum, cos_sq, n_cos = acc[6], acc[7], int(acc[8])
+    radius_sum, radius_n = acc[9], frames_seen * n
 
     n_rho = int(hist.sum())
     beta = stats.beta(0.5, (d - 1) / 2)
