@@ -105,7 +105,7 @@ class SlotPool:
             else:
                 self._free.append(Slot(np.empty(shape, dtype=storage)))
         if self._cuda:
-            self._stream = sys.modules["torch"].cuda.Stream(device=example.device)
+            self._stream = _side_stream(example.device)
 
     def acquire(self, timeout: float | None = None) -> Slot | None:
         """Take a free slot, waiting up to ``timeout`` seconds (None: forever)."""

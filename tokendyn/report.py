@@ -70,7 +70,7 @@ def _run_analyses(ds, tokens, frames, progress: bool) -> dict[str, Any]:
     return results
 
 
-def _figures(ds, results: dict[str, Any], tokens, frames) -> list[tuple[str, str, str]]:
+def _figures(ds, results: dict[str, Any], proj) -> list[tuple[str, str, str]]:
     """(id, title, base64 PNG) for every figure that applies."""
     import matplotlib
 
@@ -164,9 +164,10 @@ def _figures(ds, results: dict[str, Any], tokens, frames) -> list[tuple[str, str
         axes[0].legend(fontsize=8)
         figs.append(("lattice", "bf16 lattice motion and freezing", png_data(fig)))
 
-    proj = project(ds, tokens=tokens or "all", frames=frames, max_frames=4)
-    fig, axes = plt.subplots(1, len(proj.steps), figsize=(3.2 * len(proj.steps), 3.2), squeeze=False)
-    for ax, f in zip(axes[0], range(len(proj.steps))):
+    # a few frames of the player's projection (one read, one PCA fit for the page)
+    shown = np.unique(np.linspace(0, len(proj.steps) - 1, min(4, len(proj.steps))).round().astype(int))
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.2), squeeze=False)
+    for ax, f in zip(axes[0], shown):
         for cls in ("live", "dead", "phantom"):
             m = proj.classes == cls
             if m.any():
@@ -232,9 +233,9 @@ def write_report(movie: str | os.PathLike, output: str | os.PathLike | None = No
     ds = open_movie(movie)
     meta = info(movie)
     results = _run_analyses(ds, tokens, frames, progress)
-    figures = _figures(ds, results, tokens, frames)
-    summary = _summary(meta, ds, results)
     proj = project(ds, tokens=tokens or "all", frames=frames, max_frames=player_frames)
+    figures = _figures(ds, results, proj)
+    summary = _summary(meta, ds, results)
     summary_path = os.path.join(out_dir, "summary.json")
     with open(summary_path, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, default=_number)

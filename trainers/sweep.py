@@ -103,13 +103,10 @@ def expand(spec: dict[str, Any]) -> list[Run]:
 
 def run_one(run: Run, run_dir: str) -> dict[str, Any]:
     """Train one run (in a worker) and write its metrics; returns them."""
-    import torch
-
     from tokendyn.io import open_movie
 
     from .train import train
 
-    torch.set_num_threads(max(1, int(os.environ.get("TOKENDYN_SWEEP_THREADS", "0")) or torch.get_num_threads()))
     movie = os.path.join(run_dir, run.run_id + ".h5")
     result = train(run.preset, out=movie, overwrite=True, progress=False, log=lambda s: None, sample_tokens=0,
                    **run.overrides)
