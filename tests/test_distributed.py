@@ -111,3 +111,12 @@ def test_convert_errors(bf16_movie, tmp_path):
     assert r.returncode == 2 and "the output exists" in r.stderr
     r = run_cli("convert", str(tmp_path / "missing.h5"), str(tmp_path / "y.zarr"), "-q")
     assert r.returncode == 2 and "missing.h5" in r.stderr
+
+
+def test_block_boundaries_and_readers_do_not_change_results(bf16_movie):
+    """Many small blocks (each carrying the frames before it), one block, and a Dataset held in
+    memory (read through its own arrays, not h5py) give the same results."""
+    one_block = {name: fn(tokendyn.open_movie(bf16_movie)).load() for name, fn in ANALYSES}
+    for ds in (tokendyn.open_movie(bf16_movie, chunks=3), tokendyn.open_movie(bf16_movie).load()):
+        for name, fn in ANALYSES:
+            xr.testing.assert_allclose(fn(ds).load(), one_block[name], rtol=1e-12, atol=0)

@@ -2,11 +2,12 @@
 
 1. :func:`select` cuts the movie to a token selection (a class name, ids, or a boolean mask) and a
    frame range, still lazily.
-2. Per-chunk numba kernels run on dask blocks of frames; quantities that pair frame t with frame
-   t-1 use :func:`pairwise_frames` (a one-frame overlap, so the movie is read once).
+2. Numba kernels run on blocks of stored frames (:mod:`tokendyn.analysis._frames`): ``stream``
+   runs one pass now (per-block results, reduced where each block is read), ``lazy`` builds a
+   dask array computed when asked; a block carries the frames before it that a kernel needs.
 3. The result is an :class:`xarray.Dataset` with named dims and ``units``/``long_name`` on every
-   variable; per-frame results stay lazy, per-token and overall summaries are computed in one
-   streaming pass with memory independent of the number of frames.
+   variable; per-(frame, token) results stay lazy; per-frame, per-token and overall summaries are
+   computed in one streaming pass with memory independent of the number of frames.
 """
 from __future__ import annotations
 
@@ -62,6 +63,24 @@ def select(ds: xr.Dataset, tokens: TokenSelection = "all", frames: slice | tuple
     return sub
 
 
+def selection(ds: xr.Dataset, tokens: TokenSelection = "all", frames: slice | tuple | None = None,
+              min_tokens: int = 1, min_frames: int = 1) -> tuple[xr.Dataset, np.ndarray, np.ndarray]:
+    """:func:`select`, plus the positions of the selected tokens and frames in ``ds`` (what the
+    kernels index the stored frames with)."""
+    from ._frames import frame_positions
+
+    sub = select(ds, tokens, frames, min_tokens, min_frames)
+    return sub, np.flatnonzero(token_mask(ds, tokens)).astype(np.int64), frame_positions(ds, frames)
+
+
+def class_groups(classes: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Per token the index of its class among the classes present, and those classes' names."""
+    present = [code for code in range(len(fmt.TOKEN_CLASSES)) if (classes == code).any()]
+    lookup = np.full(len(fmt.TOKEN_CLASSES), -1, np.int64)
+    lookup[present] = np.arange(len(present))
+    return lookup[classes.astype(np.int64)], [fmt.TOKEN_CLASSES[c] for c in present]
+
+
 def matrix(ds: xr.Dataset, dtype: Any = np.float32) -> da.Array:
     """W as a dask array (frame, token, dim), one chunk along token and dim."""
     w = ds["W"].data
@@ -97,30 +116,6 @@ def pairwise_frames(arr: da.Array, kernel: Callable[..., np.ndarray], *, out_tai
                           chunks=out_chunks, drop_axis=drop or None, meta=np.empty((0,) * (1 + len(out_tail)), dtype))
 
 
-def per_class_frame_stat(values: xr.DataArray, classes: np.ndarray, stat: str) -> xr.DataArray:
-    """Reduce a (frame, token) quantity over the tokens of each class present: (frame, class)."""
-    out = []
-    names = []
-    for code, name in enumerate(fmt.TOKEN_CLASSES):
-        mask = classes == code
-        if not mask.any():
-            continue
-        sub = values.isel(token=np.flatnonzero(mask))
-        # skipna=False: a frame with no value (the first, for step quantities) stays NaN, quietly
-        if stat == "mean":
-            red = sub.mean("token", skipna=False)
-        elif stat == "median":
-            red = sub.median("token", skipna=False)
-        elif stat == "max":
-            red = sub.max("token", skipna=False)
-        else:  # pragma: no cover - internal
-            raise ValueError(stat)
-        out.append(red)
-        names.append(name)
-    stacked = xr.concat(out, dim=xr.Variable("class", names))
-    return stacked.transpose(*[d for d in values.dims if d != "token"], "class")
-
-
 def annotate(var: xr.DataArray, long_name: str, units: str) -> xr.DataArray:
     var.attrs.update(long_name=long_name, units=units)
     return var
@@ -128,32 +123,3 @@ def annotate(var: xr.DataArray, long_name: str, units: str) -> xr.DataArray:
 
 def frame_coords(sub: xr.Dataset) -> dict[str, Any]:
     return {fmt.DIM_FRAME: sub[fmt.DIM_FRAME].values, fmt.STEP: (fmt.DIM_FRAME, sub[fmt.STEP].values)}
-
-
-def iter_blocks(arr: da.Array, progress: Callable[[int, int], None] | None = None):
-    """Compute a dask array block by block along frames (a streaming pass, bounded memory)."""
-    starts = np.cumsum((0,) + arr.chunks[0])
-    n = len(arr.chunks[0])
-    for i in range(n):
-        yield int(starts[i]), np.asarray(arr.blocks[i].compute())
-        if progress is not None:
-            progress(int(starts[i + 1]), int(starts[-1]))
-
-
-def reduce_blocks(arr: da.Array, fn: Callable[..., Any], *args: Any,
-                  progress: Callable[[int, int], None] | None = None, group: int = 16) -> list[Any]:
-    """``[fn(block, start, *args) for each block of frames]``, each call run where its block is read
-    (a thread, or a dask.distributed worker) so that only the small results travel; blocks go in
-    groups of ``group`` at a time, which bounds memory and drives ``progress``."""
-    import dask
-
-    starts = np.cumsum((0,) + arr.chunks[0])
-    n = len(arr.chunks[0])
-    call = dask.delayed(fn, pure=True)
-    out: list[Any] = []
-    for first in range(0, n, group):
-        last = min(n, first + group)
-        out.extend(dask.compute(*[call(arr.blocks[i], int(starts[i]), *args) for i in range(first, last)]))
-        if progress is not None:
-            progress(int(starts[last]), int(starts[-1]))
-    return out

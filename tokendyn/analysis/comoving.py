@@ -3,21 +3,35 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 
 from tokendyn import format as fmt
 
 from . import _kernels as K
-from .base import (TokenSelection, annotate, frame_coords, iter_blocks, matrix, pairwise_frames,
-                   per_class_frame_stat, select)
+from ._frames import StoredFrames, decoded, lazy, stream
+from .base import TokenSelection, annotate, class_groups, frame_coords, selection
 
 
-def centroid_of(ds: xr.Dataset, reference: TokenSelection = "all", frames=None) -> da.Array:
-    """Lazy centroid c(t) of the reference tokens, float64 (frame, dim)."""
-    w = matrix(select(ds, reference, frames))
-    return w.map_blocks(K.centroid, drop_axis=1, dtype=np.float64, meta=np.empty((0, 0), np.float64))
+def centroid_of(ds: xr.Dataset, reference: TokenSelection = "all", frames=None) -> np.ndarray:
+    """Centroid c(t) of the reference tokens, float64 (frame, dim): one pass over the movie."""
+    _, rows, positions = selection(ds, reference, frames)
+    parts = stream(StoredFrames(ds), positions, _centroid_block, rows)
+    return np.concatenate(parts)
+
+
+def _centroid_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray) -> np.ndarray:
+    return K.block_centroids(block[lead:], rows)
+
+
+def _tokens_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, ref_rows: np.ndarray,
+                  y0: np.ndarray) -> np.ndarray:
+    return K.comoving_tokens(block, lead, start, rows, ref_rows, y0)
+
+
+def _stream_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, ref_rows: np.ndarray,
+                  groups: np.ndarray, n_groups: int, lags: np.ndarray) -> tuple:
+    return K.comoving_stream(block, lead, start, rows, ref_rows, groups, n_groups, lags)
 
 
 def comoving_displacement(
@@ -44,66 +58,51 @@ def comoving_displacement(
     variables are lazy (one read of the movie when computed); ``msd`` is computed here in one
     streaming pass holding ``max(lags)`` frames. Units are those of W ("embedding units").
     """
-    sub = select(ds, tokens, frames, min_frames=2)
-    w = matrix(sub)
-    c = centroid_of(ds, reference, frames).rechunk({0: w.chunks[0]})
-    n_tokens = w.shape[1]
+    sub, rows, positions = selection(ds, tokens, frames, min_frames=2)
+    _, ref_rows, _ = selection(ds, reference, frames)
+    source = StoredFrames(ds)
     classes = sub[fmt.TOKEN_CLASS].values
+    groups, names = class_groups(classes)
     coords = {**frame_coords(sub), fmt.DIM_TOKEN: sub[fmt.DIM_TOKEN].values,
               fmt.TOKEN_CLASS: (fmt.DIM_TOKEN, classes)}
+    requested = sorted(set(int(lag) for lag in (lags or ())))
+    if requested and requested[0] < 1:
+        raise ValueError("MSD lags must be >= 1 frame")
+    all_lags = np.asarray(sorted(set(requested) | {1}), np.int64)  # lag 1 gives the step statistics
 
-    step = pairwise_frames(w, lambda xb, cb: K.comoving_step(xb, cb[:, 0, :]), out_tail=(n_tokens,),
-                           dtype=np.float64, others=[c[:, None, :]])
     t0 = int(ref_frame)
-    x0 = np.asarray(w[t0].compute(), np.float64)
-    c0 = np.asarray(c[t0].compute(), np.float64)
-    y0 = x0 - c0
-    from_ref = da.map_blocks(lambda xb, cb: K.comoving_from_ref(xb, cb[:, 0, :], y0), w, c[:, None, :],
-                             drop_axis=2, dtype=np.float64, meta=np.empty((0, 0), np.float64))
-    dc = da.sqrt((da.diff(c, axis=0) ** 2).sum(axis=1))
-    drift = da.concatenate([da.full((1,), np.nan), dc]).rechunk(w.chunks[0][0])
+    if not -len(positions) <= t0 < len(positions):
+        raise ValueError(f"ref_frame {ref_frame} is outside the {len(positions)} frames analysed")
+    first = source.read(positions[[t0]], np.empty((1,) + source.shape[1:], source.dtype))
+    y0 = decoded(first)[0, rows].astype(np.float64) - K.block_centroids(first, ref_rows)[0]
+
+    # per (frame, token): lazy, one read of the movie when computed
+    per = lazy(source, positions, _tokens_block, rows, ref_rows, y0, tail=(rows.size, 2), dtype=np.float64,
+               before=1)
+    # one streaming pass: centroid drift, step statistics per class, MSD sums
+    parts = stream(source, positions, _stream_block, rows, ref_rows, groups, len(names), all_lags,
+                   before=int(all_lags.max()), progress=progress)
+    drift = np.concatenate([p[0] for p in parts])
+    stats = np.concatenate([p[1] for p in parts])
+    sums = sum(p[2] for p in parts)
+    counts = sum(p[3] for p in parts)
 
     out = xr.Dataset(coords=coords)
     unit = "embedding units"
-    out["step_displacement"] = annotate(xr.DataArray(step, dims=("frame", "token")),
+    out["step_displacement"] = annotate(xr.DataArray(per[..., 0], dims=("frame", "token")),
                                         "co-moving step displacement |y(t) - y(t-1)|", unit)
-    out["displacement_from_ref"] = annotate(xr.DataArray(from_ref, dims=("frame", "token")),
+    out["displacement_from_ref"] = annotate(xr.DataArray(per[..., 1], dims=("frame", "token")),
                                             f"co-moving displacement from frame {t0} |y(t) - y(t0)|", unit)
     out["centroid_drift"] = annotate(xr.DataArray(drift, dims=("frame",)), "centroid drift |c(t) - c(t-1)|", unit)
-    for stat in ("mean", "median", "max"):
+    for j, stat in enumerate(("mean", "median", "max")):
         out[f"step_displacement_{stat}"] = annotate(
-            per_class_frame_stat(out["step_displacement"], classes, stat),
+            xr.DataArray(stats[..., j], dims=("frame", "class"), coords={"class": names}),
             f"{stat} co-moving step displacement per class", unit)
-    if lags:
-        out = out.merge(_msd(w, c, classes, lags, progress))
+    if requested:
+        keep = np.isin(all_lags, requested)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            msd = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)[keep]
+        var = xr.DataArray(msd, dims=("lag", "class"), coords={"lag": all_lags[keep], "class": names})
+        out["msd"] = annotate(var, "co-moving mean squared displacement", "embedding units^2")
     out.attrs.update(analysis="comoving_displacement", reference=str(reference), ref_frame=t0)
     return out
-
-
-def _msd(w: da.Array, c: da.Array, classes: np.ndarray, lags: Sequence[int],
-         progress: Callable[[int, int], None] | None) -> xr.Dataset:
-    lags_arr = np.asarray(sorted(set(int(lag) for lag in lags)), np.int64)
-    if lags_arr.min() < 1:
-        raise ValueError("MSD lags must be >= 1 frame")
-    size = int(lags_arr.max())
-    n, d = w.shape[1], w.shape[2]
-    ring = np.zeros((size, n, d))
-    sums = np.zeros((lags_arr.size, 3))
-    counts = np.zeros((lags_arr.size, 3), np.int64)
-    groups = classes.astype(np.int64)
-    filled = 0
-    head = 0
-    both = da.concatenate([w.astype(np.float64), c[:, None, :]], axis=1)  # one pass reads both
-    for _, block in iter_blocks(both, progress):
-        for t in range(block.shape[0]):
-            y = block[t, :n] - block[t, n]
-            K.msd_accumulate(ring, filled, head, y, lags_arr, sums, counts, groups)
-            ring[head] = y
-            head = (head + 1) % size
-            filled = min(filled + 1, size)
-    present = [i for i in range(3) if (groups == i).any()]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        msd = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)[:, present]
-    var = xr.DataArray(msd, dims=("lag", "class"),
-                       coords={"lag": lags_arr, "class": [fmt.TOKEN_CLASSES[i] for i in present]})
-    return xr.Dataset({"msd": annotate(var, "co-moving mean squared displacement", "embedding units^2")})

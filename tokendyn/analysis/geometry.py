@@ -8,33 +8,46 @@ import xarray as xr
 
 from tokendyn import format as fmt
 
-from .base import TokenSelection, annotate, frame_coords, matrix, reduce_blocks, select
+from . import _kernels as K
+from ._frames import StoredFrames, acquire_buffer, release_buffer, decoded, stream
+from .base import TokenSelection, annotate, frame_coords, selection
 
 
-def _geometry_block(block: np.ndarray, start: int, masks: list, quantiles, k: int, nn_at: np.ndarray,
-                    sample: np.ndarray) -> tuple:
-    """Per-frame geometry of one block of frames (run where the block is read)."""
+def _geometry_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, class_rows: list,
+                    quantiles: np.ndarray, k: int, nn_at: np.ndarray, sample: np.ndarray) -> tuple:
+    """Per-frame geometry of one block of stored frames (run where the block is read)."""
+    block = block[lead:]
     m = block.shape[0]
+    cents = K.block_centroids(block, rows)
     cnorm, rmean, rrms = np.empty(m), np.empty(m), np.empty(m)
     rq = np.empty((m, len(quantiles)))
-    pv = np.full((m, len(masks), k), np.nan)
+    pv = np.full((m, len(class_rows), k), np.nan)
     nn = []
+    scratch = acquire_buffer(max(c.size for c in class_rows) if class_rows else 1, block.shape[2:], np.dtype(np.float64))
+    try:
+        _frames_geometry(block, rows, class_rows, quantiles, k, cents, cnorm, rmean, rrms, rq, pv, scratch)
+    finally:
+        release_buffer(scratch)
     for j in range(m):
-        x = block[j].astype(np.float64)
-        c = x.mean(0)
-        r = np.linalg.norm(x - c, axis=1)
-        cnorm[j], rmean[j], rrms[j] = np.linalg.norm(c), r.mean(), np.sqrt((r ** 2).mean())
-        rq[j] = np.quantile(r, quantiles)
-        for ci, mask in enumerate(masks):
-            cov = np.cov(x[mask], rowvar=False, bias=True)
-            pv[j, ci] = np.sort(np.linalg.eigvalsh(np.atleast_2d(cov)))[::-1][:k]
         if start + j in nn_at:
-            s = x[sample]
+            s = decoded(block[j:j + 1])[0, sample].astype(np.float64)
             sq = (s ** 2).sum(1)
             dist2 = sq[:, None] + sq[None, :] - 2 * s @ s.T
             np.fill_diagonal(dist2, np.inf)
             nn.append((start + j, np.sqrt(np.maximum(dist2.min(1), 0)).mean()))
     return cnorm, rmean, rrms, rq, pv, nn
+
+
+def _frames_geometry(block, rows, class_rows, quantiles, k, cents, cnorm, rmean, rrms, rq, pv, scratch) -> None:
+    """Fill the per-frame outputs of a block in place (radii, quantiles, principal variances)."""
+    for j in range(block.shape[0]):
+        r = K.distances(block[j], rows, cents[j])
+        cnorm[j], rmean[j], rrms[j] = np.linalg.norm(cents[j]), r.mean(), np.sqrt((r ** 2).mean())
+        rq[j] = np.quantile(r, quantiles)
+        for ci, crows in enumerate(class_rows):
+            xc = K.centered(block[j], crows, scratch[: crows.size])  # a pooled buffer: no page faults
+            cov = (xc.T @ xc) / crows.size
+            pv[j, ci] = np.linalg.eigvalsh(cov)[::-1][:k]
 
 
 def cloud_geometry(
@@ -54,9 +67,8 @@ def cloud_geometry(
     (``principal_variance(frame, class, component)``), and on ``nn_frames`` evenly spaced frames the
     mean nearest-neighbour distance (``nn_distance(nn_frame)``, on at most ``nn_tokens`` tokens).
     One streaming pass."""
-    sub = select(ds, tokens, frames, min_tokens=2)
-    w = matrix(sub)
-    n_frames, n, d = w.shape
+    sub, rows, positions = selection(ds, tokens, frames, min_tokens=2)
+    n_frames, n, d = len(positions), rows.size, sub.sizes[fmt.DIM_DIM]
     classes = sub[fmt.TOKEN_CLASS].values
     present = [(code, name) for code, name in enumerate(fmt.TOKEN_CLASSES) if (classes == code).sum() >= 2]
     k = min(k, d)
@@ -69,14 +81,16 @@ def cloud_geometry(
     nn = np.empty(nn_at.size)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, min(n, nn_tokens), replace=False))
-    masks = [classes == code for code, _ in present]
-    for start, (c_, m_, s_, q_, p_, nn_part) in zip(
-            np.cumsum((0,) + w.chunks[0]),
-            reduce_blocks(w, _geometry_block, masks, quantiles, k, nn_at, sample, progress=progress)):
+    class_rows = [rows[classes == code] for code, _ in present]
+    parts = stream(StoredFrames(ds), positions, _geometry_block, rows, class_rows, np.asarray(quantiles, float), k,
+                   nn_at, rows[sample], progress=progress)
+    start = 0
+    for c_, m_, s_, q_, p_, nn_part in parts:
         stop = start + len(c_)
         cnorm[start:stop], rmean[start:stop], rrms[start:stop], rq[start:stop], pv[start:stop] = c_, m_, s_, q_, p_
         for t, value in nn_part:
             nn[np.searchsorted(nn_at, t)] = value
+        start = stop
     steps = sub[fmt.STEP].values
     out = xr.Dataset(coords={**frame_coords(sub), "quantile": list(quantiles),
                              "class": [name for _, name in present], "component": np.arange(k)})

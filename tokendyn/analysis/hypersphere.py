@@ -52,7 +52,7 @@ def hypersphere_walk(
     if center == "origin":
         cen = da.zeros((w.shape[0], d), chunks=(w.chunks[0], d))
     elif center == "centroid":
-        cen = centroid_of(ds, "all", frames).rechunk({0: w.chunks[0]})
+        cen = da.from_array(centroid_of(ds, "all", frames), chunks=(w.chunks[0], d))
     else:
         raise ValueError("center must be 'origin' or 'centroid'")
 

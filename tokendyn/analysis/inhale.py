@@ -1,34 +1,37 @@
 """The inhale before the sneeze: the cloud's radius contracting, in phases, before it expands."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import xarray as xr
 
 from tokendyn import format as fmt
 
-from .base import TokenSelection, annotate, frame_coords, matrix, select
+from . import _kernels as K
+from ._frames import StoredFrames, stream
+from .base import TokenSelection, annotate, frame_coords, select, selection
 
 
-def _radius_block(block: np.ndarray, measure: str) -> np.ndarray:
-    x = block.astype(np.float64)
-    if measure != "origin":
-        x = x - x.mean(axis=1, keepdims=True)
-    r2 = np.einsum("tnd,tnd->tn", x, x)
-    return np.sqrt(r2.mean(axis=1)) if measure == "rms" else np.sqrt(r2).mean(axis=1)
+_MEASURES = {"mean": 0, "rms": 1, "origin": 2}
 
 
-def radius_curve(sub: xr.Dataset, measure: str = "mean") -> np.ndarray:
+def radius_curve(ds: xr.Dataset, tokens: TokenSelection = "all", frames: slice | tuple | None = None,
+                 measure: str = "mean", progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """R(t): mean (or RMS) distance of the tokens from their centroid, or mean norm ("origin").
 
-    Each block of frames is reduced where it is read (a dask task, or a worker of a cluster), so
-    only R(t) travels back."""
-    if measure not in ("mean", "rms", "origin"):
+    One pass over the movie; each block of frames is reduced where it is read (a dask task, or a
+    worker of a cluster), so only R(t) travels back."""
+    if measure not in _MEASURES:
         raise ValueError("measure must be 'mean', 'rms' or 'origin'")
-    w = matrix(sub)
-    return w.map_blocks(_radius_block, measure, drop_axis=[1, 2], dtype=np.float64,
-                        meta=np.empty((0,), np.float64)).compute()
+    _, rows, positions = selection(ds, tokens, frames)
+    source = StoredFrames(ds)
+    parts = stream(source, positions, _radius_block, rows, _MEASURES[measure], progress=progress)
+    return np.concatenate(parts)
+
+
+def _radius_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, measure: int) -> np.ndarray:
+    return K.radius_frames(block, lead, rows, measure)
 
 
 def _smooth(r: np.ndarray, width: int) -> np.ndarray:
@@ -82,6 +85,7 @@ def inhale(
     smooth: int = 1,
     min_depth: float = 1e-3,
     tol: float = 0.0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> xr.Dataset:
     """Find the contraction of the cloud's radius before it expands ("the inhale before the sneeze").
 
@@ -94,7 +98,7 @@ def inhale(
     NaN, and ``n_phases`` 0, when there is no inhale.
     """
     sub = select(ds, tokens, frames, min_frames=2)
-    r = radius_curve(sub, measure)
+    r = radius_curve(ds, tokens, frames, measure, progress)
     ev = find_inhale(r, smooth=smooth, min_depth=min_depth, tol=tol)
     steps = sub[fmt.STEP].values.astype(float)
     phases = ev["phases"]

@@ -11,15 +11,15 @@ from tokendyn import format as fmt
 from tokendyn.errors import AnalysisError
 
 from . import _kernels as K
-from .base import TokenSelection, annotate, frame_coords, iter_blocks, pairwise_frames, select
+from ._frames import StoredFrames, lazy, stream
+from .base import TokenSelection, annotate, class_groups, frame_coords, selection
 
 
-def _bits(sub: xr.Dataset) -> da.Array:
+def _require_bits(sub: xr.Dataset) -> None:
     if "W_bits" not in sub:
         dtype = sub["W"].attrs.get("stored_dtype", str(sub["W"].dtype))
         raise AnalysisError(f"lattice_motion needs a bfloat16 W (its raw bits); this movie's W is {dtype}",
                             sub.encoding.get("source"))
-    return sub["W_bits"].data.rechunk({1: -1, 2: -1})
 
 
 def lattice_motion(
@@ -45,23 +45,20 @@ def lattice_motion(
     ``freeze_onset(class, threshold)``, the first step at which the frozen fraction reaches each
     threshold ("fimbulwinter"); NaN if never. Raises :class:`AnalysisError` unless W is bfloat16.
     """
-    sub = select(ds, tokens, frames, min_frames=2)
-    bits = _bits(sub)
-    n_tokens = bits.shape[1]
+    sub, rows, positions = selection(ds, tokens, frames, min_frames=2)
+    _require_bits(sub)
+    source = StoredFrames(ds)
+    n_tokens = rows.size
     steps = sub[fmt.STEP].values
     classes = sub[fmt.TOKEN_CLASS].values
+    groups, names = class_groups(classes)
     coords = {**frame_coords(sub), fmt.DIM_TOKEN: sub[fmt.DIM_TOKEN].values,
               fmt.TOKEN_CLASS: (fmt.DIM_TOKEN, classes)}
-    dim = bits.shape[2]
 
-    def kernel(block: np.ndarray) -> np.ndarray:
-        changed, total, biggest, squares = K.lattice_steps(block)
-        return np.stack([changed, total, biggest, squares], axis=-1).astype(np.float64)
-
-    stacked = pairwise_frames(bits, kernel, out_tail=(n_tokens, 4), dtype=np.float64, fill=0.0)
-    changed, sites, biggest, squares = (stacked[..., i] for i in range(4))
+    # per (frame, token): lazy, one read of the movie when computed
+    stacked = lazy(source, positions, _token_block, rows, tail=(n_tokens, 4), dtype=np.float64, before=1)
+    changed, sites, biggest = stacked[..., 0], stacked[..., 1], stacked[..., 2]
     hop = da.where(biggest == 0, 0, da.where(biggest <= 1, 1, 2)).astype(np.int8)
-
     out = xr.Dataset(coords=coords)
     out["changed"] = annotate(xr.DataArray(changed.astype(np.int32), dims=("frame", "token")),
                               "coordinates that changed since the previous frame", "1")
@@ -72,37 +69,33 @@ def lattice_motion(
                           "0 still, 1 lattice-scale hop (all coordinates within 1 site), 2 larger motion", "1")
     out["hop"].attrs.update(flag_values=[0, 1, 2], flag_meanings="still lattice_hop larger_motion")
 
-    # one streaming pass for the freeze steps: the last untolerated move of each token
-    freeze_frame = _freeze_frames(stacked, tolerance, progress)
+    # one streaming pass: per (frame, class) sums and each token's last moves
+    depth = tolerance + 1
+    parts = stream(source, positions, _stream_block, rows, groups, len(names), depth, before=1, progress=progress)
+    sums = np.concatenate([p[0] for p in parts])
+    last = np.full((n_tokens, depth), -1, np.int64)
+    small = np.zeros((n_tokens, depth), bool)
+    for _, block_last, block_small in parts:  # later blocks hold later moves: they come first
+        both_last = np.concatenate([block_last, last], axis=1)
+        both_small = np.concatenate([block_small, small], axis=1)
+        order = np.argsort(-both_last, axis=1, kind="stable")[:, :depth]
+        last = np.take_along_axis(both_last, order, axis=1)
+        small = np.take_along_axis(both_small, order, axis=1)
     n_frames = len(steps)
+    freeze_frame = _freeze_frames(last, small, tolerance, n_frames)
     freeze_step = np.where(np.isnan(freeze_frame), np.nan, steps[np.nan_to_num(freeze_frame).astype(int)])
     out["freeze_step"] = annotate(xr.DataArray(freeze_step, dims=("token",)),
                                   "step after which the token's bits never change again", "steps")
     out["freeze_frame"] = annotate(xr.DataArray(freeze_frame, dims=("token",)), "frame of freezing", "frames")
 
-    per_class = {}
-    names = []
-    for code, name in enumerate(fmt.TOKEN_CLASSES):
-        mask = classes == code
-        if mask.any():
-            per_class[name] = mask
-            names.append(name)
     cls = xr.Variable("class", names)
-
-    def by_class(values: da.Array, reducer: str) -> xr.DataArray:
-        cols = []
-        for name in names:
-            m = np.flatnonzero(per_class[name])
-            part = values[:, m]
-            cols.append(getattr(part, reducer)(axis=1))
-        return xr.DataArray(da.stack(cols, axis=1), dims=("frame", "class"), coords={"class": cls})
-
-    out["temperature"] = annotate(by_class(squares / dim, "mean"),
+    per_class = {name: groups == g for g, name in enumerate(names)}
+    count = np.array([per_class[name].sum() for name in names], float)
+    by_class = lambda v: xr.DataArray(v / count, dims=("frame", "class"), coords={"class": cls})  # noqa: E731
+    out["temperature"] = annotate(by_class(sums[..., 0]),
                                   "temperature: mean squared lattice sites moved per coordinate", "sites^2")
-    out["moving_fraction"] = annotate(by_class((changed > 0).astype(np.float64), "mean"),
-                                      "fraction of tokens that moved", "1")
-    out["hop_fraction"] = annotate(by_class((hop == 1).astype(np.float64), "mean"),
-                                   "fraction of tokens making a lattice-scale hop", "1")
+    out["moving_fraction"] = annotate(by_class(sums[..., 1]), "fraction of tokens that moved", "1")
+    out["hop_fraction"] = annotate(by_class(sums[..., 2]), "fraction of tokens making a lattice-scale hop", "1")
     frames_idx = np.arange(n_frames)
     frozen = np.stack([
         (np.nan_to_num(freeze_frame[per_class[name]], nan=np.inf)[None, :] <= frames_idx[:, None]).mean(axis=1)
@@ -122,34 +115,29 @@ def lattice_motion(
     return out
 
 
-def _freeze_frames(stacked: da.Array, tolerance: int, progress) -> np.ndarray:
-    """Frame at which each token takes its final bits, allowing ``tolerance`` later +-1 hops."""
-    n_tokens = stacked.shape[1]
-    # recent[i] holds the frames of the token's last tolerance+1 moves and whether each was a +-1 hop
-    depth = tolerance + 1
-    last_frames = np.full((n_tokens, depth), -1, np.int64)
-    last_small = np.zeros((n_tokens, depth), bool)
-    for start, block in iter_blocks(stacked, progress):
-        for t in range(block.shape[0]):
-            moved = block[t, :, 0] > 0
-            if not moved.any():
-                continue
-            small = (block[t, :, 2] <= 1) & (block[t, :, 0] <= 1)  # one coordinate, one site: isolated hop
-            idx = np.flatnonzero(moved)
-            last_frames[idx, 1:] = last_frames[idx, :-1]
-            last_small[idx, 1:] = last_small[idx, :-1]
-            last_frames[idx, 0] = start + t
-            last_small[idx, 0] = small[idx]
-    n_frames = stacked.shape[0]
+def _token_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray) -> np.ndarray:
+    return K.lattice_tokens(block, lead, rows)
+
+
+def _stream_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, groups: np.ndarray,
+                  n_groups: int, depth: int) -> tuple:
+    return K.lattice_stream(block, lead, start, rows, groups, n_groups, depth)
+
+
+def _freeze_frames(last: np.ndarray, small: np.ndarray, tolerance: int, n_frames: int) -> np.ndarray:
+    """Frame at which each token takes its final bits, allowing ``tolerance`` later +-1 hops, from
+    the frames of each token's last ``tolerance + 1`` moves (latest first) and whether each was an
+    isolated +-1 hop."""
+    n_tokens, depth = last.shape
     freeze = np.zeros(n_tokens)
     for i in range(n_tokens):
         frame = 0
         tolerated = 0
         for j in range(depth):
-            f = last_frames[i, j]
+            f = last[i, j]
             if f < 0:
                 break
-            if last_small[i, j] and tolerated < tolerance:
+            if small[i, j] and tolerated < tolerance:
                 tolerated += 1
                 continue
             frame = f

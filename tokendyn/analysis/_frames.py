@@ -1,0 +1,261 @@
+"""Streaming the stored frames of a movie through the analyses' numba kernels.
+
+The kernels read frames as they are stored (bfloat16 bit patterns as ``uint16``, or float32) and
+decode row by row (:func:`tokendyn.analysis._kernels.load_row`), so a frame is never decoded into a
+fresh float array. Blocks of frames are read into a buffer that each thread reuses: fresh
+multi-megabyte arrays per block cost more in page faults than the read itself on these machines
+(measured: dask blocks of bits 1.34-2.2 s per 1,000 Duckling II frames vs 0.59 s into a reused
+buffer). Buffers are pooled while a pass runs and trimmed to :data:`POOL_BYTES` after it.
+
+Every block is one dask task that reads its frames (plus ``before`` frames of context) and runs a
+kernel on them, so the work runs on the threads of the local scheduler or on dask.distributed
+workers alike: a :class:`StoredFrames` travels as a path and a name, never as an HDF5 handle.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable, Sequence
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from tokendyn import format as fmt
+
+BLOCK_BYTES = 8 * 2**20  # stored bytes per block (4 Duckling II frames of bf16; measured best of 1-8)
+POOL_BYTES = 64 * 2**20  # buffers kept between passes
+
+_POOL: list[np.ndarray] = []
+_POOL_LOCK = threading.Lock()
+_STREAMS = [0]  # passes running in this process: while any runs, every buffer is kept
+
+
+def acquire_buffer(frames: int, frame_shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A buffer of ``frames`` frames: a pooled one when one is large enough, else a new one."""
+    with _POOL_LOCK:
+        for j, buf in enumerate(_POOL):
+            if buf.dtype == dtype and buf.shape[1:] == frame_shape and buf.shape[0] >= frames:
+                return _POOL.pop(j)
+    return np.empty((frames,) + frame_shape, dtype)
+
+
+def release_buffer(buf: np.ndarray) -> None:
+    with _POOL_LOCK:
+        if _STREAMS[0] or sum(b.nbytes for b in _POOL) + buf.nbytes <= POOL_BYTES:
+            _POOL.append(buf)
+
+
+def _trim_pool() -> None:
+    with _POOL_LOCK:
+        kept, total = [], 0
+        for buf in sorted(_POOL, key=lambda b: b.nbytes):
+            if total + buf.nbytes <= POOL_BYTES:
+                kept.append(buf)
+                total += buf.nbytes
+        _POOL[:] = kept
+
+
+class StoredFrames:
+    """The stored frames of one matrix variable of a movie (``W`` or ``E``), read block by block.
+
+    Frames come as stored: bfloat16 as raw bits (``uint16``), anything else as float32.
+
+    A Dataset straight from :func:`tokendyn.open_movie` is read with h5py's ``read_direct`` into
+    the buffer; any other Dataset (a zarr copy, a selection, one built in memory) through its own
+    dask array, with the same results.
+    """
+
+    def __init__(self, ds: xr.Dataset, name: str = "W"):
+        bits = f"{name}_bits"
+        raw = ds[bits] if bits in ds else ds[name]
+        self.name = name
+        self.dtype = np.dtype(np.uint16) if bits in ds else np.dtype(np.float32)
+        self.shape = tuple(raw.shape)
+        self.frame_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        path = ds.encoding.get("source")
+        opts = ds.encoding.get("tokendyn", {})
+        self.path = path
+        self.swmr = bool(opts.get("swmr", False))
+        chunks = opts.get("chunks")
+        self.chunk_frames = int(chunks.get(fmt.DIM_FRAME, 0) if isinstance(chunks, dict) else chunks or 0)
+        data = raw.data
+        direct = (path is not None and isinstance(data, da.Array) and os.path.isfile(path)
+                  and data.name == f"tokendyn-{name}-{path}-{self.shape[0]}"
+                  and np.dtype(data.dtype) == self.dtype)
+        self._array = None if direct else (data if isinstance(data, da.Array) else np.asarray(data))
+
+    def __dask_tokenize__(self) -> Any:
+        return ("tokendyn-stored-frames", self.path, self.name, self.shape,
+                None if self._array is None else dask.base.tokenize(self._array))
+
+    def read(self, frames: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """The stored frames at positions ``frames``, read into ``out[:len(frames)]``."""
+        frames = np.asarray(frames, np.int64)
+        out = out[: frames.size]
+        if frames.size == 0:
+            return out
+        if self._array is not None:
+            block = self._array[frames]
+            out[...] = block.compute(scheduler="sync") if isinstance(block, da.Array) else block
+            return out
+        from tokendyn._h5 import h5_errors
+        from tokendyn.io import _dataset
+
+        with h5_errors(self.path):
+            dset = _dataset(self.path, self.swmr, self.name)
+            if self.swmr:
+                dset.refresh()
+            if frames[-1] - frames[0] == frames.size - 1 and np.all(np.diff(frames) == 1):
+                dset.read_direct(out, np.s_[int(frames[0]):int(frames[-1]) + 1])
+            else:
+                for j, f in enumerate(frames):
+                    dset.read_direct(out, np.s_[int(f)], np.s_[j])
+        return out
+
+    def block_frames(self, before: int = 0) -> int:
+        """Frames per block: the ``chunks`` the movie was opened with, else about
+        :data:`BLOCK_BYTES`; at least twice the context frames."""
+        size = self.chunk_frames or BLOCK_BYTES // max(self.frame_bytes, 1)
+        return max(1, size, 2 * before)
+
+
+def decoded(block: np.ndarray) -> np.ndarray:
+    """Float32 values of a stored block (bfloat16 bits, or float32 already)."""
+    if block.dtype == np.uint16:
+        return (block.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    return block
+
+
+def blocks(n_frames: int, per_block: int) -> list[tuple[int, int]]:
+    """Consecutive ``(start, stop)`` ranges covering ``n_frames`` frames."""
+    return [(s, min(n_frames, s + per_block)) for s in range(0, n_frames, per_block)]
+
+
+def _run_block(source: StoredFrames, frames: np.ndarray, start: int, stop: int, before: int,
+               kernel: Callable[..., Any], args: tuple) -> Any:
+    lead = min(before, start)
+    buf = acquire_buffer(stop - start + lead, source.shape[1:], source.dtype)
+    try:
+        return kernel(source.read(frames[start - lead:stop], buf), lead, start, *args)
+    finally:
+        release_buffer(buf)
+
+
+def stream(source: StoredFrames, frames: np.ndarray, kernel: Callable[..., Any], *args: Any, before: int = 0,
+           per_block: int | None = None, progress: Callable[[int, int], None] | None = None,
+           group: int = 16) -> list[Any]:
+    """``[kernel(block, lead, start, *args) for each block]``: one pass over the selected frames.
+
+    ``frames`` are the positions (on the movie's frame axis) of the frames analysed; a block holds
+    the stored frames ``frames[start - lead : stop]``, where ``lead = min(before, start)`` frames
+    of context come first. Kernels must release the GIL (numba ``nogil``).
+
+    With dask's default threaded scheduler, one thread reads block after block while the kernels
+    run on the other cores (HDF5 serializes reads, and two threads reading at once were measured
+    2x slower than one). With any other scheduler (a dask.distributed client, processes) every
+    block is a dask task run where it is read, so only its small result travels; blocks go
+    ``group`` at a time, which bounds memory and drives ``progress``.
+    """
+    per_block = per_block or source.block_frames(before)
+    ranges = blocks(len(frames), per_block)
+    with _POOL_LOCK:
+        _STREAMS[0] += 1
+    try:
+        if _local_threads():
+            return _pipeline(source, frames, ranges, before, kernel, args, progress)
+        call = dask.delayed(_run_block, pure=True)
+        out: list[Any] = []
+        for first in range(0, len(ranges), group):
+            part = ranges[first:first + group]
+            out.extend(dask.compute(*[call(source, frames, s, e, before, kernel, args) for s, e in part]))
+            if progress is not None:
+                progress(part[-1][1], len(frames))
+        return out
+    finally:
+        with _POOL_LOCK:
+            _STREAMS[0] -= 1
+        if not _STREAMS[0]:
+            _trim_pool()
+
+
+def _local_threads() -> bool:
+    """Whether dask would run on this process's threads (no client, no other scheduler set)."""
+    import dask.threaded
+    from dask.base import get_scheduler
+
+    return get_scheduler() in (None, dask.threaded.get)
+
+
+def _pipeline(source: StoredFrames, frames: np.ndarray, ranges: list[tuple[int, int]], before: int,
+              kernel: Callable[..., Any], args: tuple, progress: Callable[[int, int], None] | None) -> list[Any]:
+    """Read blocks in this thread, run the kernels on a pool of threads, at most workers + 1 blocks
+    held at once."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    workers = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+    results: list[Any] = [None] * len(ranges)
+
+    def run(buf: np.ndarray, block: np.ndarray, lead: int, start: int) -> Any:
+        try:
+            return kernel(block, lead, start, *args)
+        finally:
+            release_buffer(buf)
+
+    pending: deque = deque()
+    # the kernels already fill every core: BLAS inside them must not start threads of its own
+    # (measured: geometry 29 s with OpenBLAS threads vs 15 s without)
+    with threadpool_limits(1, user_api="blas"), \
+            ThreadPoolExecutor(workers, thread_name_prefix="tokendyn-kernel") as pool:
+        def collect() -> None:
+            idx, fut = pending.popleft()
+            results[idx] = fut.result()
+            if progress is not None:
+                progress(ranges[idx][1], len(frames))
+
+        for idx, (start, stop) in enumerate(ranges):
+            lead = min(before, start)
+            buf = acquire_buffer(stop - start + lead, source.shape[1:], source.dtype)
+            try:
+                block = source.read(frames[start - lead:stop], buf)
+            except BaseException:
+                release_buffer(buf)
+                raise
+            pending.append((idx, pool.submit(run, buf, block, lead, start)))
+            while len(pending) > workers:
+                collect()
+        while pending:
+            collect()
+    return results
+
+
+def lazy(source: StoredFrames, frames: np.ndarray, kernel: Callable[..., np.ndarray], *args: Any,
+         tail: Sequence[int], dtype: Any, before: int = 0, per_block: int | None = None) -> da.Array:
+    """A lazy ``(frame, *tail)`` dask array whose block ``[start:stop]`` is
+    ``kernel(block, lead, start, *args)`` (same blocks as :func:`stream`): read when computed."""
+    per_block = per_block or source.block_frames(before)
+    index = da.arange(len(frames), chunks=per_block)
+    tail = tuple(int(t) for t in tail)
+
+    def one(positions: np.ndarray) -> np.ndarray:
+        if positions.size == 0:
+            return np.empty((0,) + tail, dtype)
+        return _run_block(source, frames, int(positions[0]), int(positions[-1]) + 1, before, kernel, args)
+
+    return da.map_blocks(one, index, dtype=dtype, new_axis=list(range(1, 1 + len(tail))) or None,
+                         chunks=(index.chunks[0],) + tuple((t,) for t in tail),
+                         meta=np.empty((0,) * (1 + len(tail)), dtype))
+
+
+def frame_positions(ds: xr.Dataset, frames: slice | tuple | None) -> np.ndarray:
+    """Positions on the Dataset's frame axis of a frame range (``slice`` or ``(start, stop)``)."""
+    n = ds.sizes[fmt.DIM_FRAME]
+    if frames is None:
+        return np.arange(n, dtype=np.int64)
+    if isinstance(frames, tuple):
+        frames = slice(*frames)
+    return np.arange(n, dtype=np.int64)[frames]
