@@ -199,8 +199,8 @@ def open_movie(
         convert``: the same Dataset, bit for bit). It is opened read-only and never modified. A
         movie whose writer crashed (an SWMR file left with its consistency flags set) opens too.
     chunks
-        Frames per dask chunk (an int or ``{"frame": k}``); default: about 64 MiB of decoded
-        float32 per chunk (4 frames at the Duckling II size).
+        Frames per dask chunk (an int or ``{"frame": k}``), also the block size of the analyses;
+        default: about 16 MiB of decoded float32 per chunk (4 frames at the Duckling II size).
     live
         Read through HDF5 SWMR so a run that is still recording can be followed: call
         :func:`refresh` (or ``ds.movie.refresh()``) to pick up frames written since.

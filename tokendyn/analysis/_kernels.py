@@ -382,3 +382,120 @@ def centered(frame: np.ndarray, rows: np.ndarray, out: np.ndarray) -> np.ndarray
         for k in range(d):
             out[j, k] -= mean[k]
     return out
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FAST)
+def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, center_rows: np.ndarray,
+                      sample_of: np.ndarray, n_sample: int, lags: np.ndarray, bins: int) -> tuple:  # pragma: no cover
+    """The hypersphere walk's streaming pass over one block (context: ``max(2, max(lags))`` frames).
+
+    Positions are taken about the centroid of ``center_rows`` (the origin when empty). Returns per
+    frame (rho mean, outward fraction, mean a, mean radius change; NaN for the first frame of the
+    selection), the histogram of radial fractions, the sums ``acc`` = [sum a, sum a^2, sum |D|^2,
+    steps, outward, inward, sum cos, sum cos^2, cosines, sum r] and, for the sampled tokens
+    (``sample_of[j]`` >= 0), the sums of cos(r_hat(t), r_hat(t - lag)) and their counts per lag."""
+    m, _, d = block.shape
+    n = rows.shape[0]
+    cents = block_centroids(block, center_rows)
+    per = np.full((m - lead, 4), np.nan)
+    hist = np.zeros(bins, np.int64)
+    acc = np.zeros(10)
+    ang_sum = np.zeros(lags.shape[0])
+    ang_n = np.zeros(lags.shape[0], np.int64)
+    s0 = np.empty(d, np.float32)
+    s1 = np.empty(d, np.float32)
+    s2 = np.empty(d, np.float32)
+    q = np.empty(d)
+    p = np.empty(d)
+    # inverse radius of every sampled token in every frame of the block (1 at radius 0)
+    inv = np.ones((m, max(n_sample, 1)))
+    for t in range(m):
+        for j in range(n):
+            if sample_of[j] >= 0:
+                x = load_row(block[t], rows[j], s0)
+                r2 = 0.0
+                for k in range(d):
+                    v = x[k] - cents[t, k]
+                    r2 += v * v
+                if r2 > 0:
+                    inv[t, sample_of[j]] = 1.0 / np.sqrt(r2)
+    for t in range(lead, m):
+        g = start + t - lead
+        rho_sum = 0.0
+        rho_n = 0
+        outward = 0
+        a_sum = 0.0
+        a_n = 0
+        dr_sum = 0.0
+        for j in range(n):
+            x = load_row(block[t], rows[j], s0)
+            r2 = 0.0
+            for k in range(d):
+                q[k] = x[k] - cents[t, k]
+                r2 += q[k] * q[k]
+            r1 = np.sqrt(r2)
+            acc[9] += r1
+            u = sample_of[j]
+            if u >= 0:
+                for li in range(lags.shape[0]):
+                    lag = lags[li]
+                    if lag > g:
+                        continue
+                    past = load_row(block[t - lag], rows[j], s1)
+                    dot = 0.0
+                    for k in range(d):
+                        dot += q[k] * (past[k] - cents[t - lag, k])
+                    ang_sum[li] += dot * inv[t, u] * inv[t - lag, u]
+                    ang_n[li] += 1
+            if g < 1:
+                continue
+            prev = load_row(block[t - 1], rows[j], s1)
+            r0sq = 0.0
+            dot = 0.0
+            dd = 0.0
+            for k in range(d):
+                p[k] = prev[k] - cents[t - 1, k]
+                step = q[k] - p[k]
+                r0sq += p[k] * p[k]
+                dot += step * p[k]
+                dd += step * step
+            r0 = np.sqrt(r0sq)
+            dr_sum += r1 - r0
+            if r0 > 0:
+                a = dot / r0
+                a_sum += a
+                a_n += 1
+                acc[0] += a
+                acc[1] += a * a
+                acc[2] += dd
+                acc[3] += 1
+                if a > 0:
+                    acc[4] += 1
+                    outward += 1
+                elif a < 0:
+                    acc[5] += 1
+                if dd > 0:
+                    rho = (dot * dot) / (r0sq * dd)
+                    rho_sum += rho
+                    rho_n += 1
+                    hist[min(int(rho * bins), bins - 1)] += 1
+            if g >= 2:
+                pp2 = load_row(block[t - 2], rows[j], s2)
+                num = 0.0
+                pp = 0.0
+                for k in range(d):
+                    ps = p[k] - (pp2[k] - cents[t - 2, k])
+                    num += (q[k] - p[k]) * ps
+                    pp += ps * ps
+                den = np.sqrt(dd) * np.sqrt(pp)
+                if den > 0:
+                    cv = num / den
+                    acc[6] += cv
+                    acc[7] += cv * cv
+                    acc[8] += 1
+        if g >= 1:
+            per[t - lead, 0] = rho_sum / rho_n if rho_n else np.nan
+            per[t - lead, 1] = outward / n
+            per[t - lead, 2] = a_sum / a_n if a_n else np.nan
+            per[t - lead, 3] = dr_sum / n
+    return per, hist, acc, ang_sum, ang_n

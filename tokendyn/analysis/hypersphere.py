@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import dask
-import dask.array as da
 import numpy as np
 import xarray as xr
 from scipy import stats
@@ -12,10 +10,15 @@ from scipy import stats
 from tokendyn import format as fmt
 
 from . import _kernels as K
-from .base import TokenSelection, annotate, frame_coords, matrix, pairwise_frames, select
-from .comoving import centroid_of
+from ._frames import StoredFrames, stream
+from .base import TokenSelection, annotate, frame_coords, selection
 
 _BINS = 20_000  # resolution of the streamed radial-fraction histogram used for the KS test
+
+
+def _walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, center_rows: np.ndarray,
+                sample_of: np.ndarray, n_sample: int, lags: np.ndarray, bins: int) -> tuple:
+    return K.sphere_walk_block(block, lead, start, rows, center_rows, sample_of, n_sample, lags, bins)
 
 
 def hypersphere_walk(
@@ -37,7 +40,7 @@ def hypersphere_walk(
     radial fraction ``rho = a^2/|D|^2``. Under an isotropic step in d dimensions rho ~ Beta(1/2, (d-1)/2)
     (mean 1/d) and a is symmetric about 0.
 
-    Returns per frame ``rho_mean``, ``outward_fraction``, ``radial_mean``, ``radius_drift`` (lazy);
+    Returns per frame ``rho_mean``, ``outward_fraction``, ``radial_mean``, ``radius_drift`` (NaN at the first frame);
     overall ``rho_mean_all`` vs ``rho_expected`` = 1/d, ``ks_statistic``/``ks_pvalue`` (rho against
     the Beta), ``sign_pvalue`` (binomial test of outward vs inward steps), ``t_pvalue`` (one-sample t
     test of a against 0), ``step_correlation`` mean and sd of cos(D_t, D_t+1) against 0 and 1/sqrt(d),
@@ -46,62 +49,38 @@ def hypersphere_walk(
     tokens, drawn with ``seed``; every token when there are fewer); and a verdict: ``isotropic`` (no test rejects at ``alpha``) and
     ``outward_excess`` = mean a / RMS ``|D|`` (effect size; 0 under isotropy).
     """
-    sub = select(ds, tokens, frames, min_tokens=1, min_frames=3)
-    w = matrix(sub)
-    n, d = w.shape[1], w.shape[2]
+    sub, rows, positions = selection(ds, tokens, frames, min_tokens=1, min_frames=3)
+    n, d = rows.size, sub.sizes[fmt.DIM_DIM]
     if center == "origin":
-        cen = da.zeros((w.shape[0], d), chunks=(w.chunks[0], d))
+        center_rows = np.empty(0, np.int64)
     elif center == "centroid":
-        cen = da.from_array(centroid_of(ds, "all", frames), chunks=(w.chunks[0], d))
+        center_rows = np.arange(ds.sizes[fmt.DIM_TOKEN], dtype=np.int64)
     else:
         raise ValueError("center must be 'origin' or 'centroid'")
-
-    def kernel(xb: np.ndarray, cb: np.ndarray) -> np.ndarray:
-        a, rho, length, dr = K.radial_steps(xb, cb[:, 0, :])
-        return np.stack([a, rho, length, dr], axis=-1)
-
-    per = pairwise_frames(w, kernel, out_tail=(n, 4), dtype=np.float64, others=[cen[:, None, :]])
-    coords = frame_coords(sub)
-    out = xr.Dataset(coords=coords)
-    a, rho, dr = per[..., 0], per[..., 1], per[..., 3]
-    out["rho_mean"] = annotate(xr.DataArray(da.nanmean(rho, axis=1), dims="frame"),
-                               "mean radial fraction of the step arriving at this frame", "1")
-    out["outward_fraction"] = annotate(xr.DataArray((a > 0).mean(axis=1), dims="frame"),
-                                       "fraction of outward steps", "1")
-    out["radial_mean"] = annotate(xr.DataArray(da.nanmean(a, axis=1), dims="frame"),
-                                  "mean radial component of the step", "embedding units")
-    out["radius_drift"] = annotate(xr.DataArray(dr.mean(axis=1), dims="frame"),
-                                   "mean change of radius", "embedding units")
-
-    # one streaming pass (a fused numba kernel per frame): histograms and moments for the tests,
-    # successive-step cosines, angular decay
-    lags = np.unique(np.clip(np.round(np.geomspace(1, max(1, min(max_lag, w.shape[0] - 1)), 12)), 1, None)).astype(int)
-    hist = np.zeros(_BINS, np.int64)
-    acc = np.zeros(10)
+    n_frames = len(positions)
+    lags = np.unique(np.clip(np.round(np.geomspace(1, max(1, min(max_lag, n_frames - 1)), 12)), 1, None)).astype(np.int64)
     # the angular decay is a mean over tokens: a fixed random sample of angle_tokens estimates it
-    # (the ring of past unit vectors is the memory and time of this pass)
-    row = np.full(n, -1, np.int64)
     sampled = np.sort(np.random.default_rng(seed).choice(n, min(n, angle_tokens), replace=False))
-    row[sampled] = np.arange(sampled.size)
-    ring = np.zeros((int(lags.max()), sampled.size, d))
-    ang_sum = np.zeros(lags.size)
-    ang_n = np.zeros(lags.size, np.int64)
-    prev_x = np.zeros((n, d))
-    prev_step = np.zeros((n, d))
-    frames_seen = head = filled = 0
-    starts = np.cumsum((0,) + w.chunks[0])
-    for i in range(len(w.chunks[0])):
-        xb, cb = dask.compute(w.blocks[i], cen.blocks[i])  # one read of the block, even for the centroid
-        for t in range(xb.shape[0]):
-            active = lags <= filled
-            K.sphere_walk_frame(xb[t], np.asarray(cb[t], np.float64), prev_x, prev_step, frames_seen >= 1,
-                                frames_seen >= 2, ring, row, head, active, lags, hist, acc, ang_sum)
-            ang_n[active] += sampled.size
-            head = (head + 1) % ring.shape[0]
-            filled = min(filled + 1, ring.shape[0])
-            frames_seen += 1
-        if progress is not None:
-            progress(int(starts[i + 1]), int(starts[-1]))
+    sample_of = np.full(n, -1, np.int64)
+    sample_of[sampled] = np.arange(sampled.size)
+
+    # one streaming pass; each block carries the max(2, max lag) frames before it
+    parts = stream(StoredFrames(ds), positions, _walk_block, rows, center_rows, sample_of, sampled.size, lags, _BINS,
+                   before=int(max(2, lags.max())), progress=progress)
+    per = np.concatenate([part[0] for part in parts])
+    hist = sum(part[1] for part in parts)
+    acc = sum(part[2] for part in parts)
+    ang_sum = sum(part[3] for part in parts)
+    ang_n = sum(part[4] for part in parts)
+    frames_seen = n_frames
+
+    out = xr.Dataset(coords=frame_coords(sub))
+    out["rho_mean"] = annotate(xr.DataArray(per[:, 0], dims="frame"),
+                               "mean radial fraction of the step arriving at this frame", "1")
+    out["outward_fraction"] = annotate(xr.DataArray(per[:, 1], dims="frame"), "fraction of outward steps", "1")
+    out["radial_mean"] = annotate(xr.DataArray(per[:, 2], dims="frame"),
+                                  "mean radial component of the step", "embedding units")
+    out["radius_drift"] = annotate(xr.DataArray(per[:, 3], dims="frame"), "mean change of radius", "embedding units")
     s_a, s_a2, s_len2 = acc[0], acc[1], acc[2]
     n_steps, n_out, n_in = int(acc[3]), int(acc[4]), int(acc[5])
     cos_sum, cos_sq, n_cos = acc[6], acc[7], int(acc[8])
