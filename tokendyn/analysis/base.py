@@ -11,9 +11,8 @@
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -79,41 +78,6 @@ def class_groups(classes: np.ndarray) -> tuple[np.ndarray, list[str]]:
     lookup = np.full(len(fmt.TOKEN_CLASSES), -1, np.int64)
     lookup[present] = np.arange(len(present))
     return lookup[classes.astype(np.int64)], [fmt.TOKEN_CLASSES[c] for c in present]
-
-
-def matrix(ds: xr.Dataset, dtype: Any = np.float32) -> da.Array:
-    """W as a dask array (frame, token, dim), one chunk along token and dim."""
-    w = ds["W"].data
-    if not isinstance(w, da.Array):
-        w = da.from_array(np.asarray(w), chunks=(max(1, 16), -1, -1))
-    return w.rechunk({1: -1, 2: -1}).astype(dtype, copy=False)
-
-
-def pairwise_frames(arr: da.Array, kernel: Callable[..., np.ndarray], *, out_tail: Sequence[int],
-                    dtype: Any, others: Sequence[da.Array] = (), fill: float = np.nan) -> da.Array:
-    """Lazily ``out[t] = kernel(block)`` where each block carries the frame before it.
-
-    ``kernel(x, *others)`` gets blocks of ``arr`` (and of ``others``, chunked alike along frames)
-    holding frames ``t0-1 .. t1-1`` and returns an array of ``t1 - t0`` rows: the quantity for each
-    pair (t-1, t). The first frame of the movie has no predecessor and gets ``fill``.
-    """
-    out_chunks = (arr.chunks[0],) + tuple((s,) for s in out_tail)
-    drop = tuple(range(1 + len(out_tail), arr.ndim))
-    depth = {0: (1, 0), **{i: 0 for i in range(1, arr.ndim)}}
-    others = [o.rechunk({0: arr.chunks[0]}) for o in others]
-
-    def block(x: np.ndarray, *rest: np.ndarray, block_info: dict | None = None) -> np.ndarray:
-        n_out = block_info[None]["chunk-shape"][0] if block_info else x.shape[0] - 1
-        if x.shape[0] == n_out + 1:
-            return kernel(x, *rest)
-        out = np.full((n_out,) + tuple(out_tail), fill, dtype=dtype)
-        if x.shape[0] > 1:
-            out[1:] = kernel(x, *rest)
-        return out
-
-    depths = [depth] + [{0: (1, 0), **{i: 0 for i in range(1, o.ndim)}} for o in others]
-    return da.map_overlap(block, arr, *others, depth=depths, boundary="none", trim=False, dtype=dtype,
-                          chunks=out_chunks, drop_axis=drop or None, meta=np.empty((0,) * (1 + len(out_tail)), dtype))
 
 
 def annotate(var: xr.DataArray, long_name: str, units: str) -> xr.DataArray:
