@@ -52,9 +52,11 @@ def test_phantom_ids_never_occur_in_a_batch():
     assert (data.token_class[n_ids:] == 2).all()
 
 
-def test_untied_phantom_rows_get_exactly_zero_gradient():
+@pytest.mark.parametrize("fused_loss", [False, True])
+def test_untied_phantom_rows_get_exactly_zero_gradient(fused_loss):
     data = build(corpus=None, corpus_chars=100_000, foreign_chars=20_000, vocab_size=256, n_phantom=32)
-    model = GPT(vocab_rows=data.vocab_rows, context=32, layers=1, dim=32, heads=2, ffn=64, tied=False)
+    model = GPT(vocab_rows=data.vocab_rows, context=32, layers=1, dim=32, heads=2, ffn=64, tied=False,
+                fused_loss=fused_loss)
     x, y = Batches(data.train, 4, 32, seed=0).next()
     _, loss = model(torch.from_numpy(x), torch.from_numpy(y))
     loss.backward()
@@ -63,6 +65,50 @@ def test_untied_phantom_rows_get_exactly_zero_gradient():
     assert torch.count_nonzero(grad[phantom]) == 0
     assert torch.count_nonzero(grad[~phantom]) > 0
     assert torch.count_nonzero(model.lm_head.weight.grad[phantom]) > 0  # the unembedding still learns
+
+
+def _loss_and_grads(fused: bool, tied: bool, precision: str) -> tuple[float, dict]:
+    torch.manual_seed(0)
+    model = GPT(vocab_rows=300, context=16, layers=1, dim=32, heads=2, ffn=64, tied=tied, fused_loss=fused)
+    if precision == "bf16-pure":
+        model = model.to(torch.bfloat16)
+    x = torch.randint(0, 250, (6, 17), generator=torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+        _, loss = model(x[:, :-1], x[:, 1:])
+    (3.0 * loss).backward()  # a non-unit upstream gradient reaches the fused backward
+    return float(loss.detach()), {n: p.grad.double() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("precision,tol", [("fp32", 1e-5), ("bf16-mixed", 3e-2), ("bf16-pure", 3e-2)])
+@pytest.mark.parametrize("tied", [True, False])
+def test_fused_loss_matches_the_plain_loss_and_gradients(precision, tol, tied):
+    """The chunked loss (tiny chunks here: the remainder chunk too) against F.cross_entropy on the
+    full logits; in bf16 the plain way rounds logits to bf16, the fused one computes them in fp32
+    on a CPU, so they agree to bf16 precision."""
+    plain_loss, plain = _loss_and_grads(False, tied, precision)
+    from trainers import loss as loss_module
+
+    rows = loss_module.CHUNK_BYTES
+    loss_module.CHUNK_BYTES = 4 * 300 * 7  # 7 rows per chunk: 96 rows = 13 full chunks + 5
+    try:
+        fused_loss, fused = _loss_and_grads(True, tied, precision)
+    finally:
+        loss_module.CHUNK_BYTES = rows
+    assert fused_loss == pytest.approx(plain_loss, rel=tol / 10)
+    for name, g in plain.items():
+        scale = g.abs().max()
+        assert (fused[name] - g).abs().max() <= tol * scale, name
+
+
+def test_fused_loss_without_grad_gives_the_same_loss():
+    torch.manual_seed(0)
+    model = GPT(vocab_rows=100, context=8, layers=1, dim=16, heads=2, ffn=32, fused_loss=True)
+    x = torch.randint(0, 100, (3, 9))
+    with torch.no_grad():
+        _, quiet = model(x[:, :-1], x[:, 1:])
+        logits, _ = model(x[:, :-1])
+    reference = torch.nn.functional.cross_entropy(logits.reshape(-1, 100).double(), x[:, 1:].reshape(-1))
+    assert float(quiet) == pytest.approx(float(reference), rel=1e-6)
 
 
 def test_untied_run_records_e(tmp_path):

@@ -50,6 +50,7 @@ class TrainConfig:
     device: str = "auto"
     compile: bool = False
     cuda_graphs: bool = True  # on CUDA: the whole step as one CUDA graph, batches sampled on the GPU
+    fused_loss: bool | None = None  # loss without the full logits (trainers/loss.py); None: on except on CUDA
     # recording and reporting
     record: str = "1"  # recorder schedule: N, "dense:K,every:M" or "steps:a,b,c"
     record_untied_e: bool = True

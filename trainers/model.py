@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .loss import linear_cross_entropy
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, dim: int, heads: int):
@@ -24,7 +26,13 @@ class CausalSelfAttention(nn.Module):
         b, t, d = x.shape
         q, k, v = self.qkv(x).split(d, dim=2)
         q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if x.device.type == "cpu" and q.dtype != torch.float32:
+            # torch's bf16 attention kernels on CPU are slower than its fp32 ones (measured 4x at
+            # context 128), so CPU attention runs in fp32, which is also the more precise
+            with torch.autocast("cpu", enabled=False):
+                y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True).to(q.dtype)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -55,9 +63,10 @@ class GPT(nn.Module):
     """The tiny language model. ``vocab_rows`` counts live, dead and phantom rows."""
 
     def __init__(self, *, vocab_rows: int, context: int, layers: int, dim: int, heads: int,
-                 ffn: int, tied: bool = True, init_std: float = 0.02):
+                 ffn: int, tied: bool = True, init_std: float = 0.02, fused_loss: bool = False):
         super().__init__()
         self.context = context
+        self.fused_loss = fused_loss
         self.wte = nn.Embedding(vocab_rows, dim)
         self.wpe = nn.Embedding(context, dim)
         self.blocks = nn.ModuleList(Block(dim, heads, ffn) for _ in range(layers))
@@ -80,7 +89,11 @@ class GPT(nn.Module):
         x = self.wte(idx) + self.wpe(pos)
         for block in self.blocks:
             x = block(x)
-        logits = self.lm_head(self.ln_f(x))
+        x = self.ln_f(x)
+        if targets is not None and self.fused_loss:
+            # the loss without materializing the logits (see trainers/loss.py); no logits returned
+            return None, linear_cross_entropy(x.reshape(-1, x.shape[-1]), self.lm_head.weight, targets)
+        logits = self.lm_head(x)
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))

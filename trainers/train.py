@@ -175,7 +175,8 @@ def train(
                  seed=cfg.seed)
     batches = Batches(data.train, cfg.batch, cfg.context, seed=cfg.seed)
     model = GPT(vocab_rows=data.vocab_rows, context=cfg.context, layers=cfg.layers, dim=cfg.dim,
-                heads=cfg.heads, ffn=cfg.ffn_hidden, tied=cfg.tied, init_std=cfg.init_std).to(device)
+                heads=cfg.heads, ffn=cfg.ffn_hidden, tied=cfg.tied, init_std=cfg.init_std,
+                fused_loss=device.type != "cuda" if cfg.fused_loss is None else cfg.fused_loss).to(device)
     if cfg.precision == "bf16-pure":
         model = model.to(torch.bfloat16)
     use_graphs = cfg.cuda_graphs and device.type == "cuda"
