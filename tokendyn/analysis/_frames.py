@@ -1,7 +1,7 @@
 """Streaming the stored frames of a movie through the analyses' numba kernels.
 
 The kernels read frames as they are stored (bfloat16 bit patterns as ``uint16``, or float32) and
-decode row by row (:func:`tokendyn.analysis._kernels.load_row`), so a frame is never decoded into a
+decode value by value (:func:`tokendyn.analysis._kernels.value`), so a frame is never decoded into a
 fresh float array. Blocks of frames are read into a buffer that each thread reuses: fresh
 multi-megabyte arrays per block cost more in page faults than the read itself on these machines
 (measured: dask blocks of bits 1.34-2.2 s per 1,000 Duckling II frames vs 0.59 s into a reused

@@ -1,12 +1,13 @@
 """Numba kernels run on one block of frames.
 
 Kernels over stored frames get ``(block, lead, ...)``: the block's first ``lead`` frames are context
-(the frames before the ones analysed), and rows are decoded from bf16 bits with :func:`load_row`."""
+(the frames before the ones analysed), and values are decoded from bf16 bits with :func:`value`."""
 from __future__ import annotations
 
 import numba
 from numba import types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
+from llvmlite import ir
 import numpy as np
 
 
@@ -15,38 +16,42 @@ import numpy as np
 _FAST = {"reassoc", "contract"}
 
 
-# --- kernels over stored frames (bf16 bits as uint16, or float32), decoded row by row -----------
+# --- kernels over stored frames (bf16 bits as uint16, or float32), decoded value by value -------
 
-def load_row(frame: np.ndarray, i: int, scratch: np.ndarray) -> np.ndarray:
-    """Row ``i`` of a stored frame as float32 values in ``scratch`` (numba only; see the overload)."""
-    raise NotImplementedError("load_row runs inside numba kernels")
+@intrinsic
+def _bf16_value(typingctx, bits):  # pragma: no cover - compiled by numba
+    """The float32 a bfloat16 bit pattern stands for: the bits shifted into a float32's upper
+    half, reinterpreted (a register bit-cast, so loops over a row stay vectorized)."""
+    if bits != types.uint16:
+        return None
+
+    def codegen(context, builder, signature, args):
+        wide = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
+        return builder.bitcast(wide, ir.FloatType())
+
+    return types.float32(types.uint16), codegen
 
 
-@overload(load_row, inline="always")
-def _load_row(frame, i, scratch):  # pragma: no cover - compiled by numba
+def value(frame: np.ndarray, i: int, k: int) -> float:
+    """Coordinate ``k`` of row ``i`` of a stored frame, as float32 (numba only; see the overload)."""
+    raise NotImplementedError("value runs inside numba kernels")
+
+
+@overload(value, inline="always")
+def _value(frame, i, k):  # pragma: no cover - compiled by numba
     if frame.dtype == types.uint16:
-        def impl(frame, i, scratch):
-            bits = scratch.view(np.uint32)
-            for k in range(frame.shape[1]):
-                bits[k] = np.uint32(frame[i, k]) << np.uint32(16)
-            return scratch
-    else:
-        def impl(frame, i, scratch):
-            for k in range(frame.shape[1]):
-                scratch[k] = frame[i, k]
-            return scratch
-    return impl
+        return lambda frame, i, k: _bf16_value(frame[i, k])
+    return lambda frame, i, k: np.float32(frame[i, k])
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
-def centroid_into(frame: np.ndarray, rows: np.ndarray, scratch: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+def centroid_into(frame: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
     """Mean of the given rows of a stored frame, in float64, into ``out``."""
     d = frame.shape[1]
     out[:] = 0.0
     for i in rows:
-        r = load_row(frame, i, scratch)
         for k in range(d):
-            out[k] += r[k]
+            out[k] += value(frame, i, k)
     for k in range(d):
         out[k] /= rows.shape[0]
 
@@ -57,11 +62,10 @@ def block_centroids(block: np.ndarray, rows: np.ndarray) -> np.ndarray:  # pragm
     ``rows`` is empty (positions about the origin)."""
     m, _, d = block.shape
     out = np.zeros((m, d))
-    scratch = np.empty(d, np.float32)
     if rows.shape[0] == 0:
         return out
     for t in range(m):
-        centroid_into(block[t], rows, scratch, out[t])
+        centroid_into(block[t], rows, out[t])
     return out
 
 
@@ -71,19 +75,17 @@ def radius_frames(block: np.ndarray, lead: int, rows: np.ndarray, measure: int) 
     rows from their centroid, or mean norm (2)."""
     m, _, d = block.shape
     out = np.empty(m - lead)
-    scratch = np.empty(d, np.float32)
     c = np.zeros(d)
     n = rows.shape[0]
     for t in range(lead, m):
         frame = block[t]
         if measure != 2:
-            centroid_into(frame, rows, scratch, c)
+            centroid_into(frame, rows, c)
         s = 0.0
         for i in rows:
-            r = load_row(frame, i, scratch)
             acc = 0.0
             for k in range(d):
-                v = r[k] - c[k]
+                v = value(frame, i, k) - c[k]
                 acc += v * v
             s += acc if measure == 1 else np.sqrt(acc)
         out[t - lead] = np.sqrt(s / n) if measure == 1 else s / n
@@ -98,7 +100,7 @@ def _lattice_token(f0: np.ndarray, f1: np.ndarray, i: int) -> tuple:  # pragma: 
     c = np.int32(0)
     s = np.int32(0)
     big = np.int32(0)
-    q = np.int64(0)
+    q = 0.0  # exact: every sites^2 < 2^32 and their sum < 2^53 (float64 vectorizes; int64 products do not)
     for k in range(f0.shape[1]):
         b0 = np.int32(f0[i, k])
         b1 = np.int32(f1[i, k])
@@ -107,9 +109,10 @@ def _lattice_token(f0: np.ndarray, f1: np.ndarray, i: int) -> tuple:  # pragma: 
         diff = abs((((b1 & 0x7FFF) ^ -s1) + s1) - (((b0 & 0x7FFF) ^ -s0) + s0))
         c += np.int32(diff != 0)
         s += diff
-        q += np.int64(diff) * np.int64(diff)
+        fd = np.float64(diff)
+        q += fd * fd
         big = max(big, diff)
-    return c, s, big, np.float64(q)
+    return c, s, big, q
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
@@ -166,23 +169,22 @@ def comoving_tokens(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
     m, _, d = block.shape
     cents = block_centroids(block, ref_rows)
     out = np.empty((m - lead, rows.shape[0], 2))
-    a = np.empty(d, np.float32)
-    b = np.empty(d, np.float32)
     for t in range(lead, m):
+        f1 = block[t]
+        f0 = block[max(t - 1, 0)]
         for j in range(rows.shape[0]):
-            x = load_row(block[t], rows[j], a)
+            i = rows[j]
             acc = 0.0
             for k in range(d):
-                v = x[k] - cents[t, k] - y0[j, k]
+                v = value(f1, i, k) - cents[t, k] - y0[j, k]
                 acc += v * v
             out[t - lead, j, 1] = np.sqrt(acc)
             if t == 0:
                 out[t - lead, j, 0] = np.nan
                 continue
-            p = load_row(block[t - 1], rows[j], b)
             acc = 0.0
             for k in range(d):
-                v = (x[k] - cents[t, k]) - (p[k] - cents[t - 1, k])
+                v = (value(f1, i, k) - cents[t, k]) - (value(f0, i, k) - cents[t - 1, k])
                 acc += v * v
             out[t - lead, j, 0] = np.sqrt(acc)
     return out
@@ -210,24 +212,23 @@ def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
     sums = np.zeros((lags.shape[0], n_groups))
     counts = np.zeros((lags.shape[0], n_groups), np.int64)
     steps = np.empty(n)
-    a = np.empty(d, np.float32)
-    b = np.empty(d, np.float32)
     y = np.empty(d)
     # frame by frame (rows of a frame are contiguous); the past rows are decoded once per lag
     for t in range(lead, m):
+        frame = block[t]
         for j in range(n):
-            x = load_row(block[t], rows[j], a)
+            i = rows[j]
             for k in range(d):
-                y[k] = x[k] - cents[t, k]
+                y[k] = value(frame, i, k) - cents[t, k]
             g = groups[j]
             for li in range(lags.shape[0]):
                 lag = lags[li]
                 if lag > t:
                     continue
-                p = load_row(block[t - lag], rows[j], b)
+                past = block[t - lag]
                 acc = 0.0
                 for k in range(d):
-                    v = y[k] - (p[k] - cents[t - lag, k])
+                    v = y[k] - (value(past, i, k) - cents[t - lag, k])
                     acc += v * v
                 sums[li, g] += acc
                 counts[li, g] += 1
@@ -248,12 +249,11 @@ def distances(frame: np.ndarray, rows: np.ndarray, center: np.ndarray) -> np.nda
     """|x_i - center| for the given rows of a stored frame, float64."""
     d = frame.shape[1]
     out = np.empty(rows.shape[0])
-    scratch = np.empty(d, np.float32)
     for j in range(rows.shape[0]):
-        r = load_row(frame, rows[j], scratch)
+        i = rows[j]
         acc = 0.0
         for k in range(d):
-            v = r[k] - center[k]
+            v = value(frame, i, k) - center[k]
             acc += v * v
         out[j] = np.sqrt(acc)
     return out
@@ -264,12 +264,12 @@ def centered(frame: np.ndarray, rows: np.ndarray, out: np.ndarray) -> np.ndarray
     """The given rows of a stored frame minus their mean, float64, into ``out`` (rows, dim)."""
     d = frame.shape[1]
     mean = np.zeros(d)
-    scratch = np.empty(d, np.float32)
     for j in range(rows.shape[0]):
-        r = load_row(frame, rows[j], scratch)
+        i = rows[j]
         for k in range(d):
-            out[j, k] = r[k]
-            mean[k] += r[k]
+            v = value(frame, i, k)
+            out[j, k] = v
+            mean[k] += v
     for k in range(d):
         mean[k] /= rows.shape[0]
     for j in range(rows.shape[0]):
@@ -296,9 +296,6 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
     acc = np.zeros(10)
     ang_sum = np.zeros(lags.shape[0])
     ang_n = np.zeros(lags.shape[0], np.int64)
-    s0 = np.empty(d, np.float32)
-    s1 = np.empty(d, np.float32)
-    s2 = np.empty(d, np.float32)
     q = np.empty(d)
     p = np.empty(d)
     # inverse radius of every sampled token in every frame of the block (1 at radius 0)
@@ -306,10 +303,9 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
     for t in range(m):
         for j in range(n):
             if sample_of[j] >= 0:
-                x = load_row(block[t], rows[j], s0)
                 r2 = 0.0
                 for k in range(d):
-                    v = x[k] - cents[t, k]
+                    v = value(block[t], rows[j], k) - cents[t, k]
                     r2 += v * v
                 if r2 > 0:
                     inv[t, sample_of[j]] = 1.0 / np.sqrt(r2)
@@ -321,11 +317,12 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
         a_sum = 0.0
         a_n = 0
         dr_sum = 0.0
+        f1 = block[t]
         for j in range(n):
-            x = load_row(block[t], rows[j], s0)
+            i = rows[j]
             r2 = 0.0
             for k in range(d):
-                q[k] = x[k] - cents[t, k]
+                q[k] = value(f1, i, k) - cents[t, k]
                 r2 += q[k] * q[k]
             r1 = np.sqrt(r2)
             acc[9] += r1
@@ -335,20 +332,20 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
                     lag = lags[li]
                     if lag > g:
                         continue
-                    past = load_row(block[t - lag], rows[j], s1)
+                    past = block[t - lag]
                     dot = 0.0
                     for k in range(d):
-                        dot += q[k] * (past[k] - cents[t - lag, k])
+                        dot += q[k] * (value(past, i, k) - cents[t - lag, k])
                     ang_sum[li] += dot * inv[t, u] * inv[t - lag, u]
                     ang_n[li] += 1
             if g < 1:
                 continue
-            prev = load_row(block[t - 1], rows[j], s1)
+            f0 = block[t - 1]
             r0sq = 0.0
             dot = 0.0
             dd = 0.0
             for k in range(d):
-                p[k] = prev[k] - cents[t - 1, k]
+                p[k] = value(f0, i, k) - cents[t - 1, k]
                 step = q[k] - p[k]
                 r0sq += p[k] * p[k]
                 dot += step * p[k]
@@ -374,11 +371,11 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
                     rho_n += 1
                     hist[min(int(rho * bins), bins - 1)] += 1
             if g >= 2:
-                pp2 = load_row(block[t - 2], rows[j], s2)
+                fm = block[t - 2]
                 num = 0.0
                 pp = 0.0
                 for k in range(d):
-                    ps = p[k] - (pp2[k] - cents[t - 2, k])
+                    ps = p[k] - (value(fm, i, k) - cents[t - 2, k])
                     num += (q[k] - p[k]) * ps
                     pp += ps * ps
                 den = np.sqrt(dd) * np.sqrt(pp)
