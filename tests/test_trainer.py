@@ -132,7 +132,7 @@ def test_same_seed_same_bits(tmp_path):
 def test_bf16_pure_records_the_parameter_bits_and_keeps_fp32_moments(tmp_path):
     out = str(tmp_path / "pure.h5")
     result = train("tiny", out=out, progress=False, steps=40, precision="bf16-pure", sample_tokens=0)
-    ckpt = torch.load(result.checkpoint, weights_only=False)
+    ckpt = torch.load(result.checkpoint, map_location="cpu", weights_only=False)
     w = ckpt["model"]["wte.weight"]
     assert w.dtype == torch.bfloat16
     ds = tokendyn.open_movie(out)
@@ -173,23 +173,24 @@ def test_resume_continues_without_duplicate_frames(tmp_path):
 
 
 def test_ctrl_c_stops_cleanly_with_a_valid_movie(tmp_path, monkeypatch):
-    calls = {"n": 0}
-    original = Batches.next
+    import importlib
 
-    def interrupting(self):
-        calls["n"] += 1
-        if calls["n"] == 12:  # batch 1 is the initial loss; this is step 11
+    loop = importlib.import_module("trainers.train")
+    original = loop.lr_at
+
+    def interrupting(step, **kwargs):
+        if step == 11:  # every step starts with its learning rate, eager or CUDA-graphed
             raise KeyboardInterrupt
-        return original(self)
+        return original(step, **kwargs)
 
-    monkeypatch.setattr(Batches, "next", interrupting)
+    monkeypatch.setattr(loop, "lr_at", interrupting)
     out = str(tmp_path / "int.h5")
     result = train("tiny", out=out, progress=False, steps=100)
     assert result.interrupted and result.steps == 10
     ds = tokendyn.open_movie(out)
     assert ds.step.values.tolist() == list(range(11))
     assert tokendyn.check(out).ok
-    assert torch.load(result.checkpoint, weights_only=False)["step"] == 10
+    assert torch.load(result.checkpoint, map_location="cpu", weights_only=False)["step"] == 10
 
 
 def test_record_schedule(tmp_path):
