@@ -117,17 +117,17 @@ def _lattice_token(f0: np.ndarray, f1: np.ndarray, i: int) -> tuple:  # pragma: 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
 def lattice_tokens(block: np.ndarray, lead: int, rows: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
-    """Per frame after the context and selected token: (changed, sites, max sites, sites^2) since
-    the previous frame; zeros for a frame with no predecessor in the block."""
+    """Per frame after the context and selected token, int32: (coordinates changed, summed
+    |sites|, hop: 0 still, 1 every coordinate within one site, 2 larger) since the previous
+    frame; zeros for a frame with no predecessor in the block."""
     m = block.shape[0]
-    out = np.zeros((m - lead, rows.shape[0], 4))
+    out = np.zeros((m - lead, rows.shape[0], 3), np.int32)
     for t in range(max(lead, 1), m):
         for j in range(rows.shape[0]):
-            c, s, big, q = _lattice_token(block[t - 1], block[t], rows[j])
+            c, s, big, _ = _lattice_token(block[t - 1], block[t], rows[j])
             out[t - lead, j, 0] = c
             out[t - lead, j, 1] = s
-            out[t - lead, j, 2] = big
-            out[t - lead, j, 3] = q
+            out[t - lead, j, 2] = min(big, 2)
     return out
 
 

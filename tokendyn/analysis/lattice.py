@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -56,14 +55,14 @@ def lattice_motion(
               fmt.TOKEN_CLASS: (fmt.DIM_TOKEN, classes)}
 
     # per (frame, token): lazy, one read of the movie when computed
-    stacked = lazy(source, positions, _token_block, rows, tail=(n_tokens, 4), dtype=np.float64, before=1)
-    changed, sites, biggest = stacked[..., 0], stacked[..., 1], stacked[..., 2]
-    hop = da.where(biggest == 0, 0, da.where(biggest <= 1, 1, 2)).astype(np.int8)
+    stacked = lazy(source, positions, _token_block, rows, tail=(n_tokens, 3), dtype=np.int32, before=1)
+    changed, sites, hop = stacked[..., 0], stacked[..., 1], stacked[..., 2].astype(np.int8)
     out = xr.Dataset(coords=coords)
-    out["changed"] = annotate(xr.DataArray(changed.astype(np.int32), dims=("frame", "token")),
+    out["changed"] = annotate(xr.DataArray(changed, dims=("frame", "token")),
                               "coordinates that changed since the previous frame", "1")
-    out["sites"] = annotate(xr.DataArray(sites.astype(np.int64), dims=("frame", "token")),
-                            "lattice sites moved, summed over coordinates", "sites")
+    out["sites"] = annotate(xr.DataArray(sites, dims=("frame", "token")),
+                            "lattice sites moved, summed over coordinates",
+                            "sites")
     out["moved"] = annotate(xr.DataArray(changed > 0, dims=("frame", "token")), "token moved", "1")
     out["hop"] = annotate(xr.DataArray(hop, dims=("frame", "token")),
                           "0 still, 1 lattice-scale hop (all coordinates within 1 site), 2 larger motion", "1")
