@@ -38,10 +38,37 @@ def test_comoving_matches_numpy_reference(walk):
 
 
 def test_comoving_is_lazy_per_frame(walk):
-    out = comoving_displacement(tokendyn.open_movie(walk), lags=None)
+    out = comoving_displacement(tokendyn.open_movie(walk), lags=None, per_token="lazy")
     import dask.array as da
     assert isinstance(out.step_displacement.data, da.Array)
     assert "msd" not in out
+
+
+@pytest.mark.parametrize("analysis,kwargs", [(comoving_displacement, {"lags": (1, 3), "ref_frame": 4}),
+                                             (lattice_motion, {})])
+def test_per_token_results_from_the_pass_equal_the_lazy_ones(analysis, kwargs, walk, tmp_path, monkeypatch):
+    import dask.array as da
+    from tokendyn.analysis import _frames
+
+    path = walk
+    if analysis is lattice_motion:
+        path = tmp_path / "lf.h5"
+        synthetic.lattice_freeze(path, n_tokens=40, dim=12, frames=50, seed=5)
+    ds = tokendyn.open_movie(path, chunks=6)  # several blocks, each with its own context
+    held = analysis(ds, per_token="memory", **kwargs)
+    lazy = analysis(ds, per_token="lazy", **kwargs)
+    per_token = [name for name, var in lazy.data_vars.items() if var.dims == ("frame", "token")]
+    assert len(per_token) >= 2
+    for name in per_token:
+        assert isinstance(lazy[name].data, da.Array) and isinstance(held[name].data, np.ndarray), name
+        # the same arithmetic in two kernels: equal up to the order of a float sum
+        np.testing.assert_allclose(held[name].values, lazy[name].values, rtol=1e-12, atol=0, err_msg=name)
+    # "auto" holds them only up to the budget
+    assert isinstance(analysis(ds, **kwargs)[per_token[0]].data, np.ndarray)
+    monkeypatch.setattr(_frames, "IN_MEMORY_BYTES", 100)
+    assert isinstance(analysis(ds, **kwargs)[per_token[0]].data, da.Array)
+    with pytest.raises(AnalysisError, match="per_token"):
+        analysis(ds, per_token="disk", **kwargs)
 
 
 def test_global_translation_leaves_comoving_quantities_unchanged(walk, tmp_path):

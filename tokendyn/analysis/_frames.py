@@ -145,12 +145,14 @@ def _run_block(source: StoredFrames, frames: np.ndarray, start: int, stop: int, 
 
 def stream(source: StoredFrames, frames: np.ndarray, kernel: Callable[..., Any], *args: Any, before: int = 0,
            per_block: int | None = None, progress: Callable[[int, int], None] | None = None,
-           group: int = 16) -> list[Any]:
+           group: int = 16, sink: Callable[[int, Any], Any] | None = None) -> list[Any]:
     """``[kernel(block, lead, start, *args) for each block]``: one pass over the selected frames.
 
     ``frames`` are the positions (on the movie's frame axis) of the frames analysed; a block holds
     the stored frames ``frames[start - lead : stop]``, where ``lead = min(before, start)`` frames
-    of context come first. Kernels must release the GIL (numba ``nogil``).
+    of context come first. Kernels must release the GIL (numba ``nogil``). With ``sink``, each
+    block's result is replaced by ``sink(start, result)`` as soon as it arrives (to move large
+    parts of it elsewhere before the next blocks come).
 
     With dask's default threaded scheduler, one thread reads block after block while the kernels
     run on the other cores (HDF5 serializes reads, and two threads reading at once were measured
@@ -163,13 +165,15 @@ def stream(source: StoredFrames, frames: np.ndarray, kernel: Callable[..., Any],
     with _POOL_LOCK:
         _STREAMS[0] += 1
     try:
+        sink = sink or (lambda start, result: result)
         if _local_threads():
-            return _pipeline(source, frames, ranges, before, kernel, args, progress)
+            return _pipeline(source, frames, ranges, before, kernel, args, progress, sink)
         call = dask.delayed(_run_block, pure=True)
         out: list[Any] = []
         for first in range(0, len(ranges), group):
             part = ranges[first:first + group]
-            out.extend(dask.compute(*[call(source, frames, s, e, before, kernel, args) for s, e in part]))
+            done = dask.compute(*[call(source, frames, s, e, before, kernel, args) for s, e in part])
+            out.extend(sink(s, result) for (s, _), result in zip(part, done))
             if progress is not None:
                 progress(part[-1][1], len(frames))
         return out
@@ -189,7 +193,8 @@ def _local_threads() -> bool:
 
 
 def _pipeline(source: StoredFrames, frames: np.ndarray, ranges: list[tuple[int, int]], before: int,
-              kernel: Callable[..., Any], args: tuple, progress: Callable[[int, int], None] | None) -> list[Any]:
+              kernel: Callable[..., Any], args: tuple, progress: Callable[[int, int], None] | None,
+              sink: Callable[[int, Any], Any]) -> list[Any]:
     """Read blocks in this thread, run the kernels on a pool of threads, at most workers + 1 blocks
     held at once."""
     from collections import deque
@@ -213,7 +218,7 @@ def _pipeline(source: StoredFrames, frames: np.ndarray, ranges: list[tuple[int, 
             ThreadPoolExecutor(workers, thread_name_prefix="tokendyn-kernel") as pool:
         def collect() -> None:
             idx, fut = pending.popleft()
-            results[idx] = fut.result()
+            results[idx] = sink(ranges[idx][0], fut.result())
             if progress is not None:
                 progress(ranges[idx][1], len(frames))
 
@@ -231,6 +236,34 @@ def _pipeline(source: StoredFrames, frames: np.ndarray, ranges: list[tuple[int, 
         while pending:
             collect()
     return results
+
+
+IN_MEMORY_BYTES = 256 * 2**20  # per-(frame, token) results up to this size are held from the streaming pass
+
+
+def keep_in_memory(per_token: str, nbytes: int) -> bool:
+    """Whether an analysis computes its per-(frame, token) results in its streaming pass and holds
+    them (``per_token="memory"``, or ``"auto"`` up to :data:`IN_MEMORY_BYTES`) rather than as
+    lazy arrays that read the movie again when computed (``"lazy"``)."""
+    if per_token not in ("auto", "memory", "lazy"):
+        from tokendyn.errors import AnalysisError
+
+        raise AnalysisError(f"per_token must be 'auto', 'memory' or 'lazy', not {per_token!r}")
+    return per_token == "memory" or (per_token == "auto" and nbytes <= IN_MEMORY_BYTES)
+
+
+class Collected:
+    """A ``(frames, *tail)`` array filled block by block as a stream's results arrive (a ``sink``:
+    the block's part is copied in and dropped, so the parts are never all held at once)."""
+
+    def __init__(self, n_frames: int, tail: Sequence[int], dtype: Any, index: int):
+        self.array = np.empty((n_frames,) + tuple(tail), dtype)
+        self.index = index
+
+    def __call__(self, start: int, result: tuple) -> tuple:
+        part = result[self.index]
+        self.array[start:start + part.shape[0]] = part
+        return result[:self.index] + (None,) + result[self.index + 1:]
 
 
 def lazy(source: StoredFrames, frames: np.ndarray, kernel: Callable[..., np.ndarray], *args: Any,

@@ -133,20 +133,26 @@ def lattice_tokens(block: np.ndarray, lead: int, rows: np.ndarray) -> np.ndarray
 
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
 def lattice_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, groups: np.ndarray,
-                   n_groups: int, depth: int) -> tuple:  # pragma: no cover - numba
+                   n_groups: int, depth: int, keep: bool) -> tuple:  # pragma: no cover - numba
     """The streaming pass of the lattice analysis over one block.
 
-    Returns per frame and group the sums (sites^2 / dim, moved, lattice-scale hops), and per token
+    Returns per frame and group the sums (sites^2 / dim, moved, lattice-scale hops), per token
     the frames (positions in the selection) of its last ``depth`` moves in this block, latest
-    first (-1 when fewer), with whether each was an isolated hop (one coordinate, one site)."""
+    first (-1 when fewer), with whether each was an isolated hop (one coordinate, one site), and
+    with ``keep`` the per-(frame, token) array of :func:`lattice_tokens` (else an empty one)."""
     m, _, d = block.shape
     sums = np.zeros((m - lead, n_groups, 3))
     last = np.full((rows.shape[0], depth), -1, np.int64)
     small = np.zeros((rows.shape[0], depth), np.bool_)
+    per = np.zeros((m - lead if keep else 0, rows.shape[0], 3), np.int32)
     for t in range(max(lead, 1), m):
         pos = start + t - lead
         for j in range(rows.shape[0]):
             c, s, big, q = _lattice_token(block[t - 1], block[t], rows[j])
+            if keep:
+                per[t - lead, j, 0] = c
+                per[t - lead, j, 1] = s
+                per[t - lead, j, 2] = min(big, 2)
             g = groups[j]
             sums[t - lead, g, 0] += q / d
             if c > 0:
@@ -158,7 +164,7 @@ def lattice_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, g
                     small[j, u] = small[j, u - 1]
                 last[j, 0] = pos
                 small[j, 0] = big <= 1 and c <= 1
-    return sums, last, small
+    return sums, last, small, per
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
@@ -192,12 +198,15 @@ def comoving_tokens(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
 def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, ref_rows: np.ndarray,
-                    groups: np.ndarray, n_groups: int, lags: np.ndarray) -> tuple:  # pragma: no cover - numba
-    """The streaming pass of the co-moving analysis over one block (context: ``max(lags)`` frames).
+                    groups: np.ndarray, n_groups: int, lags: np.ndarray, y0: np.ndarray,
+                    keep: bool) -> tuple:  # pragma: no cover - numba
+    """The streaming pass of the co-moving analysis over one block (context: ``max(lags)`` frames;
+    ``lags[0]`` must be 1).
 
     Returns the centroid drift per frame, per frame and group the mean, median and max of the step
-    displacement (NaN for the first frame of the selection), and per lag and group the sums of
-    ``|y(t) - y(t - lag)|^2`` and their counts, over the pairs whose later frame is in this block."""
+    displacement (NaN for the first frame of the selection), per lag and group the sums of
+    ``|y(t) - y(t - lag)|^2`` and their counts, over the pairs whose later frame is in this block,
+    and with ``keep`` the per-(frame, token) array of :func:`comoving_tokens` (else an empty one)."""
     m, _, d = block.shape
     n = rows.shape[0]
     cents = block_centroids(block, ref_rows)
@@ -211,8 +220,9 @@ def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
     stats = np.full((m - lead, n_groups, 3), np.nan)
     sums = np.zeros((lags.shape[0], n_groups))
     counts = np.zeros((lags.shape[0], n_groups), np.int64)
-    steps = np.empty(n)
+    steps = np.full(n, np.nan)
     y = np.empty(d)
+    per = np.empty((m - lead if keep else 0, n, 2))
     # frame by frame (rows of a frame are contiguous); the past rows are decoded once per lag
     for t in range(lead, m):
         frame = block[t]
@@ -220,6 +230,12 @@ def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
             i = rows[j]
             for k in range(d):
                 y[k] = value(frame, i, k) - cents[t, k]
+            if keep:
+                acc = 0.0
+                for k in range(d):
+                    v = y[k] - y0[j, k]
+                    acc += v * v
+                per[t - lead, j, 1] = np.sqrt(acc)
             g = groups[j]
             for li in range(lags.shape[0]):
                 lag = lags[li]
@@ -234,6 +250,8 @@ def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
                 counts[li, g] += 1
                 if lag == 1:
                     steps[j] = np.sqrt(acc)
+            if keep:
+                per[t - lead, j, 0] = steps[j]  # NaN at the first frame of the selection
         if t >= 1 and lags[0] == 1:
             for g in range(n_groups):
                 sel = steps[groups == g]
@@ -241,7 +259,7 @@ def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
                     stats[t - lead, g, 0] = sel.mean()
                     stats[t - lead, g, 1] = np.median(sel)
                     stats[t - lead, g, 2] = sel.max()
-    return drift, stats, sums, counts
+    return drift, stats, sums, counts, per
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)

@@ -6,8 +6,10 @@
    runs one pass now (per-block results, reduced where each block is read), ``lazy`` builds a
    dask array computed when asked; a block carries the frames before it that a kernel needs.
 3. The result is an :class:`xarray.Dataset` with named dims and ``units``/``long_name`` on every
-   variable; per-(frame, token) results stay lazy; per-frame, per-token and overall summaries are
-   computed in one streaming pass with memory independent of the number of frames.
+   variable; per-frame, per-token and overall summaries are computed in one streaming pass with
+   memory independent of the number of frames; per-(frame, token) results come from the same pass
+   when they fit :data:`~tokendyn.analysis._frames.IN_MEMORY_BYTES`, else stay lazy (read again
+   when computed).
 """
 from __future__ import annotations
 

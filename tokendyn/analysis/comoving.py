@@ -9,7 +9,7 @@ import xarray as xr
 from tokendyn import format as fmt
 
 from . import _kernels as K
-from ._frames import StoredFrames, decoded, lazy, stream
+from ._frames import Collected, StoredFrames, decoded, keep_in_memory, lazy, stream
 from .base import TokenSelection, annotate, class_groups, frame_coords, selection
 
 
@@ -30,8 +30,8 @@ def _tokens_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, re
 
 
 def _stream_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, ref_rows: np.ndarray,
-                  groups: np.ndarray, n_groups: int, lags: np.ndarray) -> tuple:
-    return K.comoving_stream(block, lead, start, rows, ref_rows, groups, n_groups, lags)
+                  groups: np.ndarray, n_groups: int, lags: np.ndarray, y0: np.ndarray, keep: bool) -> tuple:
+    return K.comoving_stream(block, lead, start, rows, ref_rows, groups, n_groups, lags, y0, keep)
 
 
 def comoving_displacement(
@@ -42,6 +42,7 @@ def comoving_displacement(
     reference: TokenSelection = "all",
     ref_frame: int = 0,
     lags: Sequence[int] | None = (1, 2, 4, 8, 16),
+    per_token: str = "auto",
     progress: Callable[[int, int], None] | None = None,
 ) -> xr.Dataset:
     """Token displacement in the frame that moves with the cloud's centroid.
@@ -54,9 +55,12 @@ def comoving_displacement(
     - ``centroid_drift(frame)`` = ``|c(t) - c(t-1)|``;
     - ``msd(lag, class)`` = mean over tokens and t of ``|y_i(t+lag) - y_i(t)|^2`` (lags in frames).
 
-    A global translation of the whole cloud leaves every co-moving quantity unchanged. Per-frame
-    variables are lazy (one read of the movie when computed); ``msd`` is computed here in one
-    streaming pass holding ``max(lags)`` frames. Units are those of W ("embedding units").
+    A global translation of the whole cloud leaves every co-moving quantity unchanged. Everything is
+    computed in one streaming pass holding ``max(lags)`` frames, except with ``per_token="lazy"``:
+    then the per-(frame, token) variables are dask arrays that read the movie again when computed
+    (memory independent of the number of frames). ``"memory"`` holds them (16 bytes per frame and
+    token); ``"auto"`` holds them up to ``tokendyn.analysis._frames.IN_MEMORY_BYTES`` (256 MiB).
+    Units are those of W ("embedding units").
     """
     sub, rows, positions = selection(ds, tokens, frames, min_frames=2)
     _, ref_rows, _ = selection(ds, reference, frames)
@@ -76,12 +80,14 @@ def comoving_displacement(
     first = source.read(positions[[t0]], np.empty((1,) + source.shape[1:], source.dtype))
     y0 = decoded(first)[0, rows].astype(np.float64) - K.block_centroids(first, ref_rows)[0]
 
-    # per (frame, token): lazy, one read of the movie when computed
-    per = lazy(source, positions, _tokens_block, rows, ref_rows, y0, tail=(rows.size, 2), dtype=np.float64,
-               before=1)
+    # per (frame, token): from the streaming pass below, or lazy (one more read of the movie when computed)
+    keep = keep_in_memory(per_token, len(positions) * rows.size * 2 * 8)
+    collected = Collected(len(positions), (rows.size, 2), np.float64, index=4) if keep else None
+    per = collected.array if keep else lazy(source, positions, _tokens_block, rows, ref_rows, y0,
+                                            tail=(rows.size, 2), dtype=np.float64, before=1)
     # one streaming pass: centroid drift, step statistics per class, MSD sums
-    parts = stream(source, positions, _stream_block, rows, ref_rows, groups, len(names), all_lags,
-                   before=int(all_lags.max()), progress=progress)
+    parts = stream(source, positions, _stream_block, rows, ref_rows, groups, len(names), all_lags, y0, keep,
+                   before=int(all_lags.max()), progress=progress, sink=collected)
     drift = np.concatenate([p[0] for p in parts])
     stats = np.concatenate([p[1] for p in parts])
     sums = sum(p[2] for p in parts)

@@ -10,7 +10,7 @@ from tokendyn import format as fmt
 from tokendyn.errors import AnalysisError
 
 from . import _kernels as K
-from ._frames import StoredFrames, lazy, stream
+from ._frames import Collected, StoredFrames, keep_in_memory, lazy, stream
 from .base import TokenSelection, annotate, class_groups, frame_coords, selection
 
 
@@ -28,6 +28,7 @@ def lattice_motion(
     frames: slice | tuple | None = None,
     tolerance: int = 0,
     thresholds: Sequence[float] = (0.5, 0.9, 0.99),
+    per_token: str = "auto",
     progress: Callable[[int, int], None] | None = None,
 ) -> xr.Dataset:
     """Lattice-site motion of bf16 tokens, computed on the raw bits.
@@ -43,6 +44,11 @@ def lattice_motion(
     up to ``tolerance`` isolated +-1 hops after it); NaN if it still moves at the end. Per class:
     ``freeze_onset(class, threshold)``, the first step at which the frozen fraction reaches each
     threshold ("fimbulwinter"); NaN if never. Raises :class:`AnalysisError` unless W is bfloat16.
+
+    ``per_token`` chooses how the per-(frame, token) variables are made: ``"memory"`` computes them
+    in the one streaming pass and holds them (12 bytes per frame and token), ``"lazy"`` makes dask
+    arrays that read the movie again when computed (memory independent of the number of frames),
+    ``"auto"`` holds them up to ``tokendyn.analysis._frames.IN_MEMORY_BYTES`` (256 MiB).
     """
     sub, rows, positions = selection(ds, tokens, frames, min_frames=2)
     _require_bits(sub)
@@ -54,10 +60,26 @@ def lattice_motion(
     coords = {**frame_coords(sub), fmt.DIM_TOKEN: sub[fmt.DIM_TOKEN].values,
               fmt.TOKEN_CLASS: (fmt.DIM_TOKEN, classes)}
 
-    # per (frame, token): lazy, one read of the movie when computed
-    stacked = lazy(source, positions, _token_block, rows, tail=(n_tokens, 3), dtype=np.int32, before=1)
-    changed, sites, hop = stacked[..., 0], stacked[..., 1], stacked[..., 2].astype(np.int8)
+    # per (frame, token): from the streaming pass below, or lazy (one more read of the movie when computed)
+    keep = keep_in_memory(per_token, len(positions) * n_tokens * 3 * 4)
+    collected = Collected(len(positions), (n_tokens, 3), np.int32, index=3) if keep else None
+    stacked = collected.array if keep else lazy(source, positions, _token_block, rows, tail=(n_tokens, 3),
+                                                dtype=np.int32, before=1)
     out = xr.Dataset(coords=coords)
+    # one streaming pass: per (frame, class) sums and each token's last moves
+    depth = tolerance + 1
+    parts = stream(source, positions, _stream_block, rows, groups, len(names), depth, keep, before=1,
+                   progress=progress, sink=collected)
+    sums = np.concatenate([p[0] for p in parts])
+    last = np.full((n_tokens, depth), -1, np.int64)
+    small = np.zeros((n_tokens, depth), bool)
+    for _, block_last, block_small, _ in parts:  # later blocks hold later moves: they come first
+        both_last = np.concatenate([block_last, last], axis=1)
+        both_small = np.concatenate([block_small, small], axis=1)
+        order = np.argsort(-both_last, axis=1, kind="stable")[:, :depth]
+        last = np.take_along_axis(both_last, order, axis=1)
+        small = np.take_along_axis(both_small, order, axis=1)
+    changed, sites, hop = stacked[..., 0], stacked[..., 1], stacked[..., 2].astype(np.int8)
     out["changed"] = annotate(xr.DataArray(changed, dims=("frame", "token")),
                               "coordinates that changed since the previous frame", "1")
     out["sites"] = annotate(xr.DataArray(sites, dims=("frame", "token")),
@@ -68,18 +90,6 @@ def lattice_motion(
                           "0 still, 1 lattice-scale hop (all coordinates within 1 site), 2 larger motion", "1")
     out["hop"].attrs.update(flag_values=[0, 1, 2], flag_meanings="still lattice_hop larger_motion")
 
-    # one streaming pass: per (frame, class) sums and each token's last moves
-    depth = tolerance + 1
-    parts = stream(source, positions, _stream_block, rows, groups, len(names), depth, before=1, progress=progress)
-    sums = np.concatenate([p[0] for p in parts])
-    last = np.full((n_tokens, depth), -1, np.int64)
-    small = np.zeros((n_tokens, depth), bool)
-    for _, block_last, block_small in parts:  # later blocks hold later moves: they come first
-        both_last = np.concatenate([block_last, last], axis=1)
-        both_small = np.concatenate([block_small, small], axis=1)
-        order = np.argsort(-both_last, axis=1, kind="stable")[:, :depth]
-        last = np.take_along_axis(both_last, order, axis=1)
-        small = np.take_along_axis(both_small, order, axis=1)
     n_frames = len(steps)
     freeze_frame = _freeze_frames(last, small, tolerance, n_frames)
     freeze_step = np.where(np.isnan(freeze_frame), np.nan, steps[np.nan_to_num(freeze_frame).astype(int)])
@@ -119,8 +129,8 @@ def _token_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray) -> 
 
 
 def _stream_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, groups: np.ndarray,
-                  n_groups: int, depth: int) -> tuple:
-    return K.lattice_stream(block, lead, start, rows, groups, n_groups, depth)
+                  n_groups: int, depth: int, keep: bool) -> tuple:
+    return K.lattice_stream(block, lead, start, rows, groups, n_groups, depth, keep)
 
 
 def _freeze_frames(last: np.ndarray, small: np.ndarray, tolerance: int, n_frames: int) -> np.ndarray:
