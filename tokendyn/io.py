@@ -72,6 +72,15 @@ def _dataset(path: str, swmr: bool, name: str) -> Any:
         return dset
 
 
+def fresh_dataset(path: str, swmr: bool, name: str) -> Any:
+    """:func:`_dataset`, refreshed first when the movie is read while being written (SWMR).
+    Call it under :func:`tokendyn._h5.h5_errors`."""
+    dset = _dataset(path, swmr, name)
+    if swmr:
+        dset.refresh()
+    return dset
+
+
 def _close_quietly(f: Any) -> None:
     for key in [k for k in _DATASETS if k[0] == id(f)]:
         del _DATASETS[key]
@@ -115,10 +124,7 @@ class H5Block:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         with h5_errors(self.path):
-            dset = _dataset(self.path, self.swmr, self.name)
-            if self.swmr:
-                dset.refresh()
-            return np.asarray(dset[key])
+            return np.asarray(fresh_dataset(self.path, self.swmr, self.name)[key])
 
     def __repr__(self) -> str:
         return f"H5Block({self.path!r}, {self.name!r}, shape={self.shape})"

@@ -101,12 +101,10 @@ class StoredFrames:
             out[...] = block.compute(scheduler="sync") if isinstance(block, da.Array) else block
             return out
         from tokendyn._h5 import h5_errors
-        from tokendyn.io import _dataset
+        from tokendyn.io import fresh_dataset
 
         with h5_errors(self.path):
-            dset = _dataset(self.path, self.swmr, self.name)
-            if self.swmr:
-                dset.refresh()
+            dset = fresh_dataset(self.path, self.swmr, self.name)
             if frames[-1] - frames[0] == frames.size - 1 and np.all(np.diff(frames) == 1):
                 dset.read_direct(out, np.s_[int(frames[0]):int(frames[-1]) + 1])
             else:

@@ -49,9 +49,13 @@ def token_mask(ds: xr.Dataset, tokens: TokenSelection = "all") -> np.ndarray:
 def select(ds: xr.Dataset, tokens: TokenSelection = "all", frames: slice | tuple | None = None,
            min_tokens: int = 1, min_frames: int = 1) -> xr.Dataset:
     """The movie cut to a token selection and a frame range (``slice`` or ``(start, stop)``)."""
+    return _select(ds, token_mask(ds, tokens), tokens, frames, min_tokens, min_frames)
+
+
+def _select(ds: xr.Dataset, mask: np.ndarray, tokens: TokenSelection, frames: slice | tuple | None,
+            min_tokens: int, min_frames: int) -> xr.Dataset:
     if "W" not in ds:
         raise AnalysisError("the Dataset has no W; open it with tokendyn.open_movie")
-    mask = token_mask(ds, tokens)
     if mask.sum() < min_tokens:
         raise AnalysisError(f"the selection {tokens!r} holds {int(mask.sum())} tokens; this analysis needs {min_tokens}")
     sub = ds.isel({fmt.DIM_TOKEN: np.flatnonzero(mask)})
@@ -70,8 +74,9 @@ def selection(ds: xr.Dataset, tokens: TokenSelection = "all", frames: slice | tu
     kernels index the stored frames with)."""
     from ._frames import frame_positions
 
-    sub = select(ds, tokens, frames, min_tokens, min_frames)
-    return sub, np.flatnonzero(token_mask(ds, tokens)).astype(np.int64), frame_positions(ds, frames)
+    mask = token_mask(ds, tokens)
+    sub = _select(ds, mask, tokens, frames, min_tokens, min_frames)
+    return sub, np.flatnonzero(mask).astype(np.int64), frame_positions(ds, frames)
 
 
 def class_groups(classes: np.ndarray) -> tuple[np.ndarray, list[str]]:
