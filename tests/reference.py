@@ -29,6 +29,13 @@ def radial_steps(x):
     return a, rho
 
 
+def cos_decay(x, lags):
+    """Mean over tokens and frame pairs of cos(x(t), x(t - lag)) about the origin, per lag."""
+    x = x.astype(np.float64)
+    rhat = x / np.linalg.norm(x, axis=2, keepdims=True)
+    return np.array([(rhat[lag:] * rhat[:-lag]).sum(2).mean() for lag in lags])
+
+
 def lattice(bits):
     """Per step and token: coordinates that changed, summed |sites moved|, mean squared sites."""
     o = np.where(bits & 0x8000, -(bits & 0x7FFF).astype(np.int64), (bits & 0x7FFF).astype(np.int64))

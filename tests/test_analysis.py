@@ -164,6 +164,8 @@ def test_hypersphere_matches_numpy_reference(walk):
     assert float(out.t_pvalue) == pytest.approx(stats.ttest_1samp(a.ravel(), 0).pvalue, rel=1e-6)
     ks = stats.kstest(rho.ravel(), stats.beta(0.5, (d - 1) / 2).cdf).statistic
     assert abs(float(out.ks_statistic) - ks) < 2e-4  # the streamed histogram resolves 1/20000
+    # angular decay: every token is in the sample here (128 < angle_tokens)
+    np.testing.assert_allclose(out.cos_decay.values, reference.cos_decay(x, out.lag.values), rtol=1e-6)
 
 
 def test_inhale_finds_the_planted_two_step_contraction(tmp_path):

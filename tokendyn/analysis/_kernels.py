@@ -296,16 +296,61 @@ def centered(frame: np.ndarray, rows: np.ndarray, out: np.ndarray) -> np.ndarray
     return out
 
 
+ANGLE_TILE = 32  # sampled tokens whose unit vectors over a block are held at once (L2-sized)
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FAST)
+def angular_sums(block: np.ndarray, lead: int, start: int, sample_rows: np.ndarray, cents: np.ndarray,
+                 lags: np.ndarray, ang_sum: np.ndarray, ang_n: np.ndarray) -> None:  # pragma: no cover - numba
+    """Add cos(r_hat(t), r_hat(t - lag)) of the sampled rows to ``ang_sum`` (and count pairs in
+    ``ang_n``) per lag, for the frames after the context whose partner is in the selection.
+
+    A tile of tokens at a time, their unit vectors in every frame of the block are computed once
+    (positions about ``cents``, float64, normalized, stored as float32; a zero vector stays zero),
+    then every lag's cosines are float32 dot products of those: about 1e-7 each, so means over
+    tokens and frames hold far tighter."""
+    m, _, d = block.shape
+    unit = np.empty((m, ANGLE_TILE, d), np.float32)
+    ns = sample_rows.shape[0]
+    for u0 in range(0, ns, ANGLE_TILE):
+        tile = min(ANGLE_TILE, ns - u0)
+        for t in range(m):
+            frame = block[t]
+            for u in range(tile):
+                i = sample_rows[u0 + u]
+                r2 = 0.0
+                for k in range(d):
+                    v = value(frame, i, k) - cents[t, k]
+                    r2 += v * v
+                scale = 1.0 / np.sqrt(r2) if r2 > 0 else 1.0
+                for k in range(d):
+                    unit[t, u, k] = np.float32((value(frame, i, k) - cents[t, k]) * scale)
+        for t in range(lead, m):
+            g = start + t - lead
+            for li in range(lags.shape[0]):
+                lag = lags[li]
+                if lag > g:
+                    continue
+                total = 0.0
+                for u in range(tile):
+                    dot = np.float32(0.0)
+                    for k in range(d):
+                        dot += unit[t, u, k] * unit[t - lag, u, k]
+                    total += dot
+                ang_sum[li] += total
+                ang_n[li] += tile
+
+
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
 def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, center_rows: np.ndarray,
-                      sample_of: np.ndarray, n_sample: int, lags: np.ndarray, bins: int) -> tuple:  # pragma: no cover
+                      sample_rows: np.ndarray, lags: np.ndarray, bins: int) -> tuple:  # pragma: no cover
     """The hypersphere walk's streaming pass over one block (context: ``max(2, max(lags))`` frames).
 
     Positions are taken about the centroid of ``center_rows`` (the origin when empty). Returns per
     frame (rho mean, outward fraction, mean a, mean radius change; NaN for the first frame of the
     selection), the histogram of radial fractions, the sums ``acc`` = [sum a, sum a^2, sum |D|^2,
-    steps, outward, inward, sum cos, sum cos^2, cosines, sum r] and, for the sampled tokens
-    (``sample_of[j]`` >= 0), the sums of cos(r_hat(t), r_hat(t - lag)) and their counts per lag."""
+    steps, outward, inward, sum cos, sum cos^2, cosines, sum r] and, for the tokens at
+    ``sample_rows``, the sums of cos(r_hat(t), r_hat(t - lag)) and their counts per lag."""
     m, _, d = block.shape
     n = rows.shape[0]
     cents = block_centroids(block, center_rows)
@@ -316,17 +361,7 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
     ang_n = np.zeros(lags.shape[0], np.int64)
     q = np.empty(d)
     p = np.empty(d)
-    # inverse radius of every sampled token in every frame of the block (1 at radius 0)
-    inv = np.ones((m, max(n_sample, 1)))
-    for t in range(m):
-        for j in range(n):
-            if sample_of[j] >= 0:
-                r2 = 0.0
-                for k in range(d):
-                    v = value(block[t], rows[j], k) - cents[t, k]
-                    r2 += v * v
-                if r2 > 0:
-                    inv[t, sample_of[j]] = 1.0 / np.sqrt(r2)
+    angular_sums(block, lead, start, sample_rows, cents, lags, ang_sum, ang_n)
     for t in range(lead, m):
         g = start + t - lead
         rho_sum = 0.0
@@ -344,18 +379,6 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
                 r2 += q[k] * q[k]
             r1 = np.sqrt(r2)
             acc[9] += r1
-            u = sample_of[j]
-            if u >= 0:
-                for li in range(lags.shape[0]):
-                    lag = lags[li]
-                    if lag > g:
-                        continue
-                    past = block[t - lag]
-                    dot = 0.0
-                    for k in range(d):
-                        dot += q[k] * (value(past, i, k) - cents[t - lag, k])
-                    ang_sum[li] += dot * inv[t, u] * inv[t - lag, u]
-                    ang_n[li] += 1
             if g < 1:
                 continue
             f0 = block[t - 1]

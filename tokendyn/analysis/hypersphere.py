@@ -17,8 +17,8 @@ _BINS = 20_000  # resolution of the streamed radial-fraction histogram used for 
 
 
 def _walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, center_rows: np.ndarray,
-                sample_of: np.ndarray, n_sample: int, lags: np.ndarray, bins: int) -> tuple:
-    return K.sphere_walk_block(block, lead, start, rows, center_rows, sample_of, n_sample, lags, bins)
+                sample_rows: np.ndarray, lags: np.ndarray, bins: int) -> tuple:
+    return K.sphere_walk_block(block, lead, start, rows, center_rows, sample_rows, lags, bins)
 
 
 def hypersphere_walk(
@@ -61,11 +61,9 @@ def hypersphere_walk(
     lags = np.unique(np.clip(np.round(np.geomspace(1, max(1, min(max_lag, n_frames - 1)), 12)), 1, None)).astype(np.int64)
     # the angular decay is a mean over tokens: a fixed random sample of angle_tokens estimates it
     sampled = np.sort(np.random.default_rng(seed).choice(n, min(n, angle_tokens), replace=False))
-    sample_of = np.full(n, -1, np.int64)
-    sample_of[sampled] = np.arange(sampled.size)
 
     # one streaming pass; each block carries the max(2, max lag) frames before it
-    parts = stream(StoredFrames(ds), positions, _walk_block, rows, center_rows, sample_of, sampled.size, lags, _BINS,
+    parts = stream(StoredFrames(ds), positions, _walk_block, rows, center_rows, rows[sampled], lags, _BINS,
                    before=int(max(2, lags.max())), progress=progress)
     per = np.concatenate([part[0] for part in parts])
     hist = sum(part[1] for part in parts)
