@@ -194,20 +194,25 @@ def _pipeline(source: StoredFrames, frames: np.ndarray, ranges: list[tuple[int, 
               kernel: Callable[..., Any], args: tuple, progress: Callable[[int, int], None] | None,
               sink: Callable[[int, Any], Any]) -> list[Any]:
     """Read blocks in this thread, run the kernels on a pool of threads, at most workers + 1 blocks
-    held at once."""
+    held at once. A block's context frames are copied from the block before it (still held: its
+    kernel is running) instead of being read again."""
     from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, wait
 
     from threadpoolctl import threadpool_limits
 
     workers = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
     results: list[Any] = [None] * len(ranges)
+    # a block's buffer goes back to the pool once its kernel is done and the next block has
+    # taken its context from it; both happen in this thread
+    buffers: dict[int, np.ndarray] = {}
+    uses: dict[int, int] = {}
 
-    def run(buf: np.ndarray, block: np.ndarray, lead: int, start: int) -> Any:
-        try:
-            return kernel(block, lead, start, *args)
-        finally:
-            release_buffer(buf)
+    def done_with(idx: int) -> None:
+        uses[idx] -= 1
+        if not uses[idx]:
+            del uses[idx]
+            release_buffer(buffers.pop(idx))
 
     pending: deque = deque()
     # the kernels already fill every core: BLAS inside them must not start threads of its own
@@ -216,23 +221,38 @@ def _pipeline(source: StoredFrames, frames: np.ndarray, ranges: list[tuple[int, 
             ThreadPoolExecutor(workers, thread_name_prefix="tokendyn-kernel") as pool:
         def collect() -> None:
             idx, fut = pending.popleft()
-            results[idx] = sink(ranges[idx][0], fut.result())
+            try:
+                results[idx] = sink(ranges[idx][0], fut.result())
+            finally:
+                done_with(idx)
             if progress is not None:
                 progress(ranges[idx][1], len(frames))
 
-        for idx, (start, stop) in enumerate(ranges):
-            lead = min(before, start)
-            buf = acquire_buffer(stop - start + lead, source.shape[1:], source.dtype)
-            try:
-                block = source.read(frames[start - lead:stop], buf)
-            except BaseException:
-                release_buffer(buf)
-                raise
-            pending.append((idx, pool.submit(run, buf, block, lead, start)))
-            while len(pending) > workers:
+        previous: np.ndarray | None = None
+        try:
+            for idx, (start, stop) in enumerate(ranges):
+                lead = min(before, start)
+                buf = acquire_buffer(stop - start + lead, source.shape[1:], source.dtype)
+                buffers[idx], uses[idx] = buf, 1
+                copied = 0 if previous is None else min(lead, previous.shape[0])
+                if copied:
+                    buf[:copied] = previous[previous.shape[0] - copied:]
+                block = buf[:stop - start + lead]
+                source.read(frames[start - lead + copied:stop], block[copied:])
+                if previous is not None:
+                    done_with(idx - 1)
+                previous, uses[idx] = block, 2
+                pending.append((idx, pool.submit(kernel, block, lead, start, *args)))
+                while len(pending) > workers:
+                    collect()
+            while pending:
                 collect()
-        while pending:
-            collect()
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+            wait([fut for _, fut in pending])
+            for idx in list(buffers):  # after an error: the buffers still held go back to the pool
+                release_buffer(buffers.pop(idx))
     return results
 
 
