@@ -233,7 +233,7 @@ def _pipeline(source: StoredFrames, frames: np.ndarray, ranges: list[tuple[int, 
             for idx, (start, stop) in enumerate(ranges):
                 lead = min(before, start)
                 buf = acquire_buffer(stop - start + lead, source.shape[1:], source.dtype)
-                buffers[idx], uses[idx] = buf, 1
+                buffers[idx] = buf
                 copied = 0 if previous is None else min(lead, previous.shape[0])
                 if copied:
                     buf[:copied] = previous[previous.shape[0] - copied:]
@@ -282,6 +282,19 @@ class Collected:
         part = result[self.index]
         self.array[start:start + part.shape[0]] = part
         return result[:self.index] + (None,) + result[self.index + 1:]
+
+
+def per_token_array(per_token: str, source: StoredFrames, frames: np.ndarray, kernel: Callable[..., np.ndarray],
+                    *args: Any, tail: Sequence[int], dtype: Any, index: int,
+                    before: int = 0) -> tuple[Any, Collected | None]:
+    """An analysis's per-(frame, token) results, ``(frames, *tail)``: held, as an array that the
+    streaming pass fills through the returned sink (element ``index`` of each block's result), or
+    lazy, as :func:`lazy` of ``kernel`` (the sink is then ``None``). See :func:`keep_in_memory`."""
+    nbytes = len(frames) * int(np.prod(tail)) * np.dtype(dtype).itemsize
+    if keep_in_memory(per_token, nbytes):
+        held = Collected(len(frames), tail, dtype, index)
+        return held.array, held
+    return lazy(source, frames, kernel, *args, tail=tail, dtype=dtype, before=before), None
 
 
 def lazy(source: StoredFrames, frames: np.ndarray, kernel: Callable[..., np.ndarray], *args: Any,

@@ -9,7 +9,7 @@ import xarray as xr
 from tokendyn import format as fmt
 
 from . import _kernels as K
-from ._frames import Collected, StoredFrames, decoded, keep_in_memory, lazy, stream
+from ._frames import StoredFrames, decoded, per_token_array, stream
 from .base import TokenSelection, annotate, class_groups, frame_coords, selection
 
 
@@ -81,13 +81,11 @@ def comoving_displacement(
     y0 = decoded(first)[0, rows].astype(np.float64) - K.block_centroids(first, ref_rows)[0]
 
     # per (frame, token): from the streaming pass below, or lazy (one more read of the movie when computed)
-    keep = keep_in_memory(per_token, len(positions) * rows.size * 2 * 8)
-    collected = Collected(len(positions), (rows.size, 2), np.float64, index=4) if keep else None
-    per = collected.array if keep else lazy(source, positions, _tokens_block, rows, ref_rows, y0,
-                                            tail=(rows.size, 2), dtype=np.float64, before=1)
+    per, collected = per_token_array(per_token, source, positions, _tokens_block, rows, ref_rows, y0,
+                                     tail=(rows.size, 2), dtype=np.float64, index=4, before=1)
     # one streaming pass: centroid drift, step statistics per class, MSD sums
-    parts = stream(source, positions, _stream_block, rows, ref_rows, groups, len(names), all_lags, y0, keep,
-                   before=int(all_lags.max()), progress=progress, sink=collected)
+    parts = stream(source, positions, _stream_block, rows, ref_rows, groups, len(names), all_lags, y0,
+                   collected is not None, before=int(all_lags.max()), progress=progress, sink=collected)
     drift = np.concatenate([p[0] for p in parts])
     stats = np.concatenate([p[1] for p in parts])
     sums = sum(p[2] for p in parts)

@@ -10,7 +10,7 @@ from tokendyn import format as fmt
 from tokendyn.errors import AnalysisError
 
 from . import _kernels as K
-from ._frames import Collected, StoredFrames, keep_in_memory, lazy, stream
+from ._frames import StoredFrames, per_token_array, stream
 from .base import TokenSelection, annotate, class_groups, frame_coords, selection
 
 
@@ -61,15 +61,13 @@ def lattice_motion(
               fmt.TOKEN_CLASS: (fmt.DIM_TOKEN, classes)}
 
     # per (frame, token): from the streaming pass below, or lazy (one more read of the movie when computed)
-    keep = keep_in_memory(per_token, len(positions) * n_tokens * 3 * 4)
-    collected = Collected(len(positions), (n_tokens, 3), np.int32, index=3) if keep else None
-    stacked = collected.array if keep else lazy(source, positions, _token_block, rows, tail=(n_tokens, 3),
-                                                dtype=np.int32, before=1)
+    stacked, collected = per_token_array(per_token, source, positions, _token_block, rows, tail=(n_tokens, 3),
+                                         dtype=np.int32, index=3, before=1)
     out = xr.Dataset(coords=coords)
     # one streaming pass: per (frame, class) sums and each token's last moves
     depth = tolerance + 1
-    parts = stream(source, positions, _stream_block, rows, groups, len(names), depth, keep, before=1,
-                   progress=progress, sink=collected)
+    parts = stream(source, positions, _stream_block, rows, groups, len(names), depth, collected is not None,
+                   before=1, progress=progress, sink=collected)
     sums = np.concatenate([p[0] for p in parts])
     last = np.full((n_tokens, depth), -1, np.int64)
     small = np.zeros((n_tokens, depth), bool)
