@@ -338,3 +338,63 @@ def test_pure_bf16_adamw_with_a_tensor_lr_matches_a_float_lr_and_a_float64_refer
         x = x * (1 - 1e-2 * 0.1) - 1e-2 * (m / (1 - 0.9 ** t)) / ((v / (1 - 0.95 ** t)).sqrt() + 1e-8)
         x = x.to(torch.bfloat16).double()
     assert (results[0].double() - x).abs().max() <= 2 ** -7 * x.abs().max()
+
+
+def _two_group_model():
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.LayerNorm(32), torch.nn.Linear(32, 8))
+    return model.to(torch.bfloat16)
+
+
+def test_flat_pure_bf16_adamw_equals_the_per_tensor_update_bit_for_bit():
+    from trainers.optim import PureBF16AdamW, param_groups
+
+    models = [_two_group_model(), _two_group_model()]
+    opts = [PureBF16AdamW(param_groups(m, 0.1), lr=torch.tensor(3e-3), betas=(0.9, 0.95), flat=flat)
+            for m, flat in zip(models, (True, False))]
+    flat_params = list(models[0].parameters())
+    assert flat_params[0].untyped_storage().data_ptr() == flat_params[4].untyped_storage().data_ptr()  # both matrices
+    torch.manual_seed(4)
+    for step in range(6):
+        x = torch.randn(64, 16).to(torch.bfloat16)
+        for model, opt in zip(models, opts):
+            opt.zero_grad(set_to_none=True)
+            model(x).float().square().mean().backward()
+            if step == 3:  # a parameter without a gradient: skipped, as AdamW does
+                model[1].bias.grad = None
+            opt.step()
+        for p, q in zip(*(m.parameters() for m in models)):
+            assert torch.equal(p.view(torch.int16), q.view(torch.int16)), f"step {step}"
+    for p, q in zip(*(m.parameters() for m in models)):
+        a, b = opts[0].state[p], opts[1].state[q]
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+        assert a["exp_avg"].dtype == torch.float32 and float(a["step"]) == 6.0
+
+
+def test_flat_pure_bf16_adamw_state_survives_a_checkpoint(tmp_path):
+    from trainers.optim import PureBF16AdamW, param_groups
+
+    model = _two_group_model()
+    opt = PureBF16AdamW(param_groups(model, 0.1), lr=1e-2)
+    x = torch.randn(64, 16).to(torch.bfloat16)
+
+    def step(m, o):
+        o.zero_grad(set_to_none=True)
+        m(x).float().square().mean().backward()
+        o.step()
+
+    for _ in range(3):
+        step(model, opt)
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, tmp_path / "c.pt")
+    twin = _two_group_model()
+    twin_opt = PureBF16AdamW(param_groups(twin, 0.1), lr=1e-2)
+    saved = torch.load(tmp_path / "c.pt", weights_only=False)
+    twin.load_state_dict(saved["model"])
+    twin_opt.load_state_dict(saved["opt"])
+    for _ in range(2):
+        step(model, opt)
+        step(twin, twin_opt)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
+    state = twin_opt.state[next(twin.parameters())]
+    assert float(state["step"]) == 5.0 and state["exp_avg_sq"].dtype == torch.float32  # not cast to bf16 on load

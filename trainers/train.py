@@ -190,6 +190,9 @@ def train(
         ckpt = torch.load(checkpoint_path(out), map_location=device, weights_only=False)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        if lr_tensor is not None:  # loading replaced it with the checkpoint's copy; the graph reads this one
+            for group in optimizer.param_groups:
+                group["lr"] = lr_tensor
         batches.set_state(ckpt["data_rng"])
         torch.set_rng_state(ckpt["torch_rng"].cpu())  # map_location moved it to the device
         if device.type == "cuda" and "cuda_rng" in ckpt:
@@ -267,11 +270,11 @@ def train(
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 \
                     else torch.zeros(())
                 optimizer.step()
-            scalars: dict[str, Any] = {"loss": loss.detach().float(), "lr": lr, "grad_norm": grad_norm.detach().float()}
+            extra = {}
             if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
-                heldout = _heldout_loss(model, data, cfg, device, autocast)
-                scalars["heldout_loss"] = heldout
-            capture(step, **scalars)
+                heldout = extra["heldout_loss"] = _heldout_loss(model, data, cfg, device, autocast)
+            if recorder is not None and recorder.wants(step):
+                capture(step, loss=loss.detach().float(), lr=lr, grad_norm=grad_norm.detach().float(), **extra)
             # the loss shown is read at most twice a second: reading it waits for the device
             if bar is not None and (time.perf_counter() - shown >= 0.5 or step == cfg.steps):
                 shown = time.perf_counter()
