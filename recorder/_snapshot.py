@@ -61,7 +61,12 @@ def _host_view(x: Any) -> np.ndarray:
 
 
 class Slot:
-    """One reusable host buffer holding a frame of one variable."""
+    """One reusable host buffer holding a frame of one variable.
+
+    ``array`` is the host buffer the writer reads. For a CUDA tensor, ``pinned`` is the same memory
+    as a torch tensor (int16 for bfloat16), ``staging`` a device tensor to copy the frame into first
+    (so later updates cannot race the copy to the host), and ``event`` marks the copy's end.
+    """
 
     def __init__(self, array: np.ndarray, pinned: Any = None, staging: Any = None, event: Any = None):
         self.array = array

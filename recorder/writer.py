@@ -40,6 +40,8 @@ def _close_open_recorders() -> None:
         except Exception:  # noqa: BLE001 - at exit there is nobody left to tell
             pass
 _GROW_FRAMES = 64  # the matrices' frame axis grows this many frames at a time
+_MIN_COMMIT_SECONDS = 0.1
+_CHECK_SPACE_BYTES = 256 * 2**20  # look at the free space at least this often  # at high frame rates, commit (and flush) at most this often
 
 
 def _software() -> str:
@@ -56,6 +58,17 @@ class _Frame:
     scalars: dict[str, float]
     slots: dict[str, Slot] = field(default_factory=dict)
     device_scalars: DeviceScalars | None = None
+
+
+class _Targets:
+    """The open datasets the writer thread fills, looked up once (an h5py lookup is ~100 us)."""
+
+    def __init__(self, f: h5py.File, matrices: list[str], series: list[str]):
+        self.matrices = {name: f[name] for name in matrices}
+        self.allocated = {name: d.shape[0] for name, d in self.matrices.items()}
+        self.raw = {name: d.compression is None for name, d in self.matrices.items()}
+        self.series = {name: f[name] for name in series}
+        self.dtypes = {name: d.dtype for name, d in self.series.items()}
 
 
 def _token_classes(token_class: Any, n_tokens: int, path: str) -> np.ndarray:
@@ -95,8 +108,9 @@ class Recorder:
         first :meth:`capture` are used; a new name after that is an error (the layout is fixed
         once live readers may be attached).
     flush_every, flush_seconds
-        Flush to disk every N frames or T seconds, whichever comes first. A killed run keeps
-        every frame flushed before the kill.
+        Flush to disk every N frames or T seconds, whichever comes first, but at most ten times a
+        second (at high frame rates frames are committed in batches). A killed run keeps every
+        frame flushed before the kill.
     buffer_frames
         Host buffers per variable: the memory bound. ``capture`` waits when all are in flight.
     compression
@@ -173,6 +187,8 @@ class Recorder:
         self.frames_written = 0  # frames the writer has completed
         self._resume_after = resume_after
         self.reserve_bytes = int(reserve_bytes)
+        self._unchecked_bytes = 0
+        self._check_after = 0
         self._reserve_path = self.path + ".reserve"
         parent = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(parent):
@@ -202,53 +218,21 @@ class Recorder:
         0-d tensors. Returns whether a frame was recorded. Only the copy off the device happens
         here; the write is done by a background thread.
         """
-        self._raise_pending()
-        if self._closed:
-            raise RecorderError("capture() after close()", self.path)
-        step = int(step)
-        if step <= self._last_step:
-            raise RecorderError(
-                f"steps must strictly increase: got {step} after {self._last_step}", self.path
-            )
+        step = self._check_step(step)
         if step not in self.schedule:
             return False
         matrices = {"W": W} if E is None else {"W": W, "E": E}
         if self._file is None:
             self._start(matrices, scalars)
-        if set(matrices) != set(self._matrices):
-            raise RecorderError(
-                f"this movie records {sorted(self._matrices)}; got {sorted(matrices)}", self.path
-            )
-        unknown = set(scalars) - set(self._scalars or ())
-        if unknown:
-            raise RecorderError(
-                f"scalar(s) {sorted(unknown)} were not declared; pass scalars=[...] to Recorder "
-                "or give every scalar at the first capture",
-                self.path,
-            )
-        for name, x in matrices.items():
-            shape, dtype = self._matrices[name]
-            if shape_of(x) != shape or logical_dtype(x) != dtype:
-                raise RecorderError(
-                    f"{name} changed from {dtype}{list(shape)} to {logical_dtype(x)}{list(shape_of(x))}",
-                    self.path,
-                )
+        self._check_frame(matrices, scalars)
         # 0-d CUDA tensors are copied asynchronously and read on the writer thread, so a CUDA loop
         # never waits for a device sync here.
         values, device_scalars = split_scalars(scalars, matrices, fmt.NONFINITE)
-        when = (_time.monotonic() - self._t0 + self._time_offset) if time is None else float(time)
-        frame = _Frame(self._n_frames, step, when, values, device_scalars=device_scalars)
+        slots = {}
         for name, x in matrices.items():
-            pool = self._pools.get(name)
-            if pool is None:
-                shape, dtype = self._matrices[name]
-                pool = self._pools[name] = SlotPool(self.buffer_frames, shape, dtype, x)
-            slot = self._acquire(pool)
-            pool.copy_into(slot, x)
-            frame.slots[name] = slot
-        self._queue.put(frame)
-        self._n_frames += 1
-        self._last_step = step
+            slot = slots[name] = self._acquire(self._pool(name, x))
+            self._pools[name].copy_into(slot, x)
+        self._enqueue(step, slots, values, device_scalars, time)
         return True
 
     def flush(self) -> None:
@@ -292,6 +276,51 @@ class Recorder:
         return self._last_step
 
     # ------------------------------------------------------------------ internals
+    def _check_step(self, step: int) -> int:
+        self._raise_pending()
+        if self._closed:
+            raise RecorderError("capture() after close()", self.path)
+        step = int(step)
+        if step <= self._last_step:
+            raise RecorderError(
+                f"steps must strictly increase: got {step} after {self._last_step}", self.path
+            )
+        return step
+
+    def _check_frame(self, matrices: Mapping[str, Any], scalars: Mapping[str, Any]) -> None:
+        if matrices and set(matrices) != set(self._matrices):
+            raise RecorderError(
+                f"this movie records {sorted(self._matrices)}; got {sorted(matrices)}", self.path
+            )
+        unknown = set(scalars) - set(self._scalars or ())
+        if unknown:
+            raise RecorderError(
+                f"scalar(s) {sorted(unknown)} were not declared; pass scalars=[...] to Recorder "
+                "or give every scalar at the first capture",
+                self.path,
+            )
+        for name, x in matrices.items():
+            shape, dtype = self._matrices[name]
+            if shape_of(x) != shape or logical_dtype(x) != dtype:
+                raise RecorderError(
+                    f"{name} changed from {dtype}{list(shape)} to {logical_dtype(x)}{list(shape_of(x))}",
+                    self.path,
+                )
+
+    def _pool(self, name: str, example: Any) -> SlotPool:
+        pool = self._pools.get(name)
+        if pool is None:
+            shape, dtype = self._matrices[name]
+            pool = self._pools[name] = SlotPool(self.buffer_frames, shape, dtype, example)
+        return pool
+
+    def _enqueue(self, step: int, slots: dict[str, Slot], values: dict[str, Any], device_scalars: Any,
+                 time: float | None) -> None:
+        when = (_time.monotonic() - self._t0 + self._time_offset) if time is None else float(time)
+        self._queue.put(_Frame(self._n_frames, step, when, values, slots, device_scalars))
+        self._n_frames += 1
+        self._last_step = step
+
     def _acquire(self, pool: SlotPool) -> Slot:
         while True:
             self._raise_pending()
@@ -361,9 +390,17 @@ class Recorder:
             pass
 
     def _check_space(self, frame_bytes: int) -> None:
+        """Stop before the disk is full. The free space is asked for again once a quarter of the
+        room left at the last look has been written (a ``statvfs`` per frame costs too much at a
+        thousand frames a second); a full disk met anyway is handled as an HDF5 write error."""
+        self._unchecked_bytes += frame_bytes
+        if self._unchecked_bytes < self._check_after:
+            return
         free = shutil.disk_usage(os.path.dirname(os.path.abspath(self.path))).free
         if free < frame_bytes + 2**20:
             raise OSError(28, f"No space left on device ({free} bytes free, a frame needs {frame_bytes})")
+        self._unchecked_bytes = 0
+        self._check_after = min((free - frame_bytes - 2**20) // 4, _CHECK_SPACE_BYTES)
 
     def _start(self, matrices: Mapping[str, Any], scalars: Mapping[str, Any]) -> None:
         for name, x in matrices.items():
@@ -434,39 +471,54 @@ class Recorder:
         f = self._file
         assert f is not None
         names = self._frame_axis
-        matrices = {name: f[name] for name in self._matrices}
-        series = [n for n in names if n not in self._matrices]
+        out = _Targets(f, [n for n in names if n in self._matrices], [n for n in names if n not in self._matrices])
         pending: list[_Frame] = []
         last_flush = _time.monotonic()
         try:
             while True:
-                item = self._queue.get()
+                wait = None
+                if pending:  # commit on time even when no further frame comes
+                    due = self.flush_seconds if len(pending) < self.flush_every else _MIN_COMMIT_SECONDS
+                    wait = max(0.0, last_flush + due - _time.monotonic())
+                try:
+                    item = self._queue.get(timeout=wait)
+                except queue.Empty:
+                    self._commit(f, out, pending)
+                    last_flush = _time.monotonic()
+                    continue
                 if item is _STOP:
                     break
                 if isinstance(item, threading.Event):
-                    self._commit(f, series, pending)
+                    self._commit(f, out, pending)
                     item.set()
                     continue
-                self._write_matrices(matrices, item)
+                self._write_matrices(out, item)
                 pending.append(item)
-                if len(pending) >= self.flush_every or _time.monotonic() - last_flush >= self.flush_seconds:
-                    self._commit(f, series, pending)
+                since = _time.monotonic() - last_flush
+                if (len(pending) >= self.flush_every and since >= _MIN_COMMIT_SECONDS) or since >= self.flush_seconds:
+                    self._commit(f, out, pending)
                     last_flush = _time.monotonic()
-            self._commit(f, series, pending)
-            for dset in matrices.values():  # trim the frames grown ahead
+            self._commit(f, out, pending)
+            for dset in out.matrices.values():  # trim the frames grown ahead
                 dset.resize(self.frames_written, axis=0)
             f.flush()
+            out = None
             f.close()
             self._drop_reserve()
         except BaseException as exc:  # noqa: BLE001 - surfaced on the caller's next call
+            self._drop_reserve()  # on a full disk, the room to commit and close
+            try:  # the frames written whole before the failure are kept
+                if out is not None:
+                    self._commit(f, out, pending)
+            except Exception:  # noqa: BLE001 - the rollback below keeps what was committed
+                pass
             error = self._describe(exc)
-            self._drop_reserve()
-            matrices = {}  # drop our h5py objects before the file closes
+            out = None  # drop our h5py objects before the file closes
             self._rollback(f, names)
             self._drain()
             self._error = error  # only now: the file is closed before the caller can exit
 
-    def _write_matrices(self, matrices: dict[str, h5py.Dataset], frame: _Frame) -> None:
+    def _write_matrices(self, out: "_Targets", frame: _Frame) -> None:
         """Write one frame's matrices. Their frame axis grows in blocks ahead of the data; a frame
         only counts once its ``step`` is committed, so readers never see the unwritten ones."""
         n = frame.index
@@ -474,11 +526,12 @@ class Recorder:
             if self.reserve_bytes > 0:
                 self._check_space(sum(slot.array.nbytes for slot in frame.slots.values()))
             for name, slot in frame.slots.items():
-                dset = matrices[name]
-                if dset.shape[0] <= n:
-                    dset.resize(n + _GROW_FRAMES, axis=0)
+                dset = out.matrices[name]
+                if out.allocated[name] <= n:
+                    out.allocated[name] = n + _GROW_FRAMES
+                    dset.resize(out.allocated[name], axis=0)
                 data = slot.ready()
-                if dset.compression is None:  # skip h5py's selection machinery: one chunk per frame
+                if out.raw[name]:  # skip h5py's selection machinery: one chunk per frame
                     dset.id.write_direct_chunk((n, 0, 0), data)
                 else:
                     dset[n] = data
@@ -496,14 +549,14 @@ class Recorder:
                 self._pools[name].release(slot)
             frame.slots = {}
 
-    def _commit(self, f: h5py.File, series: list[str], pending: list[_Frame]) -> None:
+    def _commit(self, f: h5py.File, out: "_Targets", pending: list[_Frame]) -> None:
         """Write the per-frame series of the pending frames, ``step`` last, and flush."""
         if pending:
             start = pending[0].index
             stop = start + len(pending)
-            for name in series:
-                f[name].resize(stop, axis=0)
-            for name in series:
+            for dset in out.series.values():
+                dset.resize(stop, axis=0)
+            for name, dset in out.series.items():
                 if name == fmt.STEP:
                     continue
                 if name == fmt.TIME:
@@ -512,9 +565,9 @@ class Recorder:
                     values = list(range(start, stop))
                 else:
                     values = [p.scalars.get(name, np.nan) for p in pending]
-                f[name][start:stop] = np.asarray(values, dtype=f[name].dtype)
+                dset[start:stop] = np.asarray(values, dtype=out.dtypes[name])
             # last: a frame is complete once its step is written
-            f[fmt.STEP][start:stop] = np.asarray([p.step for p in pending], dtype=np.int64)
+            out.series[fmt.STEP][start:stop] = np.asarray([p.step for p in pending], dtype=np.int64)
             pending.clear()
             self.frames_written = stop
         f.flush()
