@@ -365,10 +365,16 @@ def test_flat_pure_bf16_adamw_equals_the_per_tensor_update_bit_for_bit():
             opt.step()
         for p, q in zip(*(m.parameters() for m in models)):
             assert torch.equal(p.view(torch.int16), q.view(torch.int16)), f"step {step}"
+    extra = [torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16)) for _ in models]
+    for opt, p in zip(opts, extra):  # a group added later is updated too
+        opt.add_param_group({"params": [p], "weight_decay": 0.0})
+        p.grad = torch.full((4,), 0.5, dtype=torch.bfloat16)
+        opt.step()
+    assert torch.equal(extra[0], extra[1]) and not torch.equal(extra[0], torch.ones(4, dtype=torch.bfloat16))
     for p, q in zip(*(m.parameters() for m in models)):
         a, b = opts[0].state[p], opts[1].state[q]
         assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
-        assert a["exp_avg"].dtype == torch.float32 and float(a["step"]) == 6.0
+        assert a["exp_avg"].dtype == torch.float32 and float(a["step"]) == 7.0
 
 
 def test_flat_pure_bf16_adamw_state_survives_a_checkpoint(tmp_path):

@@ -41,8 +41,15 @@ class PureBF16AdamW(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
         self.rounding = rounding
         self.generator = generator
+        self._use_flat = flat
         self._flat: list[_FlatGroup | None] = [_FlatGroup.build(g["params"], self.state) if flat else None
                                               for g in self.param_groups]
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        if hasattr(self, "_flat"):  # a group added after construction gets its flat buffers too
+            group = self.param_groups[-1]
+            self._flat.append(_FlatGroup.build(group["params"], self.state) if self._use_flat else None)
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Load moments (kept in fp32) and step counts, then copy them into the flat buffers."""
