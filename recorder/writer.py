@@ -40,8 +40,8 @@ def _close_open_recorders() -> None:
         except Exception:  # noqa: BLE001 - at exit there is nobody left to tell
             pass
 _GROW_FRAMES = 64  # the matrices' frame axis grows this many frames at a time
-_MIN_COMMIT_SECONDS = 0.1
-_CHECK_SPACE_BYTES = 256 * 2**20  # look at the free space at least this often  # at high frame rates, commit (and flush) at most this often
+_MIN_COMMIT_SECONDS = 0.1  # at high frame rates, commit (and flush) at most this often
+_CHECK_SPACE_BYTES = 256 * 2**20  # look at the free space at least this often
 
 
 def _software() -> str:
@@ -288,7 +288,7 @@ class Recorder:
         return step
 
     def _check_frame(self, matrices: Mapping[str, Any], scalars: Mapping[str, Any]) -> None:
-        if matrices and set(matrices) != set(self._matrices):
+        if set(matrices) != set(self._matrices):
             raise RecorderError(
                 f"this movie records {sorted(self._matrices)}; got {sorted(matrices)}", self.path
             )
@@ -314,8 +314,8 @@ class Recorder:
             pool = self._pools[name] = SlotPool(self.buffer_frames, shape, dtype, example)
         return pool
 
-    def _enqueue(self, step: int, slots: dict[str, Slot], values: dict[str, Any], device_scalars: Any,
-                 time: float | None) -> None:
+    def _enqueue(self, step: int, slots: dict[str, Slot], values: dict[str, Any],
+                 device_scalars: DeviceScalars | None, time: float | None) -> None:
         when = (_time.monotonic() - self._t0 + self._time_offset) if time is None else float(time)
         self._queue.put(_Frame(self._n_frames, step, when, values, slots, device_scalars))
         self._n_frames += 1
