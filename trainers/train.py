@@ -221,9 +221,13 @@ def train(
                             title=f"tokendyn {cfg.preset}", schedule=cfg.record, scalars=SCALARS,
                             overwrite=overwrite, resume_after=start_step if resume else None)
 
-    def capture(step: int, **scalars: Any) -> None:
-        if recorder is not None and recorder.wants(step):
-            recorder.capture(step, W=model.wte.weight, E=model.lm_head.weight if record_e else None, **scalars)
+    def capture(step: int, loss: torch.Tensor, grad_norm: torch.Tensor | None = None, **scalars: Any) -> None:
+        if recorder is None or not recorder.wants(step):
+            return  # before any tensor op: a step that is not recorded costs nothing here
+        if grad_norm is not None:
+            scalars["grad_norm"] = grad_norm.detach().float()
+        recorder.capture(step, W=model.wte.weight, E=model.lm_head.weight if record_e else None,
+                         loss=loss.detach().float(), **scalars)
 
     interrupted = False
     loss_value = float("nan")
@@ -237,7 +241,7 @@ def train(
             x, y = batches.next()
             with torch.no_grad(), autocast():
                 _, loss0 = forward_model(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
-            capture(0, loss=loss0.detach().float(), lr=0.0)
+            capture(0, loss0, lr=0.0)
         graphed = None
         if use_graphs and cfg.steps > start_step:
             ids = torch.from_numpy(np.asarray(data.train, dtype=np.int32)).to(device)
@@ -273,8 +277,7 @@ def train(
             extra = {}
             if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
                 heldout = extra["heldout_loss"] = _heldout_loss(model, data, cfg, device, autocast)
-            if recorder is not None and recorder.wants(step):
-                capture(step, loss=loss.detach().float(), lr=lr, grad_norm=grad_norm.detach().float(), **extra)
+            capture(step, loss, grad_norm, lr=lr, **extra)
             # the loss shown is read at most twice a second: reading it waits for the device
             if bar is not None and (time.perf_counter() - shown >= 0.5 or step == cfg.steps):
                 shown = time.perf_counter()
