@@ -24,6 +24,8 @@ import xarray as xr
 
 from tokendyn import format as fmt
 
+from ._mapped import FrameMap
+
 BLOCK_BYTES = 8 * 2**20  # stored bytes per block (4 Duckling II frames of bf16; measured best of 1-8)
 POOL_BYTES = 64 * 2**20  # buffers kept between passes
 
@@ -62,7 +64,8 @@ class StoredFrames:
 
     Frames come as stored: bfloat16 as raw bits (``uint16``), anything else as float32.
 
-    A Dataset straight from :func:`tokendyn.open_movie` is read with h5py's ``read_direct`` into
+    A Dataset straight from :func:`tokendyn.open_movie` is read in place where it can be
+    (:meth:`mapped`, the file's pages mapped into memory), else with h5py's ``read_direct`` into
     the buffer; any other Dataset (a zarr copy, a selection, one built in memory) through its own
     dask array, with the same results.
     """
@@ -85,6 +88,20 @@ class StoredFrames:
                   and data.name == f"tokendyn-{name}-{path}-{self.shape[0]}"
                   and np.dtype(data.dtype) == self.dtype)
         self._array = None if direct else (data if isinstance(data, da.Array) else np.asarray(data))
+        self._frame_map: FrameMap | None = None  # per process: made on first use, never pickled
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_frame_map": None}
+
+    def mapped(self, frames: np.ndarray) -> np.ndarray | None:
+        """The stored frames at consecutive positions ``frames`` as a read-only array over the
+        movie file's own pages (no copy; see :mod:`tokendyn.analysis._mapped`), or ``None`` where
+        that is not possible (then :meth:`read` them)."""
+        if self._array is not None:
+            return None
+        if self._frame_map is None:
+            self._frame_map = FrameMap(self.path, self.name, self.swmr, self.dtype, self.shape)
+        return self._frame_map.frames(np.asarray(frames, np.int64))
 
     def __dask_tokenize__(self) -> Any:
         return ("tokendyn-stored-frames", self.path, self.name, self.shape,
@@ -131,12 +148,23 @@ def blocks(n_frames: int, per_block: int) -> list[tuple[int, int]]:
     return [(s, min(n_frames, s + per_block)) for s in range(0, n_frames, per_block)]
 
 
+def _readonly(block: np.ndarray) -> np.ndarray:
+    """A read-only view: kernels always get read-only blocks (mapped ones are), so numba compiles
+    each kernel for one array type, not two."""
+    view = block.view()
+    view.flags.writeable = False
+    return view
+
+
 def _run_block(source: StoredFrames, frames: np.ndarray, start: int, stop: int, before: int,
                kernel: Callable[..., Any], args: tuple) -> Any:
     lead = min(before, start)
+    block = source.mapped(frames[start - lead:stop])
+    if block is not None:
+        return kernel(block, lead, start, *args)
     buf = acquire_buffer(stop - start + lead, source.shape[1:], source.dtype)
     try:
-        return kernel(source.read(frames[start - lead:stop], buf), lead, start, *args)
+        return kernel(_readonly(source.read(frames[start - lead:stop], buf)), lead, start, *args)
     finally:
         release_buffer(buf)
 
@@ -149,8 +177,9 @@ def stream(source: StoredFrames, frames: np.ndarray, kernel: Callable[..., Any],
     ``frames`` are the positions (on the movie's frame axis) of the frames analysed; a block holds
     the stored frames ``frames[start - lead : stop]``, where ``lead = min(before, start)`` frames
     of context come first. Kernels must release the GIL (numba ``nogil``). With ``sink``, each
-    block's result is replaced by ``sink(start, result)`` as soon as it arrives (to move large
-    parts of it elsewhere before the next blocks come).
+    block's result is replaced by ``sink(start, result)`` as soon as it is made (to move large
+    parts of it elsewhere before the next blocks come); on local threads the sink runs on the
+    kernel's thread, so it must be safe to call for different blocks at once.
 
     With dask's default threaded scheduler, one thread reads block after block while the kernels
     run on the other cores (HDF5 serializes reads, and two threads reading at once were measured
@@ -193,9 +222,9 @@ def _local_threads() -> bool:
 def _pipeline(source: StoredFrames, frames: np.ndarray, ranges: list[tuple[int, int]], before: int,
               kernel: Callable[..., Any], args: tuple, progress: Callable[[int, int], None] | None,
               sink: Callable[[int, Any], Any]) -> list[Any]:
-    """Read blocks in this thread, run the kernels on a pool of threads, at most workers + 1 blocks
-    held at once. A block's context frames are copied from the block before it (still held: its
-    kernel is running) instead of being read again."""
+    """Map (or read) blocks in this thread, run the kernels on a pool of threads, at most
+    workers + 1 blocks held at once. A block that has to be read copies its context frames from
+    the block before it (still held: its kernel is running) instead of reading them again."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -212,17 +241,23 @@ def _pipeline(source: StoredFrames, frames: np.ndarray, ranges: list[tuple[int, 
         uses[idx] -= 1
         if not uses[idx]:
             del uses[idx]
-            release_buffer(buffers.pop(idx))
+            if idx in buffers:  # a mapped block has none: it is unmapped when its last view goes
+                release_buffer(buffers.pop(idx))
 
     pending: deque = deque()
     # the kernels already fill every core: BLAS inside them must not start threads of its own
     # (measured: geometry 29 s with OpenBLAS threads vs 15 s without)
     with threadpool_limits(1, user_api="blas"), \
             ThreadPoolExecutor(workers, thread_name_prefix="tokendyn-kernel") as pool:
+        def run(block: np.ndarray, lead: int, start: int) -> Any:
+            # the sink's copy (and the page faults of its destination) on the kernel's thread,
+            # not on this one, which reads: measured 1.1-1.7 s of a 3-6 s pass on this thread
+            return sink(start, kernel(block, lead, start, *args))
+
         def collect() -> None:
             idx, fut = pending.popleft()
             try:
-                results[idx] = sink(ranges[idx][0], fut.result())
+                results[idx] = fut.result()
             finally:
                 done_with(idx)
             if progress is not None:
@@ -232,17 +267,20 @@ def _pipeline(source: StoredFrames, frames: np.ndarray, ranges: list[tuple[int, 
         try:
             for idx, (start, stop) in enumerate(ranges):
                 lead = min(before, start)
-                buf = acquire_buffer(stop - start + lead, source.shape[1:], source.dtype)
-                buffers[idx] = buf
-                copied = 0 if previous is None else min(lead, previous.shape[0])
-                if copied:
-                    buf[:copied] = previous[previous.shape[0] - copied:]
-                block = buf[:stop - start + lead]
-                source.read(frames[start - lead + copied:stop], block[copied:])
+                block = source.mapped(frames[start - lead:stop])
+                if block is None:
+                    buf = acquire_buffer(stop - start + lead, source.shape[1:], source.dtype)
+                    buffers[idx] = buf
+                    copied = 0 if previous is None else min(lead, previous.shape[0])
+                    if copied:
+                        buf[:copied] = previous[previous.shape[0] - copied:]
+                    block = buf[:stop - start + lead]
+                    source.read(frames[start - lead + copied:stop], block[copied:])
+                    block = _readonly(block)
                 if previous is not None:
                     done_with(idx - 1)
                 previous, uses[idx] = block, 2
-                pending.append((idx, pool.submit(kernel, block, lead, start, *args)))
+                pending.append((idx, pool.submit(run, block, lead, start)))
                 while len(pending) > workers:
                     collect()
             while pending:

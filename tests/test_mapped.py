@@ -1,0 +1,113 @@
+"""Stored frames read in place (the movie file's pages mapped) must equal HDF5's reads, and every
+layout that cannot be mapped must fall back to reading, with the same analysis results."""
+import mmap
+import pickle
+
+import h5py
+import numpy as np
+import pytest
+
+import tokendyn
+from tokendyn import synthetic
+from tokendyn.analysis import cloud_geometry, comoving_displacement, inhale, lattice_motion
+from tokendyn.analysis._frames import StoredFrames
+
+from conftest import random_bf16_frames, write_movie
+
+needs_populate = pytest.mark.skipif(not hasattr(mmap, "MAP_POPULATE"), reason="maps only where MAP_POPULATE exists")
+
+
+def _read(source, positions):
+    return source.read(positions, np.empty((len(positions),) + source.shape[1:], source.dtype))
+
+
+@needs_populate
+@pytest.mark.parametrize("dtype", ["bf16", "float32"])
+def test_mapped_frames_equal_hdf5_reads(tmp_path, dtype):
+    path = str(tmp_path / "m.h5")
+    bits = random_bf16_frames(9, 48, 8, seed=4)
+    if dtype == "bf16":
+        write_movie(path, bits)
+    else:
+        from recorder import Recorder
+        with Recorder(path, token_class=np.zeros(48, np.uint8)) as rec:
+            for t, frame in enumerate(bits):
+                rec.capture(t, W=tokendyn.format.bf16_bits_to_float32(frame) * np.float32(1.1))
+    source = StoredFrames(tokendyn.open_movie(path))
+    with h5py.File(path, "r") as f:
+        offsets = np.array([f["W"].id.get_chunk_info_by_coord((i, 0, 0)).byte_offset for i in range(9)])
+    frame_bytes = 48 * 8 * source.dtype.itemsize
+    runs = 0
+    for start in range(9):
+        for stop in range(start + 1, 10):
+            positions = np.arange(start, stop)
+            block = source.mapped(positions)
+            # mapped exactly when the frames lie one after another in the file
+            assert (block is not None) == bool(np.all(np.diff(offsets[start:stop]) == frame_bytes)), (start, stop)
+            if block is not None:
+                runs += stop - start > 1
+                assert not block.flags.writeable and block.dtype == source.dtype
+                np.testing.assert_array_equal(block, _read(source, positions))
+    assert runs  # some blocks of several frames were mapped
+    assert source.mapped(np.array([0, 2])) is None  # not consecutive: read instead
+    # a source travels to dask workers without its map; the copy maps again on its own
+    copy = pickle.loads(pickle.dumps(source))
+    assert copy._frame_map is None
+    np.testing.assert_array_equal(copy.mapped(np.arange(2, 5)), _read(source, np.arange(2, 5)))
+
+
+@needs_populate
+def test_filtered_movies_are_read_with_the_same_results(tmp_path):
+    bits = random_bf16_frames(30, 40, 12, seed=2)
+    plain = write_movie(str(tmp_path / "plain.h5"), bits)
+    squeezed = write_movie(str(tmp_path / "gzip.h5"), bits, compression="gzip")
+    assert StoredFrames(tokendyn.open_movie(plain)).mapped(np.arange(4, 5)) is not None
+    assert StoredFrames(tokendyn.open_movie(squeezed)).mapped(np.arange(4, 5)) is None
+    expected = lattice_motion(tokendyn.open_movie(plain, chunks=4))
+    got = lattice_motion(tokendyn.open_movie(squeezed, chunks=4))
+    for name in ("sites", "temperature", "freeze_step"):
+        np.testing.assert_array_equal(got[name].values, expected[name].values, err_msg=name)
+
+
+@pytest.mark.parametrize("analysis", [
+    lambda ds: lattice_motion(ds),
+    lambda ds: comoving_displacement(ds, lags=(1, 3)),
+    lambda ds: inhale(ds),
+    lambda ds: cloud_geometry(ds, k=3, nn_frames=2),
+])
+def test_analyses_agree_whether_frames_are_mapped_or_read(tmp_path, monkeypatch, analysis):
+    path = str(tmp_path / "lf.h5")
+    synthetic.lattice_freeze(path, n_tokens=40, dim=12, frames=25, seed=3)
+    hits = []
+    original = StoredFrames.mapped
+    monkeypatch.setattr(StoredFrames, "mapped", lambda self, frames: hits.append(original(self, frames)) or hits[-1])
+    mapped = analysis(tokendyn.open_movie(path, chunks=4)).load()
+    if hasattr(mmap, "MAP_POPULATE"):
+        assert any(block is not None for block in hits)  # the first run did map blocks
+    hits.clear()
+    monkeypatch.setattr(StoredFrames, "mapped", lambda self, frames: None)
+    read = analysis(tokendyn.open_movie(path, chunks=4)).load()
+    for name, var in read.data_vars.items():
+        np.testing.assert_array_equal(mapped[name].values, var.values, err_msg=name)
+
+
+@needs_populate
+def test_frames_not_yet_written_are_mapped_once_they_are(tmp_path):
+    from recorder import Recorder
+
+    path = str(tmp_path / "live.h5")
+    bits = random_bf16_frames(6, 16, 4, seed=1)
+    rec = Recorder(path, token_class=np.zeros(16, np.uint8), swmr=True)
+    try:
+        for t in range(3):
+            rec.capture(t, W=tokendyn.format.BF16Bits(bits[t]))
+        rec.flush()
+        source = StoredFrames(tokendyn.open_movie(path))
+        np.testing.assert_array_equal(source.mapped(np.arange(0, 3)), bits[:3])
+        for t in range(3, 6):
+            rec.capture(t, W=tokendyn.format.BF16Bits(bits[t]))
+        rec.flush()
+        later = StoredFrames(tokendyn.open_movie(path))
+        np.testing.assert_array_equal(later.mapped(np.arange(2, 6)), bits[2:6])
+    finally:
+        rec.close()
