@@ -220,41 +220,50 @@ def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
     stats = np.full((m - lead, n_groups, 3), np.nan)
     sums = np.zeros((lags.shape[0], n_groups))
     counts = np.zeros((lags.shape[0], n_groups), np.int64)
-    steps = np.full(n, np.nan)
-    y = np.empty(d)
+    steps = np.full((m - lead, n), np.nan)  # NaN at the first frame of the selection
+    y = np.empty((m, d))
     per = np.empty((m - lead if keep else 0, n, 2))
-    # frame by frame (rows of a frame are contiguous); the past rows are decoded once per lag
-    for t in range(lead, m):
-        frame = block[t]
-        for j in range(n):
-            i = rows[j]
+    # token by token: a token's co-moving rows in every frame of the block are decoded once into
+    # y (a few tens of KiB, kept in cache), then every lag reads them from there (measured 5.5-6.1
+    # instead of 8.1 s of one core per 2,000 Duckling II frames, where each lag decoded the past
+    # rows again, frame by frame; tiles of 8 tokens were slower, 6.8 s)
+    for j in range(n):
+        i = rows[j]
+        g = groups[j]
+        for t in range(m):
+            frame = block[t]
+            yt = y[t]
+            ct = cents[t]
             for k in range(d):
-                y[k] = value(frame, i, k) - cents[t, k]
+                yt[k] = value(frame, i, k) - ct[k]
+        ref = y0[j]
+        for t in range(lead, m):
+            yt = y[t]
             if keep:
                 acc = 0.0
                 for k in range(d):
-                    v = y[k] - y0[j, k]
+                    v = yt[k] - ref[k]
                     acc += v * v
                 per[t - lead, j, 1] = np.sqrt(acc)
-            g = groups[j]
             for li in range(lags.shape[0]):
                 lag = lags[li]
                 if lag > t:
                     continue
-                past = block[t - lag]
+                past = y[t - lag]  # row views: plain 1-D loops that LLVM vectorizes
                 acc = 0.0
                 for k in range(d):
-                    v = y[k] - (value(past, i, k) - cents[t - lag, k])
+                    v = yt[k] - past[k]
                     acc += v * v
                 sums[li, g] += acc
                 counts[li, g] += 1
                 if lag == 1:
-                    steps[j] = np.sqrt(acc)
-            if keep:
-                per[t - lead, j, 0] = steps[j]  # NaN at the first frame of the selection
-        if t >= 1 and lags[0] == 1:
+                    steps[t - lead, j] = np.sqrt(acc)
+    if keep:
+        per[:, :, 0] = steps
+    if lags[0] == 1:
+        for t in range(max(lead, 1), m):
             for g in range(n_groups):
-                sel = steps[groups == g]
+                sel = steps[t - lead][groups == g]
                 if sel.shape[0]:
                     stats[t - lead, g, 0] = sel.mean()
                     stats[t - lead, g, 1] = np.median(sel)
