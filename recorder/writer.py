@@ -42,6 +42,11 @@ def _close_open_recorders() -> None:
 _GROW_FRAMES = 64  # the matrices' frame axis grows this many frames at a time
 _MIN_COMMIT_SECONDS = 0.1  # at high frame rates, commit (and flush) at most this often
 _CHECK_SPACE_BYTES = 256 * 2**20  # look at the free space at least this often
+# HDF5 takes metadata space in blocks of this size (default 2 KiB): with 2 KiB blocks a new block
+# lands between two frames of W about every 120 frames, with 64 KiB blocks a few times in a whole
+# run (measured: 17 vs 2 breaks in 2,000 frames), so the frames lie one after another in the file
+# and the analyses map them in place. Costs at most 64 KiB of file.
+_META_BLOCK_BYTES = 64 * 2**10
 
 
 def _software() -> str:
@@ -344,7 +349,7 @@ class Recorder:
             raise RecorderError("cannot resume: the movie does not exist", self.path)
         self._make_reserve()
         try:
-            f = h5py.File(self.path, "r+", libver="latest", rdcc_nbytes=0)
+            f = h5py.File(self.path, "r+", libver="latest", rdcc_nbytes=0, meta_block_size=_META_BLOCK_BYTES)
         except OSError as exc:
             raise RecorderError(
                 f"cannot open the movie to resume ({exc}); if the run crashed, run "
@@ -426,7 +431,7 @@ class Recorder:
         try:
             # No chunk cache: every chunk goes to disk inside its write call, so a failed write
             # (a full disk) raises there instead of being lost in a later cache eviction.
-            f = h5py.File(self.path, "w-", libver="latest", rdcc_nbytes=0)
+            f = h5py.File(self.path, "w-", libver="latest", rdcc_nbytes=0, meta_block_size=_META_BLOCK_BYTES)
         except OSError as exc:
             raise RecorderError(f"cannot create the movie: {exc}", self.path) from None
         try:

@@ -318,3 +318,15 @@ def test_program_ending_without_close_keeps_every_frame(tmp_path):
     assert out.returncode == 0, out.stderr
     ds = tokendyn.open_movie(path)
     assert ds.W.values[:, 0, 0].tolist() == list(range(50))
+
+
+def test_frames_of_w_lie_one_after_another_in_the_file(tmp_path):
+    """The analyses map runs of consecutive frames in place; HDF5's default 2 KiB metadata blocks
+    would land between frames (2 breaks in these 300 frames)."""
+    path = str(tmp_path / "c.h5")
+    with Recorder(path, token_class=np.zeros(1024, np.uint8)) as rec:
+        for s in range(300):
+            rec.capture(s, W=BF16Bits(np.full((1024, 16), s, np.uint16)), loss=1.0)
+    with h5py.File(path, "r") as f:
+        offsets = np.array([f["W"].id.get_chunk_info_by_coord((i, 0, 0)).byte_offset for i in range(300)])
+    np.testing.assert_array_equal(np.diff(offsets), 1024 * 16 * 2)
