@@ -247,3 +247,28 @@ def test_hypersphere_angular_decay_on_a_token_sample_matches_all_tokens(tmp_path
     # a 150-token sample estimates the decay of 600 (it differs: it is a sample)
     np.testing.assert_allclose(part.cos_decay.values, full.cos_decay.values, atol=3e-3)
     assert not np.array_equal(part.cos_decay.values, full.cos_decay.values)
+
+
+def test_merging_each_blocks_last_moves_keeps_the_latest():
+    """lattice_motion folds each block's latest moves per token into the running ones (numba); the
+    same as sorting the two lists together by frame, latest first."""
+    from tokendyn.analysis._kernels import merge_last_moves
+
+    rng = np.random.default_rng(0)
+    depth = 3
+    last = np.full((200, depth), -1, np.int64)
+    small = np.zeros((200, depth), bool)
+    for start in range(0, 100, 10):  # blocks of 10 frames, in order
+        frames = np.sort(rng.choice(np.arange(start, start + 10), (200, depth)), axis=1)[:, ::-1].copy()
+        frames[rng.random((200, depth)) < 0.5] = -1
+        frames = -np.sort(-frames, axis=1)  # latest first, -1 padded
+        flags = rng.random((200, depth)) < 0.5
+        both_last = np.concatenate([frames, last], axis=1)
+        both_small = np.concatenate([flags, small], axis=1)
+        order = np.argsort(-both_last, axis=1, kind="stable")[:, :depth]
+        expected_last = np.take_along_axis(both_last, order, axis=1)
+        expected_small = np.take_along_axis(both_small, order, axis=1)
+        merge_last_moves(last, small, frames, flags)
+        np.testing.assert_array_equal(last, expected_last)
+        valid = expected_last >= 0
+        np.testing.assert_array_equal(small[valid], expected_small[valid])

@@ -167,6 +167,26 @@ def lattice_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, g
     return sums, last, small, per
 
 
+@numba.njit(nogil=True, cache=True)
+def merge_last_moves(last: np.ndarray, small: np.ndarray, block_last: np.ndarray,
+                     block_small: np.ndarray) -> None:  # pragma: no cover - numba
+    """Fold a later block's last moves per token (latest first, -1 padded) into ``last`` and
+    ``small`` in place: the block's moves come first, the earlier ones fill what is left."""
+    n, depth = last.shape
+    for i in range(n):
+        k = 0
+        while k < depth and block_last[i, k] >= 0:
+            k += 1
+        if k == 0:
+            continue
+        for u in range(depth - 1, k - 1, -1):
+            last[i, u] = last[i, u - k]
+            small[i, u] = small[i, u - k]
+        for u in range(k):
+            last[i, u] = block_last[i, u]
+            small[i, u] = block_small[i, u]
+
+
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
 def comoving_tokens(block: np.ndarray, lead: int, start: int, rows: np.ndarray, ref_rows: np.ndarray,
                     y0: np.ndarray) -> np.ndarray:  # pragma: no cover - numba

@@ -71,12 +71,8 @@ def lattice_motion(
     sums = np.concatenate([p[0] for p in parts])
     last = np.full((n_tokens, depth), -1, np.int64)
     small = np.zeros((n_tokens, depth), bool)
-    for _, block_last, block_small, _ in parts:  # later blocks hold later moves: they come first
-        both_last = np.concatenate([block_last, last], axis=1)
-        both_small = np.concatenate([block_small, small], axis=1)
-        order = np.argsort(-both_last, axis=1, kind="stable")[:, :depth]
-        last = np.take_along_axis(both_last, order, axis=1)
-        small = np.take_along_axis(both_small, order, axis=1)
+    for _, block_last, block_small, _ in parts:
+        K.merge_last_moves(last, small, block_last, block_small)
     changed, sites, hop = stacked[..., 0], stacked[..., 1], stacked[..., 2].astype(np.int8)
     out["changed"] = annotate(xr.DataArray(changed, dims=("frame", "token")),
                               "coordinates that changed since the previous frame", "1")
@@ -104,9 +100,10 @@ def lattice_motion(
     out["moving_fraction"] = annotate(by_class(sums[..., 1]), "fraction of tokens that moved", "1")
     out["hop_fraction"] = annotate(by_class(sums[..., 2]), "fraction of tokens making a lattice-scale hop", "1")
     frames_idx = np.arange(n_frames)
+    # frozen at frame t: freeze frame <= t (a count from the sorted freeze frames, not a frames x tokens mask)
     frozen = np.stack([
-        (np.nan_to_num(freeze_frame[per_class[name]], nan=np.inf)[None, :] <= frames_idx[:, None]).mean(axis=1)
-        for name in names], axis=1)
+        np.searchsorted(np.sort(freeze_frame[per_class[name]]), frames_idx, side="right") / count[j]
+        for j, name in enumerate(names)], axis=1)
     out["frozen_fraction"] = annotate(xr.DataArray(frozen, dims=("frame", "class"), coords={"class": cls}),
                                       "fraction of tokens frozen for good", "1")
     onset = np.full((len(names), len(thresholds)), np.nan)
