@@ -16,6 +16,8 @@ import numpy as np
 from tokendyn.errors import RecorderError
 from tokendyn.format import STORAGE_DTYPES, BF16Bits
 
+from ._direct import aligned_empty
+
 _TORCH_DTYPES = {"torch.float32": "float32", "torch.float16": "float16", "torch.bfloat16": "bfloat16"}
 
 
@@ -108,7 +110,7 @@ class SlotPool:
                 array = pinned.numpy().view(storage)
                 self._free.append(Slot(array, pinned, staging, event))
             else:
-                self._free.append(Slot(np.empty(shape, dtype=storage)))
+                self._free.append(Slot(aligned_empty(shape, storage)))  # direct writes take it as is
         if self._cuda:
             self._stream = _side_stream(example.device)
 

@@ -120,3 +120,22 @@ def test_resumed_graphed_run_follows_the_lr_schedule(tmp_path):
         moved = np.abs(np.diff(w, axis=0)).mean(axis=(1, 2))  # moved[i]: step i + 1
         ratio = moved[110:].mean() / moved[60:70].mean()  # lr ratio about 5 / 55
         assert ratio < 0.3, (path, ratio)
+
+
+@pytest.mark.parametrize("direct", [None, True])
+def test_gpu_frames_keep_buffered_writes_unless_told(tmp_path, direct):
+    """Buffered writes outran the H100 machine's disk, so frames from a GPU skip O_DIRECT by
+    default; ``direct_writes=True`` still takes it (where the file system does)."""
+    import h5py
+    import recorder._direct as direct_io
+
+    path = str(tmp_path / f"g{direct}.h5")
+    w = torch.randn(256, 16, device="cuda").to(torch.bfloat16)
+    with Recorder(path, direct_writes=direct) as rec:
+        for s in range(5):
+            rec.capture(s, W=w + s)
+    with h5py.File(path, "r") as f:
+        preallocated = direct_io.DirectFrames.preallocated(f["W"])
+    assert preallocated == (direct is True and direct_io.can_write_direct(path, 256 * 16 * 2))
+    expected = torch.stack([w + s for s in range(5)]).float().cpu().numpy()
+    np.testing.assert_array_equal(tokendyn.open_movie(path).W.values, expected)

@@ -29,6 +29,14 @@ def _frame_series(f: h5py.File, name: str, dtype: str, fill: Any, frame: h5py.Da
     return ds
 
 
+def _preallocated() -> Any:
+    """Dataset creation properties: chunk space allocated when the dataset grows, never filled."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    return dcpl
+
+
 def create_layout(
     f: h5py.File,
     *,
@@ -41,8 +49,13 @@ def create_layout(
     token_count: np.ndarray | None,
     attrs: Mapping[str, Any],
     compression: str | None,
+    preallocate: bool = False,
 ) -> None:
-    """Write the root attributes, the dimension scales and every (empty) variable of a movie."""
+    """Write the root attributes, the dimension scales and every (empty) variable of a movie.
+
+    With ``preallocate`` (uncompressed only), the matrices' chunks get their file space as soon
+    as the frame axis grows, and are never filled by HDF5: the recorder then writes frames
+    straight to that space (:mod:`recorder._direct`)."""
     for key, value in attrs.items():
         if value is not None:
             f.attrs[key] = value
@@ -70,7 +83,7 @@ def create_layout(
             maxshape=(None, n_tokens, n_dims),
             dtype=fmt.STORAGE_DTYPES[dtype],
             chunks=(1, n_tokens, n_dims),
-            **filters,
+            **(filters or ({"dcpl": _preallocated()} if preallocate else {})),
         )
         ds.attrs["dtype"] = dtype
         ds.attrs["long_name"] = "embedding matrix" if name == "W" else "unembedding matrix"
