@@ -41,6 +41,7 @@ def _close_open_recorders() -> None:
         except Exception:  # noqa: BLE001 - at exit there is nobody left to tell
             pass
 _GROW_FRAMES = 64  # the matrices' frame axis grows this many frames at a time
+_GROW_PREALLOCATED = 4  # ... or this many where their chunk space comes with it (direct writes)
 _MIN_COMMIT_SECONDS = 0.1  # at high frame rates, commit (and flush) at most this often
 _CHECK_SPACE_BYTES = 256 * 2**20  # look at the free space at least this often
 # HDF5 takes metadata space in blocks of this size (default 2 KiB): with 2 KiB blocks a new block
@@ -568,7 +569,8 @@ class Recorder:
             for name, slot in frame.slots.items():
                 dset = out.matrices[name]
                 if out.allocated[name] <= n:
-                    out.allocated[name] = n + _GROW_FRAMES
+                    # preallocated chunks are not given back when the movie closes: grow them little
+                    out.allocated[name] = n + (_GROW_PREALLOCATED if name in out.direct else _GROW_FRAMES)
                     dset.resize(out.allocated[name], axis=0)
                 data = slot.ready()
                 if name in out.direct and self._direct_for(slot.pinned is not None) and out.direct[name].write(n, data):
