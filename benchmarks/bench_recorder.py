@@ -199,7 +199,8 @@ Details: with a {args.step_ms:g} ms simulated training step (torch matmuls on th
 frames, capture blocked {fp['capture_us']:.0f} us/frame vs {fp['copy_us']:.0f} us for
 `tensor.detach().cpu().view(torch.int16).numpy().copy()`; back to back (nothing between frames) the
 loop waits for the writer: {f0['capture_us']:.0f} us/frame. Writing ran at {f1['ours_MBps']:.0f} MB/s vs
-{f1['tofile_MBps']:.0f} MB/s for `ndarray.tofile` (both into the page cache, no fsync);
+{f1['tofile_MBps']:.0f} MB/s for `ndarray.tofile` (no fsync; the recorder writes frames from host memory
+straight to the disk with O_DIRECT where the file system takes it, `tofile` into the page cache);
 peak RSS {f2['rss_200_MB']:.0f} MB after 200 frames, {f2['rss_end_MB']:.0f} MB after {n};
 full pass (per-frame `mean(skipna=False)`) {f3['ours_s']:.2f} s through `open_movie` vs
 {f3['raw_s']:.2f} s for a raw h5py read of the same bits (xarray's default NaN-skipping mean:
