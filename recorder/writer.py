@@ -573,9 +573,10 @@ class Recorder:
                     out.allocated[name] = n + (_GROW_PREALLOCATED if name in out.direct else _GROW_FRAMES)
                     dset.resize(out.allocated[name], axis=0)
                 data = slot.ready()
-                if name in out.direct and self._direct_for(slot.pinned is not None) and out.direct[name].write(n, data):
-                    pass
-                elif out.raw[name]:  # skip h5py's selection machinery: one chunk per frame
+                direct = out.direct.get(name) if self._direct_for(on_gpu=slot.pinned is not None) else None
+                if direct is not None and direct.write(n, data):
+                    continue
+                if out.raw[name]:  # skip h5py's selection machinery: one chunk per frame
                     dset.id.write_direct_chunk((n, 0, 0), data)
                 else:
                     dset[n] = data
