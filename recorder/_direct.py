@@ -37,6 +37,11 @@ def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, nbytes), dtype, count=int(np.prod(shape))).reshape(shape)
 
 
+def bytes_per_frame(dset: Any) -> int:
+    """Bytes of one frame (one chunk) of a ``(frame, token, dim)`` dataset."""
+    return int(np.prod(dset.shape[1:])) * dset.dtype.itemsize
+
+
 def can_write_direct(path: str, frame_bytes: int) -> bool:
     """Whether frames of ``frame_bytes`` can be written to ``path`` with ``O_DIRECT``."""
     if not hasattr(os, "O_DIRECT") or frame_bytes % ALIGN:
@@ -54,7 +59,7 @@ class DirectFrames:
 
     def __init__(self, path: str, dset: Any):
         self.dset = dset
-        self.frame_bytes = int(np.prod(dset.shape[1:])) * dset.dtype.itemsize
+        self.frame_bytes = bytes_per_frame(dset)
         self.fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
         self._staging: np.ndarray | None = None
 
