@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -43,11 +44,20 @@ def bytes_per_frame(dset: Any) -> int:
 
 
 def can_write_direct(path: str, frame_bytes: int) -> bool:
-    """Whether frames of ``frame_bytes`` can be written to ``path`` with ``O_DIRECT``."""
+    """Whether frames of ``frame_bytes`` can be written with ``O_DIRECT`` to ``path``: the movie
+    file, or the folder it is about to be created in (probed with a temporary file)."""
     if not hasattr(os, "O_DIRECT") or frame_bytes % ALIGN:
         return False
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+        if os.path.isdir(path):
+            fd, probe = tempfile.mkstemp(dir=path, prefix=".tokendyn-direct-probe-")
+            os.close(fd)
+            try:
+                fd = os.open(probe, os.O_WRONLY | os.O_DIRECT)
+            finally:
+                os.remove(probe)
+        else:
+            fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
     except OSError:
         return False
     os.close(fd)

@@ -49,8 +49,13 @@ _CHECK_SPACE_BYTES = 256 * 2**20  # look at the free space at least this often
 # run (measured: 17 vs 2 breaks in 2,000 frames), so the frames lie one after another in the file
 # and the analyses map them in place. Costs at most 64 KiB of file.
 _META_BLOCK_BYTES = 64 * 2**10
-# ...and puts every object of 4 KiB or more on a 4 KiB boundary, as direct writes need
-_FILE_SPACE = {"meta_block_size": _META_BLOCK_BYTES, "alignment_threshold": ALIGN, "alignment_interval": ALIGN}
+
+
+def _file_space(direct: bool) -> dict[str, int]:
+    """File access properties: metadata blocks, and for direct writes every object of 4 KiB or
+    more on a 4 KiB boundary (only then: frames of other sizes would get gaps between them)."""
+    aligned = {"alignment_threshold": ALIGN, "alignment_interval": ALIGN} if direct else {}
+    return {"meta_block_size": _META_BLOCK_BYTES, **aligned}
 
 
 def _software() -> str:
@@ -371,7 +376,10 @@ class Recorder:
             raise RecorderError("cannot resume: the movie does not exist", self.path)
         self._make_reserve()
         try:
-            f = h5py.File(self.path, "r+", libver="latest", rdcc_nbytes=0, **_FILE_SPACE)
+            f = h5py.File(self.path, "r+", libver="latest", rdcc_nbytes=0, **_file_space(False))
+            if any(DirectFrames.preallocated(f[name]) for name in fmt.MATRIX_VARIABLES if name in f):
+                f.close()  # made for direct writes: its new chunks must be aligned too
+                f = h5py.File(self.path, "r+", libver="latest", rdcc_nbytes=0, **_file_space(True))
         except OSError as exc:
             raise RecorderError(
                 f"cannot open the movie to resume ({exc}); if the run crashed, run "
@@ -455,10 +463,14 @@ class Recorder:
         if self._token_count is not None and self._token_count.shape != (n_tokens,):
             raise RecorderError(f"token_count has shape {self._token_count.shape}, expected ({n_tokens},)", self.path)
         self._make_reserve()
+        smallest_frame = n_tokens * n_dims * min(np.dtype(fmt.STORAGE_DTYPES[dtype]).itemsize
+                                                 for _, dtype in self._matrices.values())
+        direct = (self.compression is None and self._direct_for(on_gpu)
+                  and can_write_direct(os.path.dirname(os.path.abspath(self.path)), smallest_frame))
         try:
             # No chunk cache: every chunk goes to disk inside its write call, so a failed write
             # (a full disk) raises there instead of being lost in a later cache eviction.
-            f = h5py.File(self.path, "w-", libver="latest", rdcc_nbytes=0, **_FILE_SPACE)
+            f = h5py.File(self.path, "w-", libver="latest", rdcc_nbytes=0, **_file_space(direct))
         except OSError as exc:
             raise RecorderError(f"cannot create the movie: {exc}", self.path) from None
         try:
@@ -481,9 +493,7 @@ class Recorder:
                     "seed": self._seed,
                 },
                 compression=self.compression,
-                preallocate=self.compression is None and self._direct_for(on_gpu) and can_write_direct(
-                    self.path, n_tokens * n_dims * min(np.dtype(fmt.STORAGE_DTYPES[v[1]]).itemsize
-                                                       for v in self._matrices.values())),
+                preallocate=direct,
             )
         except ValueError as exc:
             f.close()

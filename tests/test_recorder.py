@@ -359,3 +359,29 @@ def test_host_frames_go_straight_to_disk_unless_told_not_to(tmp_path, direct):
         preallocated = direct_io.DirectFrames.preallocated(f["W"])
     assert preallocated == (direct is None and direct_io.can_write_direct(path, 256 * 16 * 2))
     np.testing.assert_array_equal(tokendyn.open_movie(path).W_bits.values, bits)
+
+
+def test_frames_of_other_sizes_are_not_aligned_apart_and_resumed_movies_keep_direct_writes(tmp_path):
+    import recorder._direct as direct_io
+
+    odd = str(tmp_path / "odd.h5")  # 1000 x 16 bf16: 32,000 bytes, not a whole number of 4 KiB blocks
+    with Recorder(odd, token_class=np.zeros(1000, np.uint8)) as rec:
+        for s in range(200):
+            rec.capture(s, W=BF16Bits(np.full((1000, 16), s, np.uint16)))
+    with h5py.File(odd, "r") as f:
+        assert not direct_io.DirectFrames.preallocated(f["W"])
+        offsets = np.array([f["W"].id.get_chunk_info_by_coord((i, 0, 0)).byte_offset for i in range(200)])
+    assert np.count_nonzero(np.diff(offsets) != 32_000) <= 1  # no 4 KiB padding between frames
+
+    path = str(tmp_path / "resumed.h5")
+    bits = random_bf16_frames(12, 256, 16, seed=5)
+    with Recorder(path, token_class=np.zeros(256, np.uint8)) as rec:
+        for s in range(8):
+            rec.capture(s, W=BF16Bits(bits[s]))
+    with Recorder(path, resume_after=5) as rec:
+        for s in range(6, 12):
+            rec.capture(s, W=BF16Bits(bits[s]))
+    with h5py.File(path, "r") as f:
+        preallocated = direct_io.DirectFrames.preallocated(f["W"])
+    assert preallocated == direct_io.can_write_direct(path, 256 * 16 * 2)
+    np.testing.assert_array_equal(tokendyn.open_movie(path).W_bits.values, bits)
