@@ -13,7 +13,7 @@ chunk's offset with ``os.pwrite`` on a second, ``O_DIRECT`` descriptor. HDF5 wri
 else as before (the frame counts as written once its ``step`` is committed), and reads see the
 new bytes: a direct write drops the file's cached pages in that range.
 
-Used only where it works: Linux ``O_DIRECT``, a file system that accepts it (tmpfs does not), a
+Used only where it works: Linux ``O_DIRECT``, a file system that accepts it (tmpfs only from Linux 6.6), a
 frame a whole number of :data:`ALIGN` blocks, and, per frame, a chunk allocated at an aligned
 offset; otherwise the frame goes through HDF5 (``write_direct_chunk``).
 """
