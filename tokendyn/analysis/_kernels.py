@@ -310,18 +310,13 @@ def distances(frame: np.ndarray, rows: np.ndarray, center: np.ndarray) -> np.nda
 def centered(frame: np.ndarray, rows: np.ndarray, out: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
     """The given rows of a stored frame minus their mean, float64, into ``out`` (rows, dim)."""
     d = frame.shape[1]
-    mean = np.zeros(d)
+    mean = np.empty(d)
+    centroid_into(frame, rows, mean)
+    # decoding the rows again costs less than reading back and rewriting ``out`` (8 bytes a value)
     for j in range(rows.shape[0]):
         i = rows[j]
         for k in range(d):
-            v = value(frame, i, k)
-            out[j, k] = v
-            mean[k] += v
-    for k in range(d):
-        mean[k] /= rows.shape[0]
-    for j in range(rows.shape[0]):
-        for k in range(d):
-            out[j, k] -= mean[k]
+            out[j, k] = value(frame, i, k) - mean[k]
     return out
 
 

@@ -40,14 +40,23 @@ def _geometry_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
 
 def _frames_geometry(block, rows, class_rows, quantiles, k, cents, cnorm, rmean, rrms, rq, pv, scratch) -> None:
     """Fill the per-frame outputs of a block in place (radii, quantiles, principal variances)."""
-    for j in range(block.shape[0]):
-        r = K.distances(block[j], rows, cents[j])
-        cnorm[j], rmean[j], rrms[j] = np.linalg.norm(cents[j]), r.mean(), np.sqrt((r ** 2).mean())
-        rq[j] = np.quantile(r, quantiles)
+    m, d = block.shape[0], block.shape[2]
+    radii = np.empty((m, rows.size))
+    covs = np.empty((m, len(class_rows), d, d))
+    for j in range(m):
+        radii[j] = K.distances(block[j], rows, cents[j])
         for ci, crows in enumerate(class_rows):
             xc = K.centered(block[j], crows, scratch[: crows.size])  # a pooled buffer: no page faults
-            cov = (xc.T @ xc) / crows.size
-            pv[j, ci] = np.linalg.eigvalsh(cov)[::-1][:k]
+            np.matmul(xc.T, xc, out=covs[j, ci])  # BLAS syrk, without the GIL
+            covs[j, ci] /= crows.size
+    cnorm[:] = np.linalg.norm(cents, axis=1)
+    rmean[:] = radii.mean(axis=1)
+    rrms[:] = np.sqrt((radii ** 2).mean(axis=1))
+    rq[:] = np.quantile(radii, quantiles, axis=1).T
+    if class_rows:
+        # one call for the whole block: LAPACK runs over the stack without the GIL (one call per
+        # matrix held it, so the second kernel thread waited: 2 threads were slower than 1)
+        pv[:] = np.linalg.eigvalsh(covs)[..., ::-1][..., :k]
 
 
 def cloud_geometry(
