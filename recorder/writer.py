@@ -259,7 +259,7 @@ class Recorder:
         self._check_frame(matrices, scalars)
         # 0-d CUDA tensors are copied asynchronously and read on the writer thread, so a CUDA loop
         # never waits for a device sync here.
-        values, device_scalars = split_scalars(scalars, matrices, fmt.NONFINITE)
+        values, device_scalars = split_scalars(scalars)
         slots = {}
         for name, x in matrices.items():
             slot = slots[name] = self._acquire(self._pool(name, x))
@@ -591,8 +591,9 @@ class Recorder:
                 frame.scalars.update(frame.device_scalars.resolve())
                 frame.device_scalars = None
             for name, slot in frame.slots.items():
-                if fmt.NONFINITE[name] not in frame.scalars:  # not counted on the device already
-                    frame.scalars[fmt.NONFINITE[name]] = fmt.count_nonfinite(slot.array, self._matrices[name][1])
+                counted = slot.nonfinite()  # counted on the device, or here
+                frame.scalars[fmt.NONFINITE[name]] = (counted if counted is not None
+                                                     else fmt.count_nonfinite(slot.array, self._matrices[name][1]))
             for key, value in frame.scalars.items():
                 if not isinstance(value, (float, int)):
                     frame.scalars[key] = float(value)

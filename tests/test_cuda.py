@@ -105,6 +105,34 @@ def test_recorder_copies_device_scalars_at_capture_time(tmp_path):
     assert np.array_equal(ds.W.values[:, 0, 0], np.arange(50.0, dtype=np.float32))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nonfinite_counts_and_mixed_scalars_come_from_the_device(tmp_path, dtype):
+    """The non-finite count is made on the side stream from the frame's copy; scalars of several
+    dtypes travel as one stack (promoted to float64 here, so no digit of ``fine`` is lost), and the
+    reused pinned buffers never mix frames."""
+    import h5py
+
+    out = str(tmp_path / "n.h5")
+    W = torch.zeros(64, 8, device="cuda", dtype=dtype)
+    with Recorder(out, scalars=["loss", "tokens", "fine"]) as rec:
+        for step in range(20):
+            W.zero_()
+            W.view(-1)[:step] = float("nan")
+            if step % 2:
+                W[-1, -1] = float("inf")
+            rec.capture(step, W=W, loss=torch.tensor(step / 2, device="cuda"),
+                        tokens=torch.tensor(step * 1000, device="cuda"),
+                        fine=torch.tensor(1 + step * 2.0 ** -40, dtype=torch.float64, device="cuda"))
+    steps = np.arange(20)
+    with h5py.File(out, "r") as f:
+        assert np.array_equal(f["nonfinite_W"][:], steps + steps % 2)
+    with pytest.warns(RuntimeWarning, match="NaN/Inf"):
+        ds = tokendyn.open_movie(out)
+    assert np.array_equal(ds.loss.values, steps / 2)
+    assert np.array_equal(ds.tokens.values, steps * 1000.0)
+    assert np.array_equal(ds.fine.values, 1 + steps * 2.0 ** -40)
+
+
 def test_resumed_graphed_run_follows_the_lr_schedule(tmp_path):
     """After a resume the graph must read the loop's lr tensor, not the checkpoint's copy of it.
     (GPU steps are not bit-reproducible here, embedding backward adds atomically, so the runs are
