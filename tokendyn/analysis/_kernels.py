@@ -44,6 +44,15 @@ def _value(frame, i, k):  # pragma: no cover - compiled by numba
     return lambda frame, i, k: np.float32(frame[i, k])
 
 
+@numba.njit(inline="always")
+def about(frame: np.ndarray, i: int, k: int, cents: np.ndarray, t: int, origin: bool) -> float:  # pragma: no cover
+    """Coordinate ``k`` of row ``i`` of a stored frame about the centre ``cents[t]``, or about the
+    origin when ``origin`` (then ``cents`` is not read: LLVM takes the test out of the loops,
+    ~10% off the hypersphere walk's inner loop)."""
+    v = value(frame, i, k)
+    return v if origin else v - cents[t, k]
+
+
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
 def centroid_into(frame: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
     """Mean of the given rows of a stored frame, in float64, into ``out``."""
@@ -325,12 +334,13 @@ ANGLE_TILE = 32  # sampled tokens whose unit vectors over a block are held at on
 
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
 def angular_sums(block: np.ndarray, lead: int, start: int, sample_rows: np.ndarray, cents: np.ndarray,
-                 lags: np.ndarray, ang_sum: np.ndarray, ang_n: np.ndarray) -> None:  # pragma: no cover - numba
+                 origin: bool, lags: np.ndarray, ang_sum: np.ndarray, ang_n: np.ndarray) -> None:  # pragma: no cover
     """Add cos(r_hat(t), r_hat(t - lag)) of the sampled rows to ``ang_sum`` (and count pairs in
     ``ang_n``) per lag, for the frames after the context whose partner is in the selection.
 
     A tile of tokens at a time, their unit vectors in every frame of the block are computed once
-    (positions about ``cents``, float64, normalized, stored as float32; a zero vector stays zero),
+    (positions about ``cents``, or the origin, float64, normalized, stored as float32; a zero
+    vector stays zero),
     then every lag's cosines are float32 dot products of those: about 1e-7 each, so means over
     tokens and frames hold far tighter."""
     m, _, d = block.shape
@@ -344,11 +354,11 @@ def angular_sums(block: np.ndarray, lead: int, start: int, sample_rows: np.ndarr
                 i = sample_rows[u0 + u]
                 r2 = 0.0
                 for k in range(d):
-                    v = value(frame, i, k) - cents[t, k]
+                    v = about(frame, i, k, cents, t, origin)
                     r2 += v * v
                 scale = 1.0 / np.sqrt(r2) if r2 > 0 else 1.0
                 for k in range(d):
-                    unit[t, u, k] = np.float32((value(frame, i, k) - cents[t, k]) * scale)
+                    unit[t, u, k] = np.float32(about(frame, i, k, cents, t, origin) * scale)
         for t in range(lead, m):
             g = start + t - lead
             for li in range(lags.shape[0]):
@@ -378,6 +388,7 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
     m, _, d = block.shape
     n = rows.shape[0]
     cents = block_centroids(block, center_rows)
+    origin = center_rows.shape[0] == 0
     per = np.full((m - lead, 4), np.nan)
     hist = np.zeros(bins, np.int64)
     acc = np.zeros(10)
@@ -385,7 +396,7 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
     ang_n = np.zeros(lags.shape[0], np.int64)
     q = np.empty(d)
     p = np.empty(d)
-    angular_sums(block, lead, start, sample_rows, cents, lags, ang_sum, ang_n)
+    angular_sums(block, lead, start, sample_rows, cents, origin, lags, ang_sum, ang_n)
     for t in range(lead, m):
         g = start + t - lead
         rho_sum = 0.0
@@ -399,7 +410,7 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
             i = rows[j]
             r2 = 0.0
             for k in range(d):
-                q[k] = value(f1, i, k) - cents[t, k]
+                q[k] = about(f1, i, k, cents, t, origin)
                 r2 += q[k] * q[k]
             r1 = np.sqrt(r2)
             acc[9] += r1
@@ -410,7 +421,7 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
             dot = 0.0
             dd = 0.0
             for k in range(d):
-                p[k] = value(f0, i, k) - cents[t - 1, k]
+                p[k] = about(f0, i, k, cents, t - 1, origin)
                 step = q[k] - p[k]
                 r0sq += p[k] * p[k]
                 dot += step * p[k]
@@ -440,7 +451,7 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
                 num = 0.0
                 pp = 0.0
                 for k in range(d):
-                    ps = p[k] - (value(fm, i, k) - cents[t - 2, k])
+                    ps = p[k] - about(fm, i, k, cents, t - 2, origin)
                     num += (q[k] - p[k]) * ps
                     pp += ps * ps
                 den = np.sqrt(dd) * np.sqrt(pp)
