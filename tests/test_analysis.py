@@ -168,6 +168,22 @@ def test_hypersphere_matches_numpy_reference(walk):
     np.testing.assert_allclose(out.cos_decay.values, reference.cos_decay(x, out.lag.values), rtol=1e-6)
 
 
+def test_hypersphere_about_the_centroid_matches_numpy_reference(walk, tmp_path):
+    """``center="centroid"``: positions about the cloud's centroid, so a translated walk gives
+    the reference's numbers for the walk about its own centroid."""
+    moved = tmp_path / "moved.h5"
+    synthetic.translated(walk, moved, drift=0.3)
+    ds = tokendyn.open_movie(moved, chunks=9)
+    out = hypersphere_walk(ds, center="centroid")
+    x = ds.W.values.astype(np.float64)
+    x = x - x.mean(1, keepdims=True)
+    a, rho = reference.radial_steps(x)
+    np.testing.assert_allclose(out.rho_mean.values[1:], rho.mean(1), rtol=1e-6)
+    np.testing.assert_allclose(out.radial_mean.values[1:], a.mean(1), rtol=1e-6)
+    assert float(out.radial_mean_all) == pytest.approx(a.mean(), rel=1e-6)
+    np.testing.assert_allclose(out.cos_decay.values, reference.cos_decay(x, out.lag.values), rtol=1e-6)
+
+
 def test_inhale_finds_the_planted_two_step_contraction(tmp_path):
     path = tmp_path / "inhale.h5"
     synthetic.inhale_cloud(path, frames=260, phases=((40, 60, 0.05), (90, 110, 0.04)), expand_from=150)
