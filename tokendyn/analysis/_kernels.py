@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numba
 from numba import types
-from numba.core import cgutils
 from numba.extending import intrinsic, overload
 from llvmlite import ir
 import numpy as np
@@ -42,8 +41,9 @@ def _prefetch(typingctx, address):  # pragma: no cover - compiled by numba
     def codegen(context, builder, signature, args):
         pointer = ir.PointerType(ir.IntType(8))
         i32 = ir.IntType(32)
-        function = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [pointer, i32, i32, i32]), "llvm.prefetch.p0")
+        # llvmlite names the overload for the pointer type of its LLVM (p0i8 / p0)
+        function = builder.module.declare_intrinsic(
+            "llvm.prefetch", [pointer], ir.FunctionType(ir.VoidType(), [pointer, i32, i32, i32]))
         read, keep_in_all_levels, data = ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)
         builder.call(function, [builder.inttoptr(args[0], pointer), read, keep_in_all_levels, data])
         return context.get_dummy_value()
