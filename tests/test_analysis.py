@@ -230,6 +230,16 @@ def test_cloud_geometry_matches_numpy_reference(walk):
     assert float(out.nn_distance.values[1]) == pytest.approx(dist.min(1).mean(), rel=1e-6)
 
 
+def test_cloud_geometry_on_every_tenth_frame(walk):
+    """A strided frame selection (the docs' advice for long movies) gives those frames' values."""
+    ds = tokendyn.open_movie(walk)
+    every = cloud_geometry(ds, k=3, nn_frames=2)
+    tenth = cloud_geometry(ds, frames=slice(0, None, 10), k=3, nn_frames=2)
+    assert tenth.step.values.tolist() == ds.step.values[::10].tolist()
+    np.testing.assert_array_equal(tenth.principal_variance.values, every.principal_variance.values[::10])
+    np.testing.assert_array_equal(tenth.radius_mean.values, every.radius_mean.values[::10])
+
+
 def test_token_and_frame_selection(walk):
     ds = tokendyn.open_movie(walk)
     out = comoving_displacement(ds, tokens=[0, 5, 9], frames=(10, 30), lags=None)
