@@ -59,22 +59,22 @@ def _prefetch_bytes(address: int, size: int) -> None:  # pragma: no cover - numb
 
 @numba.njit(inline="always")
 def prefetch_row(block: np.ndarray, i: int) -> None:  # pragma: no cover - numba
-    """Prefetch row ``i`` of every frame of a C-contiguous block (a loop that walks a token
-    through many frames reads as many streams as frames, more than the hardware prefetcher
+    """Prefetch row ``i`` of every frame of a block whose rows are contiguous (a loop that walks
+    a token through many frames reads as many streams as frames, more than the hardware prefetcher
     follows: measured 15-30% off the co-moving pass)."""
-    row_bytes = block.shape[2] * block.itemsize
-    first = block.ctypes.data + i * row_bytes
+    row_bytes = block.shape[2] * block.strides[2]
+    first = block.ctypes.data + i * block.strides[1]
     for t in range(block.shape[0]):
         _prefetch_bytes(first + t * block.strides[0], row_bytes)
 
 
 @numba.njit(inline="always")
 def prefetch_rows(block: np.ndarray, t: int, rows: np.ndarray) -> None:  # pragma: no cover - numba
-    """Prefetch the given rows of frame ``t`` of a C-contiguous block (scattered rows: a sample)."""
-    row_bytes = block.shape[2] * block.itemsize
+    """Prefetch the given rows of frame ``t`` of a block whose rows are contiguous (a sample)."""
+    row_bytes = block.shape[2] * block.strides[2]
     frame = block.ctypes.data + t * block.strides[0]
     for j in range(rows.shape[0]):
-        _prefetch_bytes(frame + rows[j] * row_bytes, row_bytes)
+        _prefetch_bytes(frame + rows[j] * block.strides[1], row_bytes)
 
 
 def value(frame: np.ndarray, i: int, k: int) -> float:
@@ -386,10 +386,9 @@ def angular_sums(block: np.ndarray, lead: int, start: int, sample_rows: np.ndarr
     ``ang_n``) per lag, for the frames after the context whose partner is in the selection.
 
     A tile of tokens at a time, their unit vectors in every frame of the block are computed once
-    (positions about ``cents``, or the origin, float64, normalized, stored as float32; a zero
-    vector stays zero),
-    then every lag's cosines are float32 dot products of those: about 1e-7 each, so means over
-    tokens and frames hold far tighter."""
+    (positions about ``cents``, or about the origin, float64, normalized, stored as float32; a zero
+    vector stays zero), then every lag's cosines are float32 dot products of those: about 1e-7
+    each, so means over tokens and frames hold far tighter."""
     m, _, d = block.shape
     unit = np.empty((m, ANGLE_TILE, d), np.float32)
     ns = sample_rows.shape[0]
