@@ -1,6 +1,7 @@
 """tokendyn analyse / report / play: outputs, errors, and the report in a real headless browser."""
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -134,6 +135,19 @@ def test_report_writes_html_and_summary_with_the_headline_numbers(trained, tmp_p
     for fid in ("loss", "radius", "comoving", "hypersphere", "lattice", "pca"):
         assert f'id="fig-{fid}"' in page
     assert "http://" not in page and "https://" not in page  # self-contained: nothing to fetch
+
+
+def test_report_progress_moves_within_each_analysis(inhaling, capsys):
+    """The report's bar follows the frames each analysis streams, not only whole analyses."""
+    from tokendyn.report import _run_analyses
+
+    ds = tokendyn.open_movie(inhaling, chunks=20)  # 10 blocks per analysis
+    results = _run_analyses(ds, None, None, progress=True)
+    shown = [float(n) for n in re.findall(r"\| (\d+\.\d)/\d+ analyses", capsys.readouterr().err)]
+    steps = len(results)
+    assert shown[-1] == steps
+    assert any(not value.is_integer() for value in shown)  # a fraction: inside an analysis
+    assert shown == sorted(shown)
 
 
 def test_report_marks_the_planted_inhale_and_skips_lattice_on_float32(inhaling, tmp_path):

@@ -42,29 +42,39 @@ def _run_analyses(ds, tokens, frames, progress: bool) -> dict[str, Any]:
 
     classes = ds[fmt.TOKEN_CLASS].values
     selection = "all" if tokens is None else tokens
-    jobs: list[tuple[str, Callable[[], Any]]] = [
-        ("inhale", lambda: inhale(ds, selection, frames=frames, smooth=3)),
-        ("comoving", lambda: comoving_displacement(ds, selection, frames=frames, lags=(1, 2, 4, 8, 16))),
-        ("geometry", lambda: cloud_geometry(ds, selection, frames=frames)),
+    jobs: list[tuple[str, Callable[..., Any]]] = [
+        ("inhale", lambda progress: inhale(ds, selection, frames=frames, smooth=3, progress=progress)),
+        ("comoving", lambda progress: comoving_displacement(ds, selection, frames=frames, lags=(1, 2, 4, 8, 16),
+                                                            progress=progress)),
+        ("geometry", lambda progress: cloud_geometry(ds, selection, frames=frames, progress=progress)),
     ]
     # the hypersphere test is about dead tokens; without enough of them, use the selection
     walkers = tokens if tokens is not None else ("dead" if (classes == fmt.CLASS_DEAD).sum() >= 2 else "all")
     if int(token_mask(ds, walkers).sum()) >= 2:
-        jobs.append(("hypersphere", lambda: hypersphere_walk(ds, walkers, frames=frames)))
+        jobs.append(("hypersphere", lambda progress: hypersphere_walk(ds, walkers, frames=frames, progress=progress)))
     if "W_bits" in ds:
-        jobs.append(("lattice", lambda: lattice_motion(ds, selection, frames=frames)))
+        jobs.append(("lattice", lambda progress: lattice_motion(ds, selection, frames=frames, progress=progress)))
     results: dict[str, Any] = {}
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(jobs), desc="report", unit="analysis", file=sys.stderr)
-    for name, job in jobs:
+        bar = tqdm(total=len(jobs), desc="report", unit="analysis", file=sys.stderr,
+                   bar_format="{l_bar}{bar}| {n:.1f}/{total} analyses [{elapsed}<{remaining}{postfix}]")
+    for index, (name, job) in enumerate(jobs):
+        def within(done: int, total: int, index: int = index) -> None:
+            # the frames an analysis has streamed move the bar within its step (the slow ones,
+            # cloud_geometry above all, take seconds on a long movie)
+            if bar is not None:
+                bar.n = index + done / max(total, 1)
+                bar.refresh()
+
         if bar is not None:
             bar.set_postfix_str(name)
-        results[name] = job().load()
+        results[name] = job(within).load()
         if bar is not None:
-            bar.update(1)
+            bar.n = index + 1
+            bar.refresh()
     if bar is not None:
         bar.close()
     return results
