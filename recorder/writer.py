@@ -159,6 +159,14 @@ class Recorder:
         which on the H100 machine outran its disk (see :mod:`recorder._direct`). Where the file
         system refuses ``O_DIRECT``, frames are written as usual.
 
+    Attributes
+    ----------
+    frames_written
+        Frames the writer has committed.
+    wait_seconds
+        Time :meth:`capture` spent waiting for a free buffer because the writer was behind: the
+        part of a run's time that recording took from it beyond the copies themselves.
+
     Examples
     --------
     >>> with Recorder("run.h5", token_class=cls, config=cfg) as rec:  # doctest: +SKIP
@@ -217,6 +225,7 @@ class Recorder:
         self._last_step = -1
         self._n_frames = 0  # frames handed to the writer
         self.frames_written = 0  # frames the writer has completed
+        self.wait_seconds = 0.0  # time capture() spent waiting for a free buffer (the writer was behind)
         self._resume_after = resume_after
         self.reserve_bytes = int(reserve_bytes)
         self._unchecked_bytes = 0
@@ -354,11 +363,18 @@ class Recorder:
         self._last_step = step
 
     def _acquire(self, pool: SlotPool) -> Slot:
-        while True:
-            self._raise_pending()
-            slot = pool.acquire(timeout=0.2)
-            if slot is not None:
-                return slot
+        slot = pool.acquire(timeout=0)
+        if slot is not None:
+            return slot
+        waiting_since = _time.monotonic()
+        try:
+            while True:
+                self._raise_pending()
+                slot = pool.acquire(timeout=0.2)
+                if slot is not None:
+                    return slot
+        finally:
+            self.wait_seconds += _time.monotonic() - waiting_since
 
     def _raise_pending(self) -> None:
         if self._error is not None:

@@ -385,3 +385,28 @@ def test_frames_of_other_sizes_are_not_aligned_apart_and_resumed_movies_keep_dir
         preallocated = direct_io.DirectFrames.preallocated(f["W"])
     assert preallocated == direct_io.can_write_direct(path, 256 * 16 * 2)
     np.testing.assert_array_equal(tokendyn.open_movie(path).W_bits.values, bits)
+
+
+def test_wait_seconds_counts_the_time_capture_waits_for_a_slow_writer(tmp_path, monkeypatch):
+    """With one buffer and a writer taking 0.1 s a frame, each capture after the first waits for
+    it; the recorder adds that time up (the trainer reports it when it matters)."""
+    import recorder.writer as writer
+
+    slow = writer.Recorder._write_matrices
+
+    def write_slowly(self, out, frame):
+        time.sleep(0.1)
+        slow(self, out, frame)
+
+    W = np.zeros((8, 4), np.float32)
+    with Recorder(str(tmp_path / "fast.h5"), buffer_frames=1) as rec:
+        for step in range(6):
+            rec.capture(step, W=W)
+            time.sleep(0.05)
+    fast_wait = rec.wait_seconds
+    monkeypatch.setattr(writer.Recorder, "_write_matrices", write_slowly)
+    with Recorder(str(tmp_path / "slow.h5"), buffer_frames=1) as rec:
+        for step in range(6):
+            rec.capture(step, W=W)
+    assert rec.wait_seconds >= 0.25  # five captures waited for a 0.1 s write
+    assert fast_wait < rec.wait_seconds / 2

@@ -199,6 +199,29 @@ def test_record_schedule(tmp_path):
     assert tokendyn.open_movie(out).step.values.tolist() == [0, 1, 2, 3, 4, 5, 10, 20, 30, 40]
 
 
+def test_the_summary_says_when_recording_held_training_back(tmp_path, monkeypatch):
+    """A writer slower than the loop (here 0.25 s a frame) makes captures wait; the run's summary
+    says how long and what to do. A loop that outruns nothing gets no such line."""
+    import recorder.writer as writer
+    from trainers import result_text
+
+    quick = train("tiny", out=str(tmp_path / "quick.h5"), progress=False, steps=20, record=10, sample_tokens=0)
+    assert quick.recording_wait_seconds < 0.05 * quick.seconds
+    assert "--record-every" not in result_text(quick)
+    write = writer.Recorder._write_matrices
+
+    def write_slowly(self, out, frame):
+        import time
+
+        time.sleep(0.25)
+        write(self, out, frame)
+
+    monkeypatch.setattr(writer.Recorder, "_write_matrices", write_slowly)
+    slow = train("tiny", out=str(tmp_path / "slow.h5"), progress=False, steps=10, sample_tokens=0)
+    assert slow.recording_wait_seconds > 0.5  # 11 frames at 0.25 s, 4 buffered: about 1.5 s waited
+    assert "--record-every" in result_text(slow) and "waited" in result_text(slow)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(heads=3), "heads \\(3\\) must divide dim \\(64\\)"),
     (dict(precision="fp8"), "precision must be one of"),

@@ -42,6 +42,8 @@ class TrainResult:
     n_params: int
     tokens_per_class: dict[str, int]
     device: str
+    seconds: float = float("nan")  # wall time of the training loop
+    recording_wait_seconds: float = 0.0  # of which the loop waited for the recorder's writer
 
 
 def resolve_device(name: str) -> torch.device:
@@ -321,7 +323,11 @@ def train(
         unigram_entropy=data.unigram_entropy,
         steps_per_second=steps_done / elapsed if elapsed > 0 else float("nan"), sample=sample,
         interrupted=interrupted, n_params=model.n_params(), tokens_per_class=classes, device=str(device),
+        seconds=elapsed, recording_wait_seconds=recorder.wait_seconds if recorder is not None else 0.0,
     )
+
+
+WAIT_WORTH_SAYING = 0.05  # the share of a run spent waiting for the writer that the summary reports
 
 
 def result_text(result: TrainResult) -> str:
@@ -336,6 +342,11 @@ def result_text(result: TrainResult) -> str:
     if result.movie:
         lines.append(f"movie            {result.movie}")
         lines.append(f"checkpoint       {result.checkpoint}")
+        if result.recording_wait_seconds > WAIT_WORTH_SAYING * result.seconds:
+            lines.append(f"recording        the loop waited {result.recording_wait_seconds:.1f} s "
+                         f"({result.recording_wait_seconds / result.seconds:.0%} of the run) for the movie's "
+                         "writer: the disk takes frames slower than training makes them; record every few "
+                         "steps (--record-every) or write to a faster disk")
     if result.sample:
         lines.append(f"sample           {json.dumps(result.sample)[:300]}")
     return "\n".join(lines)
