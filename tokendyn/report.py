@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import json
@@ -36,6 +37,12 @@ def _number(v: Any) -> Any:
     return v
 
 
+def _move_bar(bar: Any, index: int, done: int, total: int) -> None:
+    """Show analysis ``index`` as ``done / total`` of its frames streamed."""
+    bar.n = index + done / max(total, 1)
+    bar.refresh()
+
+
 def _run_analyses(ds, tokens, frames, progress: bool) -> dict[str, Any]:
     from .analysis import cloud_geometry, comoving_displacement, hypersphere_walk, inhale, lattice_motion
     from .analysis.base import token_mask
@@ -62,19 +69,14 @@ def _run_analyses(ds, tokens, frames, progress: bool) -> dict[str, Any]:
         bar = tqdm(total=len(jobs), desc="report", unit="analysis", file=sys.stderr,
                    bar_format="{l_bar}{bar}| {n:.1f}/{total} analyses [{elapsed}<{remaining}{postfix}]")
     for index, (name, job) in enumerate(jobs):
-        def within(done: int, total: int, index: int = index) -> None:
-            # the frames an analysis has streamed move the bar within its step (the slow ones,
-            # cloud_geometry above all, take seconds on a long movie)
-            if bar is not None:
-                bar.n = index + done / max(total, 1)
-                bar.refresh()
-
-        if bar is not None:
-            bar.set_postfix_str(name)
-        results[name] = job(within).load()
-        if bar is not None:
-            bar.n = index + 1
-            bar.refresh()
+        if bar is None:
+            results[name] = job(None).load()
+            continue
+        bar.set_postfix_str(name)
+        # the frames an analysis streams move the bar within its step (cloud_geometry takes
+        # seconds on a long movie)
+        results[name] = job(functools.partial(_move_bar, bar, index)).load()
+        _move_bar(bar, index, 1, 1)
     if bar is not None:
         bar.close()
     return results

@@ -24,6 +24,7 @@ from .model import GPT
 from .optim import PureBF16AdamW, lr_at, param_groups
 
 SCALARS = ["loss", "lr", "grad_norm", "heldout_loss"]
+WAIT_WORTH_SAYING = 0.05  # the share of a run spent waiting for the movie's writer that the summary names
 
 
 @dataclass
@@ -325,9 +326,6 @@ def train(
         interrupted=interrupted, n_params=model.n_params(), tokens_per_class=classes, device=str(device),
         seconds=elapsed, recording_wait_seconds=recorder.wait_seconds if recorder is not None else 0.0,
     )
-
-
-WAIT_WORTH_SAYING = 0.05  # the share of a run spent waiting for the writer that the summary reports
 
 
 def result_text(result: TrainResult) -> str:
