@@ -423,6 +423,9 @@ def angular_sums(block: np.ndarray, lead: int, start: int, sample_rows: np.ndarr
                 ang_n[li] += tile
 
 
+STEP_TILE = 32  # tokens whose rows walk through a block's frames together (their state: 64 KiB)
+
+
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
 def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, center_rows: np.ndarray,
                       sample_rows: np.ndarray, lags: np.ndarray, bins: int) -> tuple:  # pragma: no cover
@@ -437,80 +440,114 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
     n = rows.shape[0]
     cents = block_centroids(block, center_rows)
     origin = center_rows.shape[0] == 0
-    per = np.full((m - lead, 4), np.nan)
     hist = np.zeros(bins, np.int64)
     acc = np.zeros(10)
     ang_sum = np.zeros(lags.shape[0])
     ang_n = np.zeros(lags.shape[0], np.int64)
-    q = np.empty(d)
-    p = np.empty(d)
     angular_sums(block, lead, start, sample_rows, cents, origin, lags, ang_sum, ang_n)
-    for t in range(lead, m):
-        g = start + t - lead
-        rho_sum = 0.0
-        rho_n = 0
-        outward = 0
-        a_sum = 0.0
-        a_n = 0
-        dr_sum = 0.0
-        f1 = block[t]
-        for j in range(n):
-            i = rows[j]
-            r2 = 0.0
-            for k in range(d):
-                q[k] = about(f1, i, k, cents, t, origin)
-                r2 += q[k] * q[k]
-            r1 = np.sqrt(r2)
-            acc[9] += r1
-            if g < 1:
-                continue
-            f0 = block[t - 1]
-            r0sq = 0.0
-            dot = 0.0
-            dd = 0.0
-            for k in range(d):
-                p[k] = about(f0, i, k, cents, t - 1, origin)
-                step = q[k] - p[k]
-                r0sq += p[k] * p[k]
-                dot += step * p[k]
-                dd += step * step
-            r0 = np.sqrt(r0sq)
-            dr_sum += r1 - r0
-            if r0 > 0:
-                a = dot / r0
-                a_sum += a
-                a_n += 1
-                acc[0] += a
-                acc[1] += a * a
-                acc[2] += dd
-                acc[3] += 1
-                if a > 0:
-                    acc[4] += 1
-                    outward += 1
-                elif a < 0:
-                    acc[5] += 1
-                if dd > 0:
-                    rho = (dot * dot) / (r0sq * dd)
-                    rho_sum += rho
-                    rho_n += 1
-                    hist[min(int(rho * bins), bins - 1)] += 1
-            if g >= 2:
-                fm = block[t - 2]
+    frames = m - lead
+    rho_sum = np.zeros(frames)
+    rho_n = np.zeros(frames, np.int64)
+    outward = np.zeros(frames, np.int64)
+    a_sum = np.zeros(frames)
+    a_n = np.zeros(frames, np.int64)
+    dr_sum = np.zeros(frames)
+    # a tile of tokens walks through the block's frames: each row is decoded once, and each
+    # token's position, last step, |x|^2 and |step|^2 are kept for the next frame (frame by frame,
+    # the rows of t-1 and t-2 were decoded again: 1.09 instead of 0.90 ms a Duckling II frame)
+    pos = np.empty((STEP_TILE, d))
+    prev_step = np.empty((STEP_TILE, d))
+    r2_before = np.empty(STEP_TILE)
+    dd_before = np.empty(STEP_TILE)
+    first = max(0, lead - 2)  # the two frames before the first analysed one give its steps
+    for u0 in range(0, n, STEP_TILE):
+        tile = min(STEP_TILE, n - u0)
+        tile_rows = rows[u0:u0 + tile]
+        for t in range(first, m):
+            if t + 1 < m:
+                prefetch_rows(block, t + 1, tile_rows)
+            f1 = block[t]
+            g = start + t - lead
+            for u in range(tile):
+                i = tile_rows[u]
+                p = pos[u]
+                s = prev_step[u]
+                if t == first:
+                    r2 = 0.0
+                    for k in range(d):
+                        v = about(f1, i, k, cents, t, origin)
+                        p[k] = v
+                        r2 += v * v
+                    r2_before[u] = r2
+                    if t >= lead:  # the selection's first frame: no step yet, but its radius counts
+                        acc[9] += np.sqrt(r2)
+                    continue
+                r2 = 0.0
+                dot = 0.0
+                dd = 0.0
                 num = 0.0
-                pp = 0.0
-                for k in range(d):
-                    ps = p[k] - about(fm, i, k, cents, t - 2, origin)
-                    num += (q[k] - p[k]) * ps
-                    pp += ps * ps
-                den = np.sqrt(dd) * np.sqrt(pp)
-                if den > 0:
-                    cv = num / den
-                    acc[6] += cv
-                    acc[7] += cv * cv
-                    acc[8] += 1
-        if g >= 1:
-            per[t - lead, 0] = rho_sum / rho_n if rho_n else np.nan
-            per[t - lead, 1] = outward / n
-            per[t - lead, 2] = a_sum / a_n if a_n else np.nan
-            per[t - lead, 3] = dr_sum / n
+                if t > first + 1:
+                    for k in range(d):
+                        v = about(f1, i, k, cents, t, origin)
+                        step = v - p[k]
+                        r2 += v * v
+                        dot += step * p[k]
+                        dd += step * step
+                        num += step * s[k]
+                        s[k] = step
+                        p[k] = v
+                else:
+                    for k in range(d):
+                        v = about(f1, i, k, cents, t, origin)
+                        step = v - p[k]
+                        r2 += v * v
+                        dot += step * p[k]
+                        dd += step * step
+                        s[k] = step
+                        p[k] = v
+                r0sq = r2_before[u]
+                pp = dd_before[u]
+                r2_before[u] = r2
+                dd_before[u] = dd
+                if t < lead:
+                    continue
+                tl = t - lead
+                r1 = np.sqrt(r2)
+                acc[9] += r1
+                if g < 1:
+                    continue
+                r0 = np.sqrt(r0sq)
+                dr_sum[tl] += r1 - r0
+                if r0 > 0:
+                    a = dot / r0
+                    a_sum[tl] += a
+                    a_n[tl] += 1
+                    acc[0] += a
+                    acc[1] += a * a
+                    acc[2] += dd
+                    acc[3] += 1
+                    if a > 0:
+                        acc[4] += 1
+                        outward[tl] += 1
+                    elif a < 0:
+                        acc[5] += 1
+                    if dd > 0:
+                        rho = (dot * dot) / (r0sq * dd)
+                        rho_sum[tl] += rho
+                        rho_n[tl] += 1
+                        hist[min(int(rho * bins), bins - 1)] += 1
+                if g >= 2 and t > first + 1:  # a step before this one, in this block
+                    den = np.sqrt(dd) * np.sqrt(pp)
+                    if den > 0:
+                        cv = num / den
+                        acc[6] += cv
+                        acc[7] += cv * cv
+                        acc[8] += 1
+    per = np.full((frames, 4), np.nan)
+    for tl in range(frames):
+        if start + tl >= 1:
+            per[tl, 0] = rho_sum[tl] / rho_n[tl] if rho_n[tl] else np.nan
+            per[tl, 1] = outward[tl] / n
+            per[tl, 2] = a_sum[tl] / a_n[tl] if a_n[tl] else np.nan
+            per[tl, 3] = dr_sum[tl] / n
     return per, hist, acc, ang_sum, ang_n
