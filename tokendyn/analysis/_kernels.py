@@ -456,7 +456,7 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
     # token's position, last step, |x|^2 and |step|^2 are kept for the next frame (frame by frame,
     # the rows of t-1 and t-2 were decoded again: 1.09 instead of 0.90 ms a Duckling II frame)
     pos = np.empty((STEP_TILE, d))
-    prev_step = np.empty((STEP_TILE, d))
+    prev_step = np.zeros((STEP_TILE, d))
     r2_before = np.empty(STEP_TILE)
     dd_before = np.empty(STEP_TILE)
     first = max(0, lead - 2)  # the two frames before the first analysed one give its steps
@@ -485,26 +485,16 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
                 r2 = 0.0
                 dot = 0.0
                 dd = 0.0
-                num = 0.0
-                if t > first + 1:
-                    for k in range(d):
-                        v = about(f1, i, k, cents, t, origin)
-                        step = v - p[k]
-                        r2 += v * v
-                        dot += step * p[k]
-                        dd += step * step
-                        num += step * s[k]
-                        s[k] = step
-                        p[k] = v
-                else:
-                    for k in range(d):
-                        v = about(f1, i, k, cents, t, origin)
-                        step = v - p[k]
-                        r2 += v * v
-                        dot += step * p[k]
-                        dd += step * step
-                        s[k] = step
-                        p[k] = v
+                num = 0.0  # with the step before: used from the tile's third frame on
+                for k in range(d):
+                    v = about(f1, i, k, cents, t, origin)
+                    step = v - p[k]
+                    r2 += v * v
+                    dot += step * p[k]
+                    dd += step * step
+                    num += step * s[k]
+                    s[k] = step
+                    p[k] = v
                 r0sq = r2_before[u]
                 pp = dd_before[u]
                 r2_before[u] = r2
