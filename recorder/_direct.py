@@ -67,11 +67,22 @@ def can_write_direct(path: str, frame_bytes: int) -> bool:
 class DirectFrames:
     """Writes whole frames (one chunk each) of one preallocated dataset with ``O_DIRECT``."""
 
-    def __init__(self, path: str, dset: Any):
+    def __init__(self, fd: int, dset: Any):
         self.dset = dset
         self.frame_bytes = bytes_per_frame(dset)
-        self.fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+        self.fd = fd
         self._staging: np.ndarray | None = None
+
+    @classmethod
+    def open(cls, path: str, dset: Any) -> "DirectFrames | None":
+        """A direct writer for ``dset`` of the movie at ``path``, or ``None`` where its frames
+        cannot go direct (no ``O_DIRECT``, frames not whole blocks, a file system that refuses it)."""
+        if not hasattr(os, "O_DIRECT") or bytes_per_frame(dset) % ALIGN:
+            return None
+        try:
+            return cls(os.open(path, os.O_WRONLY | os.O_DIRECT), dset)
+        except OSError:
+            return None
 
     @staticmethod
     def preallocated(dset: Any) -> bool:

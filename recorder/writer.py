@@ -23,7 +23,7 @@ from tokendyn import format as fmt
 from tokendyn.errors import RecorderError
 
 from tokendyn.layout import complete_frames, config_json, create_layout, frame_axis_names
-from ._direct import ALIGN, DirectFrames, bytes_per_frame, can_write_direct
+from ._direct import ALIGN, DirectFrames, can_write_direct
 from ._snapshot import DeviceScalars, Slot, SlotPool, _is_torch_tensor, logical_dtype, shape_of, split_scalars
 from .schedule import Schedule, parse_schedule
 
@@ -84,8 +84,9 @@ class _Targets:
         self.series = {name: f[name] for name in series}
         self.dtypes = {name: d.dtype for name, d in self.series.items()}
         # matrices whose frames go straight to disk (see recorder._direct)
-        self.direct = {name: DirectFrames(f.filename, d) for name, d in self.matrices.items()
-                       if DirectFrames.preallocated(d) and can_write_direct(f.filename, bytes_per_frame(d))}
+        writers = {name: DirectFrames.open(f.filename, d) for name, d in self.matrices.items()
+                   if DirectFrames.preallocated(d)}
+        self.direct = {name: writer for name, writer in writers.items() if writer is not None}
 
     def close(self) -> None:
         for writer in self.direct.values():
