@@ -113,3 +113,36 @@ def test_frames_not_yet_written_are_mapped_once_they_are(tmp_path):
             np.testing.assert_array_equal(source.mapped(np.arange(t, t + 1))[0], bits[t])
     finally:
         rec.close()
+
+
+@needs_populate
+def test_chunk_offsets_without_a_chunk_walk_match(tmp_path, monkeypatch):
+    """Where HDF5 cannot list the chunks in one walk (``chunk_iter``, HDF5 >= 1.12.3), the offsets
+    come one chunk at a time, with the same frames mapped."""
+    from tokendyn.analysis._mapped import FrameMap
+
+    path = str(tmp_path / "m.h5")
+    bits = random_bf16_frames(7, 24, 8, seed=5)
+    write_movie(path, bits)
+    walked = FrameMap(path, "W", False, np.dtype(np.uint16), bits.shape)
+    assert hasattr(walked._dataset().id, "chunk_iter")  # the installed h5py walks; the other path is forced below
+
+    class Hiding:  # the object it wraps, without ``chunk_iter``
+        def __init__(self, wrapped, **replaced):
+            self._wrapped, self._replaced = wrapped, replaced
+
+        def __getattr__(self, name):
+            if name == "chunk_iter":
+                raise AttributeError(name)
+            return self._replaced.get(name) or getattr(self._wrapped, name)
+
+    def Dataset(dset):
+        return Hiding(dset, id=Hiding(dset.id))
+
+    one_by_one = FrameMap(path, "W", False, np.dtype(np.uint16), bits.shape)
+    original = FrameMap._dataset
+    monkeypatch.setattr(one_by_one, "_dataset", lambda: Dataset(original(one_by_one)))
+    for start, stop in [(0, 3), (2, 7), (6, 7)]:
+        np.testing.assert_array_equal(walked._offsets(start, stop), one_by_one._offsets(start, stop))
+        np.testing.assert_array_equal(one_by_one.frames(np.arange(start, stop)), bits[start:stop])
+    assert walked._offsets(5, 8) is None and one_by_one._offsets(5, 8) is None  # frame 7 does not exist

@@ -76,19 +76,33 @@ class FrameMap:
             if kind == "contiguous":
                 return value + np.arange(start, stop, dtype=np.int64) * self.frame_bytes
             per_chunk = value
-            offsets = np.empty(stop - start, np.int64)
-            dset = None
-            for j, frame in enumerate(range(start, stop)):
-                chunk, within = divmod(frame, per_chunk)
-                base = self._chunk_offsets.get(chunk)
-                if base is None:
-                    dset = dset or self._dataset()
-                    info = dset.id.get_chunk_info_by_coord((chunk * per_chunk,) + (0,) * (len(self.shape) - 1))
-                    if info.byte_offset is None or info.size != per_chunk * self.frame_bytes:
-                        return None  # not written yet (or not a whole chunk): not cached, asked again later
-                    base = self._chunk_offsets[chunk] = int(info.byte_offset)
-                offsets[j] = base + within * self.frame_bytes
-            return offsets
+            chunks, within = np.divmod(np.arange(start, stop, dtype=np.int64), per_chunk)
+            missing = [c for c in np.unique(chunks).tolist() if c not in self._chunk_offsets]
+            if missing and not self._learn_chunks(missing, per_chunk):
+                return None  # not written yet (or not a whole chunk): asked again later
+            bases = np.array([self._chunk_offsets[c] for c in chunks.tolist()], np.int64)
+            return bases + within * self.frame_bytes
+
+    def _learn_chunks(self, missing: list[int], per_chunk: int) -> bool:
+        """Cache the file offsets of the ``missing`` chunks (by chunk index); ``False`` if any is
+        not allocated as a whole, unfiltered chunk. Where HDF5 can, every allocated chunk is listed
+        in one walk of the chunk index (a few ms for 2,000 chunks, where one lookup per chunk took
+        ~75 us: 0.15 s of a pass's CPU time, on the thread that maps the blocks)."""
+        dset = self._dataset()
+        whole = per_chunk * self.frame_bytes
+        if hasattr(dset.id, "chunk_iter"):
+            def learn(info: Any) -> None:
+                if info.byte_offset is not None and info.size == whole and not info.filter_mask:
+                    self._chunk_offsets[info.chunk_offset[0] // per_chunk] = int(info.byte_offset)
+
+            dset.id.chunk_iter(learn)
+            return all(c in self._chunk_offsets for c in missing)
+        for chunk in missing:
+            info = dset.id.get_chunk_info_by_coord((chunk * per_chunk,) + (0,) * (len(self.shape) - 1))
+            if info.byte_offset is None or info.size != whole:
+                return False
+            self._chunk_offsets[chunk] = int(info.byte_offset)
+        return True
 
     def _read_layout(self) -> tuple | None:
         import h5py
