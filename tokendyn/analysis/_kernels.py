@@ -51,6 +51,25 @@ def _prefetch(typingctx, address):  # pragma: no cover - compiled by numba
     return types.void(address), codegen
 
 
+@intrinsic
+def _wide_vectors(typingctx):  # pragma: no cover - compiled by numba
+    """Let LLVM vectorize the calling kernel with 512-bit registers where the CPU has them.
+
+    LLVM keeps to 256 bits on AVX-512 CPUs unless a function asks (``"prefer-vector-width"``); on
+    the 2-core VM (Emerald Rapids) asking took 10-20% off the co-moving, hypersphere and lattice
+    kernels, side by side. Elsewhere the attribute changes nothing. llvmlite only takes the
+    attributes it knows by name, so this string attribute goes into the function's set as text;
+    if a future llvmlite refuses it, the kernel compiles as before."""
+    def codegen(context, builder, signature, args):
+        try:
+            set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        except (AttributeError, TypeError):
+            pass
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
 @numba.njit(inline="always")
 def _prefetch_bytes(address: int, size: int) -> None:  # pragma: no cover - numba
     for offset in range(0, size, 64):
@@ -101,6 +120,7 @@ def about(frame: np.ndarray, i: int, k: int, cents: np.ndarray, t: int, origin: 
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
 def centroid_into(frame: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
     """Mean of the given rows of a stored frame, in float64, into ``out``."""
+    _wide_vectors()
     d = frame.shape[1]
     out[:] = 0.0
     for i in rows:
@@ -114,6 +134,7 @@ def centroid_into(frame: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
 def block_centroids(block: np.ndarray, rows: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
     """Centroid of ``rows`` for every frame of a stored block: (frames, dim) float64; zeros when
     ``rows`` is empty (positions about the origin)."""
+    _wide_vectors()
     m, _, d = block.shape
     out = np.zeros((m, d))
     if rows.shape[0] == 0:
@@ -127,6 +148,7 @@ def block_centroids(block: np.ndarray, rows: np.ndarray) -> np.ndarray:  # pragm
 def radius_frames(block: np.ndarray, lead: int, rows: np.ndarray, measure: int) -> np.ndarray:  # pragma: no cover
     """R(t) of the frames after the ``lead`` context frames: mean (0) or RMS (1) distance of the
     rows from their centroid, or mean norm (2)."""
+    _wide_vectors()
     m, _, d = block.shape
     out = np.empty(m - lead)
     c = np.zeros(d)
@@ -151,6 +173,7 @@ def _lattice_token(f0: np.ndarray, f1: np.ndarray, i: int) -> tuple:  # pragma: 
     """Between two stored bf16 frames, token ``i``: coordinates changed, summed |sites|, max
     |sites|, summed sites^2. Bits map to integers monotonic in value (+0 = -0 = 0); branch-free so
     that it vectorizes."""
+    _wide_vectors()
     c = np.int32(0)
     s = np.int32(0)
     big = np.int32(0)
@@ -174,6 +197,7 @@ def lattice_tokens(block: np.ndarray, lead: int, rows: np.ndarray) -> np.ndarray
     """Per frame after the context and selected token, int32: (coordinates changed, summed
     |sites|, hop: 0 still, 1 every coordinate within one site, 2 larger) since the previous
     frame; zeros for a frame with no predecessor in the block."""
+    _wide_vectors()
     m = block.shape[0]
     out = np.zeros((m - lead, rows.shape[0], 3), np.int32)
     for t in range(max(lead, 1), m):
@@ -194,6 +218,7 @@ def lattice_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, g
     the frames (positions in the selection) of its last ``depth`` moves in this block, latest
     first (-1 when fewer), with whether each was an isolated hop (one coordinate, one site), and
     with ``keep`` the per-(frame, token) array of :func:`lattice_tokens` (else an empty one)."""
+    _wide_vectors()
     m, _, d = block.shape
     sums = np.zeros((m - lead, n_groups, 3))
     last = np.full((rows.shape[0], depth), -1, np.int64)
@@ -246,6 +271,7 @@ def comoving_tokens(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
                     y0: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
     """Per frame after the context and selected token: (|y(t) - y(t-1)|, |y(t) - y0|), with
     y = x - centroid of ``ref_rows``; the step is NaN for the first frame of the selection."""
+    _wide_vectors()
     m, _, d = block.shape
     cents = block_centroids(block, ref_rows)
     out = np.empty((m - lead, rows.shape[0], 2))
@@ -281,6 +307,7 @@ def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
     displacement (NaN for the first frame of the selection), per lag and group the sums of
     ``|y(t) - y(t - lag)|^2`` and their counts, over the pairs whose later frame is in this block,
     and with ``keep`` the per-(frame, token) array of :func:`comoving_tokens` (else an empty one)."""
+    _wide_vectors()
     m, _, d = block.shape
     n = rows.shape[0]
     cents = block_centroids(block, ref_rows)
@@ -350,6 +377,7 @@ def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
 def distances(frame: np.ndarray, rows: np.ndarray, center: np.ndarray) -> np.ndarray:  # pragma: no cover
     """|x_i - center| for the given rows of a stored frame, float64."""
+    _wide_vectors()
     d = frame.shape[1]
     out = np.empty(rows.shape[0])
     for j in range(rows.shape[0]):
@@ -365,6 +393,7 @@ def distances(frame: np.ndarray, rows: np.ndarray, center: np.ndarray) -> np.nda
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
 def centered(frame: np.ndarray, rows: np.ndarray, out: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
     """The given rows of a stored frame minus their mean, float64, into ``out`` (rows, dim)."""
+    _wide_vectors()
     d = frame.shape[1]
     mean = np.empty(d)
     centroid_into(frame, rows, mean)
@@ -389,6 +418,7 @@ def angular_sums(block: np.ndarray, lead: int, start: int, sample_rows: np.ndarr
     (positions about ``cents``, or about the origin, float64, normalized, stored as float32; a zero
     vector stays zero), then every lag's cosines are float32 dot products of those: about 1e-7
     each, so means over tokens and frames hold far tighter."""
+    _wide_vectors()
     m, _, d = block.shape
     unit = np.empty((m, ANGLE_TILE, d), np.float32)
     ns = sample_rows.shape[0]
@@ -436,6 +466,7 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
     selection), the histogram of radial fractions, the sums ``acc`` = [sum a, sum a^2, sum |D|^2,
     steps, outward, inward, sum cos, sum cos^2, cosines, sum r] and, for the tokens at
     ``sample_rows``, the sums of cos(r_hat(t), r_hat(t - lag)) and their counts per lag."""
+    _wide_vectors()
     m, _, d = block.shape
     n = rows.shape[0]
     cents = block_centroids(block, center_rows)
