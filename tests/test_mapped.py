@@ -146,3 +146,42 @@ def test_chunk_offsets_without_a_chunk_walk_match(tmp_path, monkeypatch):
         np.testing.assert_array_equal(walked._offsets(start, stop), one_by_one._offsets(start, stop))
         np.testing.assert_array_equal(one_by_one.frames(np.arange(start, stop)), bits[start:stop])
     assert walked._offsets(5, 8) is None and one_by_one._offsets(5, 8) is None  # frame 7 does not exist
+
+
+@needs_populate
+def test_a_pass_holds_at_most_one_block_per_kernel_thread_and_the_next(tmp_path, monkeypatch):
+    """Mapped blocks count in the resident memory: while a pass maps its next block, only the blocks
+    still being worked on may be alive (a finished kernel's block must not linger in its thread)."""
+    import time
+    import weakref
+
+    import dask
+
+    from tokendyn.analysis._frames import stream
+
+    path = str(tmp_path / "m.h5")
+    write_movie(path, random_bf16_frames(120, 32, 8, seed=7))
+    source = StoredFrames(tokendyn.open_movie(path))
+    alive, most = [], [0]
+    original = StoredFrames.mapped
+
+    def tracked(self, frames):
+        most[0] = max(most[0], sum(ref() is not None for ref in alive) + 1)
+        block = original(self, frames)
+        if block is not None:
+            alive.append(weakref.ref(block))
+        return block
+
+    monkeypatch.setattr(StoredFrames, "mapped", tracked)
+    # the worst case, made certain: the executor's thread keeps its call (and its arguments) a
+    # moment after handing the result over
+    from concurrent.futures import thread
+
+    handed_over = thread._WorkItem.run
+    monkeypatch.setattr(thread._WorkItem, "run", lambda item: (handed_over(item), time.sleep(0.005)))
+    with dask.config.set(num_workers=2):
+        for _ in range(5):
+            out = stream(source, np.arange(120), lambda block, lead, start: int(block[lead:].sum()), per_block=2)
+    assert sum(out) == int(_read(source, np.arange(120)).sum(dtype=np.int64))
+    assert len(alive) == 5 * 60  # every block was mapped
+    assert most[0] <= 2 + 1, most[0]

@@ -249,7 +249,11 @@ def _pipeline(source: StoredFrames, frames: np.ndarray, ranges: list[tuple[int, 
     # (measured: geometry 29 s with OpenBLAS threads vs 15 s without)
     with threadpool_limits(1, user_api="blas"), \
             ThreadPoolExecutor(workers, thread_name_prefix="tokendyn-kernel") as pool:
-        def run(block: np.ndarray, lead: int, start: int) -> Any:
+        def run(holder: list, lead: int, start: int) -> Any:
+            # the block comes in a list that this empties: the executor keeps its call's arguments
+            # until after the result is out, and this thread may map the next block by then (one
+            # 192 MB block more at the hypersphere's peak RSS once mapping got fast)
+            block = holder.pop()
             # the sink's copy (and the page faults of its destination) on the kernel's thread,
             # not on this one, which reads: measured 1.1-1.7 s of a 3-6 s pass on this thread
             return sink(start, kernel(block, lead, start, *args))
@@ -280,7 +284,7 @@ def _pipeline(source: StoredFrames, frames: np.ndarray, ranges: list[tuple[int, 
                 if previous is not None:
                     done_with(idx - 1)
                 previous, uses[idx] = block, 2
-                pending.append((idx, pool.submit(run, block, lead, start)))
+                pending.append((idx, pool.submit(run, [block], lead, start)))
                 while len(pending) > workers:
                     collect()
             while pending:
