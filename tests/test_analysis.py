@@ -61,6 +61,7 @@ def test_per_token_results_from_the_pass_equal_the_lazy_ones(analysis, kwargs, w
     assert len(per_token) >= 2
     for name in per_token:
         assert isinstance(lazy[name].data, da.Array) and isinstance(held[name].data, np.ndarray), name
+        assert held[name].dtype == lazy[name].dtype, name  # one dtype, whichever way they are made
         # the same arithmetic in two kernels: equal up to the order of a float sum
         np.testing.assert_allclose(held[name].values, lazy[name].values, rtol=1e-12, atol=0, err_msg=name)
     # "auto" holds them only up to the budget

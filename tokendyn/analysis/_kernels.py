@@ -270,11 +270,12 @@ def merge_last_moves(last: np.ndarray, small: np.ndarray, block_last: np.ndarray
 def comoving_tokens(block: np.ndarray, lead: int, start: int, rows: np.ndarray, ref_rows: np.ndarray,
                     y0: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
     """Per frame after the context and selected token: (|y(t) - y(t-1)|, |y(t) - y0|), with
-    y = x - centroid of ``ref_rows``; the step is NaN for the first frame of the selection."""
+    y = x - centroid of ``ref_rows``, computed in float64 and kept as float32; the step is NaN for
+    the first frame of the selection."""
     _wide_vectors()
     m, _, d = block.shape
     cents = block_centroids(block, ref_rows)
-    out = np.empty((m - lead, rows.shape[0], 2))
+    out = np.empty((m - lead, rows.shape[0], 2), np.float32)
     for t in range(lead, m):
         f1 = block[t]
         f0 = block[max(t - 1, 0)]
@@ -324,7 +325,7 @@ def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
     steps = np.full((m - lead, n), np.nan)  # NaN at the first frame of the selection
     ring = lags.max() + 1  # rows kept per token: this frame's and the last max(lags) frames'
     y = np.empty((ring, d))
-    per = np.empty((m - lead if keep else 0, n, 2))
+    per = np.empty((m - lead if keep else 0, n, 2), np.float32)
     # token by token: each of a token's co-moving rows is decoded once into a ring of the last
     # max(lags) + 1 frames, and every lag reads its past row from there (measured 5.5-6.1 instead
     # of 8.1 s of one core per 2,000 Duckling II frames, where each lag decoded the past rows
