@@ -299,3 +299,37 @@ def test_merging_each_blocks_last_moves_keeps_the_latest():
         np.testing.assert_array_equal(last, expected_last)
         valid = expected_last >= 0
         np.testing.assert_array_equal(small[valid], expected_small[valid])
+
+
+def test_shared_centroids_are_those_each_block_would_compute(walk, monkeypatch):
+    """Blocks share their frames' centroids with the block after them (its context), whatever order
+    they run in; a copy sent elsewhere starts empty and computes its own."""
+    import pickle
+
+    from tokendyn.analysis import _kernels as K
+    from tokendyn.analysis._centroids import KEPT_BLOCKS, SharedCentroids
+    from tokendyn.analysis._frames import StoredFrames
+
+    source = StoredFrames(tokendyn.open_movie(walk))
+    bits = source.read(np.arange(source.shape[0]), np.empty(source.shape, source.dtype))
+    rows = np.arange(0, source.shape[1], 2)
+    lead, per = 3, 6
+    starts = list(range(0, bits.shape[0] - per, per))
+    computed = []
+    original = K.block_centroids
+    for order in (starts, starts[::-1]):  # in order (context known), then backwards (never known)
+        shared = SharedCentroids(rows)
+        for start in order:
+            first = max(0, start - lead)
+            block = bits[first:start + per]
+            calls = []
+            monkeypatch.setattr(K, "block_centroids", lambda b, r: calls.append(b.shape[0]) or original(b, r))
+            got = shared.of(block, start - first, start)
+            np.testing.assert_array_equal(got, original(block, rows))  # bit-identical
+            computed.append(sum(calls))
+    forward, backward = computed[:len(starts)], computed[len(starts):]
+    assert forward == [per] * len(starts)  # the context came from the block before
+    assert backward == [per + min(lead, s) for s in starts[::-1]]
+    assert len(shared._blocks) <= KEPT_BLOCKS
+    copy = pickle.loads(pickle.dumps(shared))
+    assert not copy._blocks and np.array_equal(copy.rows, rows)

@@ -298,11 +298,11 @@ def comoving_tokens(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
-def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, ref_rows: np.ndarray,
+def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, cents: np.ndarray,
                     groups: np.ndarray, n_groups: int, lags: np.ndarray, y0: np.ndarray,
                     keep: bool) -> tuple:  # pragma: no cover - numba
     """The streaming pass of the co-moving analysis over one block (context: ``max(lags)`` frames;
-    ``lags[0]`` must be 1).
+    ``lags[0]`` must be 1), given the centroid of the reference rows in every frame of the block.
 
     Returns the centroid drift per frame, per frame and group the mean, median and max of the step
     displacement (NaN for the first frame of the selection), per lag and group the sums of
@@ -311,7 +311,6 @@ def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
     _wide_vectors()
     m, _, d = block.shape
     n = rows.shape[0]
-    cents = block_centroids(block, ref_rows)
     drift = np.full(m - lead, np.nan)
     for t in range(max(lead, 1), m):
         acc = 0.0

@@ -9,6 +9,7 @@ import xarray as xr
 from tokendyn import format as fmt
 
 from . import _kernels as K
+from ._centroids import SharedCentroids
 from ._frames import StoredFrames, decoded, per_token_array, stream
 from .base import TokenSelection, annotate, class_groups, frame_coords, selection
 
@@ -29,9 +30,10 @@ def _tokens_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, re
     return K.comoving_tokens(block, lead, start, rows, ref_rows, y0)
 
 
-def _stream_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, ref_rows: np.ndarray,
+def _stream_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, centroids: SharedCentroids,
                   groups: np.ndarray, n_groups: int, lags: np.ndarray, y0: np.ndarray, keep: bool) -> tuple:
-    return K.comoving_stream(block, lead, start, rows, ref_rows, groups, n_groups, lags, y0, keep)
+    return K.comoving_stream(block, lead, start, rows, centroids.of(block, lead, start), groups, n_groups, lags,
+                             y0, keep)
 
 
 def comoving_displacement(
@@ -87,8 +89,9 @@ def comoving_displacement(
     per, collected = per_token_array(per_token, source, positions, _tokens_block, rows, ref_rows, y0,
                                      tail=(rows.size, 2), dtype=np.float32, index=4, before=1)
     # one streaming pass: centroid drift, step statistics per class, MSD sums
-    parts = stream(source, positions, _stream_block, rows, ref_rows, groups, len(names), all_lags, y0,
-                   collected is not None, before=int(all_lags.max()), progress=progress, sink=collected)
+    parts = stream(source, positions, _stream_block, rows, SharedCentroids(ref_rows), groups, len(names),
+                   all_lags, y0, collected is not None, before=int(all_lags.max()), progress=progress,
+                   sink=collected)
     drift = np.concatenate([p[0] for p in parts])
     stats = np.concatenate([p[1] for p in parts])
     sums = sum(p[2] for p in parts)
