@@ -459,11 +459,12 @@ STEP_TILE = 32  # tokens whose rows walk through a block's frames together (thei
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
-def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, center_rows: np.ndarray,
+def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, cents: np.ndarray, origin: bool,
                       sample_rows: np.ndarray, lags: np.ndarray, bins: int) -> tuple:  # pragma: no cover
     """The hypersphere walk's streaming pass over one block (context: ``max(2, max(lags))`` frames).
 
-    Positions are taken about the centroid of ``center_rows`` (the origin when empty). Returns per
+    Positions are taken about ``cents``, the centre in every frame of the block (not read when
+    ``origin``: then about the origin). Returns per
     frame (rho mean, outward fraction, mean a, mean radius change; NaN for the first frame of the
     selection), the histogram of radial fractions, the sums ``acc`` = [sum a, sum a^2, sum |D|^2,
     steps, outward, inward, sum cos, sum cos^2, cosines, sum r] and, for the tokens at
@@ -471,8 +472,6 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
     _wide_vectors()
     m, _, d = block.shape
     n = rows.shape[0]
-    cents = block_centroids(block, center_rows)
-    origin = center_rows.shape[0] == 0
     hist = np.zeros(bins, np.int64)
     acc = np.zeros(10)
     ang_sum = np.zeros(lags.shape[0])

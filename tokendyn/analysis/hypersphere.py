@@ -10,15 +10,18 @@ from scipy import stats
 from tokendyn import format as fmt
 
 from . import _kernels as K
+from ._centroids import SharedCentroids
 from ._frames import StoredFrames, stream
 from .base import TokenSelection, annotate, frame_coords, selection
 
 _BINS = 20_000  # resolution of the streamed radial-fraction histogram used for the KS test
 
 
-def _walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, center_rows: np.ndarray,
+def _walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, centre: SharedCentroids,
                 sample_rows: np.ndarray, lags: np.ndarray, bins: int) -> tuple:
-    return K.sphere_walk_block(block, lead, start, rows, center_rows, sample_rows, lags, bins)
+    origin = centre.rows.size == 0
+    cents = np.zeros((0, block.shape[2])) if origin else centre.of(block, lead, start)
+    return K.sphere_walk_block(block, lead, start, rows, cents, origin, sample_rows, lags, bins)
 
 
 def hypersphere_walk(
@@ -63,8 +66,8 @@ def hypersphere_walk(
     sampled = np.sort(np.random.default_rng(seed).choice(n, min(n, angle_tokens), replace=False))
 
     # one streaming pass; each block carries the max(2, max lag) frames before it
-    parts = stream(StoredFrames(ds), positions, _walk_block, rows, center_rows, rows[sampled], lags, _BINS,
-                   before=int(max(2, lags.max())), progress=progress)
+    parts = stream(StoredFrames(ds), positions, _walk_block, rows, SharedCentroids(center_rows), rows[sampled], lags,
+                   _BINS, before=int(max(2, lags.max())), progress=progress)
     per = np.concatenate([part[0] for part in parts])
     hist = sum(part[1] for part in parts)
     acc = sum(part[2] for part in parts)
