@@ -2,11 +2,11 @@
 
 A block carries context frames, the last frames of the block before it, and a kernel that needs
 their centroids would compute them again (the co-moving pass: 16 context frames per 32, a third
-of its centroid work, 8-10% of its kernel on a Duckling II movie). Blocks of one pass on local
-threads share what they computed; a block whose context is not known yet computes it itself, so
-the results never depend on the order the blocks ran in (each frame's centroid is the same
-arithmetic whoever computes it: bit-identical). Sent to dask.distributed workers, the object
-travels empty and each task computes its own.
+of its centroid work, 8-10% of its kernel on a Duckling II movie; the hypersphere walk about the
+centroid: 32 per 64). Blocks of one pass on local threads share what they computed; a block whose
+context is not known yet computes it itself, so the results never depend on the order the blocks
+ran in (each frame's centroid is the same arithmetic whoever computes it: bit-identical). Sent to
+dask.distributed workers, the object travels empty and each task computes its own.
 """
 from __future__ import annotations
 
