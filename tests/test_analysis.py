@@ -8,7 +8,10 @@ from tokendyn import synthetic
 from tokendyn.analysis import (cloud_geometry, comoving_displacement, find_inhale, hypersphere_walk, inhale,
                                lattice_motion)
 from tokendyn.errors import AnalysisError
-from tokendyn.format import bf16_bits_to_float32
+from tokendyn.analysis import geometry as geometry_module
+from tokendyn.format import bf16_bits_to_float32, float32_to_bf16_bits
+
+from conftest import write_movie
 
 import reference
 
@@ -229,6 +232,42 @@ def test_cloud_geometry_matches_numpy_reference(walk):
     dist = np.linalg.norm(x[t][:, None] - x[t][None], axis=2)
     np.fill_diagonal(dist, np.inf)
     assert float(out.nn_distance.values[1]) == pytest.approx(dist.min(1).mean(), rel=1e-6)
+
+
+def _elongated_movie(path, frames=6, n_tokens=400, dim=64, seed=3):
+    """A rotated bf16 cloud whose principal variances fall over 4 decades, plus a round class."""
+    rng = np.random.default_rng(seed)
+    rotation, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+    scale = np.geomspace(1.0, 1e-2, dim)
+    x = (rng.standard_normal((n_tokens, dim)) * scale) @ rotation.T + 2.0
+    x[n_tokens // 2:] = rng.standard_normal((n_tokens - n_tokens // 2, dim))
+    bits = []
+    for _ in range(frames):
+        bits.append(float32_to_bf16_bits(x.astype(np.float32)))
+        x = x + rng.normal(0, 1e-3, x.shape)
+    cls = np.repeat(np.array([0, 2], np.uint8), [n_tokens // 2, n_tokens - n_tokens // 2])
+    return write_movie(str(path), np.stack(bits), token_class=cls)
+
+
+def test_cloud_geometry_principal_variances_of_an_elongated_cloud(tmp_path, monkeypatch):
+    """Float32 covariances are used where they hold rtol 1e-6 (the round class), float64 where the
+    k-th variance is far below the first (the elongated one); float32 alone would not hold."""
+    ds = tokendyn.open_movie(_elongated_movie(tmp_path / "long.h5"))
+    x = ds.W.values.astype(np.float64)
+    k = 40
+    ref = reference.principal_variances(x, ds.token_class.values, k)
+    assert (ref[:, 0, 0] / ref[:, 0, -1]).min() > 100 and (ref[:, 1, 0] / ref[:, 1, -1]).max() < 4
+    redone = []
+    centered = geometry_module.K.centered
+    monkeypatch.setattr(geometry_module.K, "centered",
+                        lambda frame, rows, out: redone.append(rows.size) or centered(frame, rows, out))
+    out = cloud_geometry(ds, k=k, nn_frames=1)
+    np.testing.assert_allclose(out.principal_variance.values, ref, rtol=1e-6)
+    assert redone == [200] * ds.sizes["frame"]  # the elongated class, every frame; never the round one
+    monkeypatch.setattr(geometry_module, "FLOAT32_SPREAD", np.inf)
+    fast = cloud_geometry(ds, k=k, nn_frames=1).principal_variance.values
+    np.testing.assert_allclose(fast[:, 1], ref[:, 1], rtol=1e-6)
+    assert np.abs(fast[:, 0] / ref[:, 0] - 1).max() > 1e-6
 
 
 def test_cloud_geometry_on_every_tenth_frame(walk):
