@@ -9,6 +9,7 @@ import xarray as xr
 from tokendyn import format as fmt
 
 from . import _kernels as K
+from ._eigen import top_eigenvalues
 from ._frames import StoredFrames, acquire_buffer, release_buffer, decoded, stream
 from .base import TokenSelection, annotate, frame_coords, selection
 
@@ -30,13 +31,17 @@ def _geometry_block(block: np.ndarray, lead: int, start: int, ordered: np.ndarra
     m, d = block.shape[0], block.shape[2]
     n = ordered.size + extra.size
     cents = np.empty((m, d))
-    radii = np.empty((m, n))
     y = acquire_buffer(m, (ordered.size, d), np.dtype(np.float32))  # pooled: no page faults
+    radii = acquire_buffer(m, (n,), np.dtype(np.float64))
     try:
-        K.geometry_frames(block, ordered, offsets, extra, y[:m], radii, cents)
+        K.geometry_frames(block, ordered, offsets, extra, y[:m], radii[:m], cents)
         pv = _principal_variances(block, y, offsets, class_rows, k)
+        rmean = radii[:m].mean(axis=1)
+        rrms = np.sqrt((radii[:m] ** 2).mean(axis=1))
+        rq = np.quantile(radii[:m], quantiles, axis=1).T
     finally:
         release_buffer(y)
+        release_buffer(radii)
     nn = []
     for j in range(m):
         if start + j in nn_at:
@@ -46,9 +51,6 @@ def _geometry_block(block: np.ndarray, lead: int, start: int, ordered: np.ndarra
             np.fill_diagonal(dist2, np.inf)
             nn.append((start + j, np.sqrt(np.maximum(dist2.min(1), 0)).mean()))
     cnorm = np.linalg.norm(cents, axis=1)
-    rmean = radii.mean(axis=1)
-    rrms = np.sqrt((radii ** 2).mean(axis=1))
-    rq = np.quantile(radii, quantiles, axis=1).T
     return cnorm, rmean, rrms, rq, pv, nn
 
 
@@ -61,20 +63,18 @@ def _principal_variances(block: np.ndarray, y: np.ndarray, offsets: np.ndarray, 
     nc = len(class_rows)
     if nc == 0:
         return np.empty((m, 0, k))
-    covs = np.empty((m, nc, d, d))
+    pv = np.empty((m, nc, k))
     product = np.empty((d, d), np.float32)
     for j in range(m):
         for c in range(nc):
             yc = y[j, offsets[c]:offsets[c + 1]]
             np.matmul(yc.T, yc, out=product)  # BLAS syrk, without the GIL
-            np.divide(product, yc.shape[0], out=covs[j, c])
-    # one call for the whole block: LAPACK runs over the stack without the GIL (one call per
-    # matrix held it, so the second kernel thread waited: 2 threads were slower than 1)
-    pv = np.linalg.eigvalsh(covs)[..., ::-1][..., :k]
+            top_eigenvalues(product, pv[j, c])  # the top k only, in float64, without the GIL
+            pv[j, c] /= yc.shape[0]
     for j, c in zip(*np.nonzero(pv[..., 0] > FLOAT32_SPREAD * pv[..., -1])):
         rows = class_rows[c]
         xc = K.centered(block[j], rows, np.empty((rows.size, d)))
-        pv[j, c] = np.linalg.eigvalsh(xc.T @ xc / rows.size)[::-1][:k]
+        top_eigenvalues(xc.T @ xc / rows.size, pv[j, c])
     return pv
 
 
