@@ -94,7 +94,9 @@ def cloud_geometry(
     centroid of the selection), the top-``k`` principal variances of the cloud per class
     (``principal_variance(frame, class, component)``), and on ``nn_frames`` evenly spaced frames the
     mean nearest-neighbour distance (``nn_distance(nn_frame)``, on at most ``nn_tokens`` tokens).
-    One streaming pass."""
+    One streaming pass. The principal variances come from float32 covariances where those hold
+    1e-6 relative (a class whose ``k``-th variance is at least a quarter of its first), else from
+    float64 ones (see :data:`FLOAT32_SPREAD`)."""
     sub, rows, positions = selection(ds, tokens, frames, min_tokens=2)
     n_frames, n, d = len(positions), rows.size, sub.sizes[fmt.DIM_DIM]
     classes = sub[fmt.TOKEN_CLASS].values
