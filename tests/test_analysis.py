@@ -246,6 +246,7 @@ def _elongated_movie(path, frames=6, n_tokens=400, dim=64, seed=3):
         bits.append(float32_to_bf16_bits(x.astype(np.float32)))
         x = x + rng.normal(0, 1e-3, x.shape)
     cls = np.repeat(np.array([0, 2], np.uint8), [n_tokens // 2, n_tokens - n_tokens // 2])
+    cls[n_tokens // 2] = 1  # a lone dead token: in the radii and the centroid, in no class's variances
     return write_movie(str(path), np.stack(bits), token_class=cls)
 
 
@@ -263,7 +264,13 @@ def test_cloud_geometry_principal_variances_of_an_elongated_cloud(tmp_path, monk
                         lambda frame, rows, out: redone.append(rows.size) or centered(frame, rows, out))
     out = cloud_geometry(ds, k=k, nn_frames=1)
     np.testing.assert_allclose(out.principal_variance.values, ref, rtol=1e-6)
+    assert out["class"].values.tolist() == ["live", "phantom"]
     assert redone == [200] * ds.sizes["frame"]  # the elongated class, every frame; never the round one
+    centroid_norm, r_mean, r_rms, r_q = reference.geometry(x, (0.1, 0.5, 0.9))
+    np.testing.assert_allclose(out.centroid_norm.values, centroid_norm, rtol=1e-6)
+    np.testing.assert_allclose(out.radius_mean.values, r_mean, rtol=1e-6)
+    np.testing.assert_allclose(out.radius_rms.values, r_rms, rtol=1e-6)
+    np.testing.assert_allclose(out.radius_quantile.values, r_q.T, rtol=1e-6)
     monkeypatch.setattr(geometry_module, "FLOAT32_SPREAD", np.inf)
     fast = cloud_geometry(ds, k=k, nn_frames=1).principal_variance.values
     np.testing.assert_allclose(fast[:, 1], ref[:, 1], rtol=1e-6)
