@@ -11,7 +11,7 @@ from tokendyn.errors import AnalysisError
 from tokendyn.analysis import geometry as geometry_module
 from tokendyn.format import bf16_bits_to_float32, float32_to_bf16_bits
 
-from conftest import write_movie
+from conftest import random_bf16_frames, write_movie
 
 import reference
 
@@ -275,6 +275,23 @@ def test_cloud_geometry_principal_variances_of_an_elongated_cloud(tmp_path, monk
     fast = cloud_geometry(ds, k=k, nn_frames=1).principal_variance.values
     np.testing.assert_allclose(fast[:, 1], ref[:, 1], rtol=1e-6)
     assert np.abs(fast[:, 0] / ref[:, 0] - 1).max() > 1e-6
+
+
+def test_cloud_geometry_of_a_frame_with_a_nan(tmp_path):
+    """A diverged frame gives NaN where its NaN reaches (the radii, its class's variances), and
+    the other frames and classes are untouched."""
+    bits = random_bf16_frames(6, n_tokens=40, n_dims=8, seed=4)
+    bits[3, 30, 2] = 0x7FC0  # NaN, in a phantom token
+    cls = np.repeat(np.array([0, 2], np.uint8), [25, 15])
+    with pytest.warns(RuntimeWarning, match="1 NaN/Inf"):
+        ds = tokendyn.open_movie(write_movie(str(tmp_path / "nan.h5"), bits, token_class=cls))
+    out = cloud_geometry(ds, k=3, nn_frames=1)
+    pv = out.principal_variance.values
+    assert np.isnan(pv[3, 1]).all() and np.isfinite(pv[3, 0]).all() and np.isnan(out.radius_mean.values[3])
+    x = ds.W.values.astype(np.float64)
+    fine = [0, 1, 2, 4, 5]
+    np.testing.assert_allclose(pv[fine], reference.principal_variances(x[fine], cls, 3), rtol=1e-6)
+    np.testing.assert_allclose(pv[3, 0], reference.principal_variances(x[3:4, :25], cls[:25], 3)[0, 0], rtol=1e-6)
 
 
 def test_cloud_geometry_on_every_tenth_frame(walk):

@@ -57,3 +57,13 @@ def test_relative_accuracy_of_well_separated_top_eigenvalues():
     out = np.empty(10)
     top_eigenvalues(matrix, out)
     np.testing.assert_allclose(out, spectrum[:10], rtol=1e-10)
+
+
+def test_a_matrix_with_nan_or_infinity_gives_nan():
+    out = np.empty((3, 2))
+    stack = np.stack([np.eye(4), np.eye(4), np.eye(4)])
+    stack[0, 1, 2] = stack[0, 2, 1] = np.nan
+    stack[2, 3, 3] = np.inf
+    top_eigenvalues(stack, out)
+    assert np.isnan(out[0]).all() and np.isnan(out[2]).all()
+    np.testing.assert_allclose(out[1], [1.0, 1.0], rtol=1e-14)

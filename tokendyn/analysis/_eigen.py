@@ -147,7 +147,8 @@ def tridiagonal_top(diag: np.ndarray, off: np.ndarray, out: np.ndarray) -> None:
 @numba.njit(nogil=True, cache=True)
 def top_eigenvalues(matrices: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - numba
     """The ``out.shape[-1]`` largest eigenvalues, largest first, of each symmetric matrix of a
-    stack ``matrices`` (..., n, n), into ``out`` (..., k). ``matrices`` is left as it was."""
+    stack ``matrices`` (..., n, n), into ``out`` (..., k); NaN for a matrix with a NaN or an
+    infinity (a frame of a diverged run). ``matrices`` is left as it was."""
     n = matrices.shape[-1]
     flat = matrices.reshape((-1, n, n))
     top = out.reshape((-1, out.shape[-1]))
@@ -156,5 +157,8 @@ def top_eigenvalues(matrices: np.ndarray, out: np.ndarray) -> None:  # pragma: n
     off = np.empty(max(n - 1, 0))
     for s in range(flat.shape[0]):
         work[:] = flat[s]
+        if not np.all(np.isfinite(work)):
+            top[s] = np.nan
+            continue
         tridiagonalize(work, diag, off)
         tridiagonal_top(diag, off, top[s])
