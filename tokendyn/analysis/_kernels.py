@@ -455,13 +455,8 @@ def geometry_frames(block: np.ndarray, ordered: np.ndarray, offsets: np.ndarray,
                     dv = v - g[k]
                     acc += dv * dv
                 radii[t, j] = np.sqrt(acc)
-        for e in range(extra.shape[0]):
-            i = extra[e]
-            acc = 0.0
-            for k in range(d):
-                dv = value(frame, i, k) - g[k]
-                acc += dv * dv
-            radii[t, n_ordered + e] = np.sqrt(acc)
+        if extra.shape[0]:
+            radii[t, n_ordered:] = distances(frame, extra, g)
 
 
 ANGLE_TILE = 32  # sampled tokens whose unit vectors over a block are held at once (L2-sized)
