@@ -304,6 +304,21 @@ def test_cloud_geometry_on_every_tenth_frame(walk):
     np.testing.assert_array_equal(tenth.radius_mean.values, every.radius_mean.values[::10])
 
 
+def test_cloud_geometry_without_principal_variances(tmp_path, monkeypatch):
+    """k=0 gives the same radii, quantiles and centroid (here with a lone token outside the
+    classes) without computing a covariance; a k that is not a whole number >= 0 is refused."""
+    ds = tokendyn.open_movie(_elongated_movie(tmp_path / "long.h5"))
+    full = cloud_geometry(ds, k=3, nn_frames=1)
+    monkeypatch.setattr(geometry_module, "_principal_variances", lambda *a: pytest.fail("covariances computed"))
+    bare = cloud_geometry(ds, k=0, nn_frames=1)
+    assert bare.principal_variance.shape == (ds.sizes["frame"], 2, 0)
+    for name in ("centroid_norm", "radius_mean", "radius_rms", "radius_quantile", "nn_distance"):
+        np.testing.assert_array_equal(bare[name].values, full[name].values, err_msg=name)
+    for k in (-1, 2.5, True):
+        with pytest.raises(AnalysisError, match="long.h5: cloud_geometry's k must be a whole number"):
+            cloud_geometry(ds, k=k)
+
+
 def test_token_and_frame_selection(walk):
     ds = tokendyn.open_movie(walk)
     out = comoving_displacement(ds, tokens=[0, 5, 9], frames=(10, 30), lags=None)

@@ -418,7 +418,8 @@ def geometry_frames(block: np.ndarray, ordered: np.ndarray, offsets: np.ndarray,
     frame ``t``: ``cents[t]`` = the centroid of all those rows (float64), ``radii[t]`` = each
     row's distance from it (``ordered``'s rows first, then ``extra``'s), and ``y[t]`` = each of
     ``ordered``'s rows minus its class's centroid, computed in float64 and rounded to float32
-    (for the principal variances: see :mod:`tokendyn.analysis.geometry`)."""
+    (for the principal variances: see :mod:`tokendyn.analysis.geometry`; not written when ``y``
+    holds no rows)."""
     _wide_vectors()
     m, _, d = block.shape
     nc = offsets.shape[0] - 1
@@ -444,7 +445,9 @@ def geometry_frames(block: np.ndarray, ordered: np.ndarray, offsets: np.ndarray,
         for k in range(d):
             g[k] /= n
             cents[t, k] = g[k]
-        for c in range(nc):
+        if y.shape[1] == 0:
+            radii[t, :n_ordered] = distances(frame, ordered, g)
+        for c in range(nc if y.shape[1] else 0):
             cc = sums[c]
             for j in range(offsets[c], offsets[c + 1]):
                 i = ordered[j]

@@ -7,6 +7,7 @@ import numpy as np
 import xarray as xr
 
 from tokendyn import format as fmt
+from tokendyn.errors import AnalysisError
 
 from . import _kernels as K
 from ._eigen import top_eigenvalues
@@ -31,11 +32,12 @@ def _geometry_block(block: np.ndarray, lead: int, start: int, ordered: np.ndarra
     m, d = block.shape[0], block.shape[2]
     n = ordered.size + extra.size
     cents = np.empty((m, d))
-    y = acquire_buffer(m, (ordered.size, d), np.dtype(np.float32))  # pooled: no page faults
+    # pooled: no page faults; with k = 0 no principal variances, so no centred positions either
+    y = acquire_buffer(m, (ordered.size if k else 0, d), np.dtype(np.float32))
     radii = acquire_buffer(m, (n,), np.dtype(np.float64))
     try:
         K.geometry_frames(block, ordered, offsets, extra, y[:m], radii[:m], cents)
-        pv = _principal_variances(block, y, offsets, class_rows, k)
+        pv = _principal_variances(block, y, offsets, class_rows, k) if k else np.empty((m, len(class_rows), 0))
         rmean = radii[:m].mean(axis=1)
         rrms = np.sqrt((radii[:m] ** 2).mean(axis=1))
         rq = np.quantile(radii[:m], quantiles, axis=1).T
@@ -96,12 +98,16 @@ def cloud_geometry(
     mean nearest-neighbour distance (``nn_distance(nn_frame)``, on at most ``nn_tokens`` tokens).
     One streaming pass. The principal variances come from float32 covariances where those hold
     1e-6 relative (a class whose ``k``-th variance is at least a quarter of its first), else from
-    float64 ones (see :data:`FLOAT32_SPREAD`)."""
+    float64 ones (see :data:`FLOAT32_SPREAD`); they are most of the cost, and ``k=0`` leaves them
+    out (``principal_variance`` then has no components)."""
     sub, rows, positions = selection(ds, tokens, frames, min_tokens=2)
     n_frames, n, d = len(positions), rows.size, sub.sizes[fmt.DIM_DIM]
     classes = sub[fmt.TOKEN_CLASS].values
     present = [(code, name) for code, name in enumerate(fmt.TOKEN_CLASSES) if (classes == code).sum() >= 2]
-    k = min(k, d)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise AnalysisError(f"cloud_geometry's k must be a whole number >= 0 (0: no principal variances), not {k!r}",
+                            ds.encoding.get("source"))
+    k = min(int(k), d)
     cnorm = np.empty(n_frames)
     rmean = np.empty(n_frames)
     rrms = np.empty(n_frames)
