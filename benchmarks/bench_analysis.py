@@ -93,12 +93,19 @@ def h5py_read_seconds(path: str) -> float:
 
 def run_ours(name: str, path: str, frames: int | None, repeats: int = 1) -> dict:
     """Time one analysis (computed and loaded) ``repeats`` times in this process, after a first
-    call on a few frames that loads its compiled kernels (timed on its own)."""
+    call on a few frames that loads its compiled kernels (timed on its own). ``name`` may carry
+    options after a colon: ``cloud_geometry:k=0``."""
+    import ast
+
     import tokendyn
     from tokendyn import analysis
 
     ds = tokendyn.open_movie(path)
+    name, _, options = name.partition(":")
     kwargs = {"hypersphere_walk": {"tokens": "all"}}.get(name, {})
+    for pair in filter(None, options.split(",")):
+        key, _, text = pair.partition("=")
+        kwargs[key] = ast.literal_eval(text)
     t0 = time.perf_counter()
     getattr(analysis, name)(ds, frames=slice(0, WARM_FRAMES), **kwargs).load()
     first_call = time.perf_counter() - t0
@@ -152,7 +159,48 @@ def run_reference(name: str, path: str, frames: int) -> dict:
     return {"seconds": time.perf_counter() - t0}
 
 
+def covariance_floor(path: str, frames: int, k: int = 5) -> dict:
+    """The principal variances' linear algebra alone, as cloud_geometry does it, on every core:
+    per frame and class, the float32 covariance by BLAS ``syrk`` (and then its top ``k``
+    eigenvalues), for ``frames`` frames, all on the centred positions of one frame already in
+    memory (no reading, decoding, centring or radii: a lower bound on cloud_geometry's time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import h5py
+    from threadpoolctl import threadpool_limits
+
+    from tokendyn.analysis._eigen import top_eigenvalues
+    from tokendyn.format import bf16_bits_to_float32
+
+    with h5py.File(path, "r") as f:
+        x = bf16_bits_to_float32(f["W"][f["W"].shape[0] // 2]).astype(np.float64)
+        classes = f["token_class"][...]
+    centred = [(x[classes == c] - x[classes == c].mean(0)).astype(np.float32)
+               for c in np.unique(classes) if (classes == c).sum() >= 2]
+    workers = os.cpu_count() or 1
+
+    def part(count: int, eigenvalues: bool) -> None:
+        product, top = np.empty((x.shape[1],) * 2, np.float32), np.empty(k)
+        for _ in range(count):
+            for y in centred:
+                np.matmul(y.T, y, out=product)
+                if eigenvalues:
+                    top_eigenvalues(product, top)
+
+    top_eigenvalues(np.eye(x.shape[1]), np.empty(k))  # load the kernel
+    out = {}
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        for label, eigenvalues in (("syrk", False), ("syrk_eig", True)):
+            shares = [frames // workers + (j < frames % workers) for j in range(workers)]
+            t0 = time.perf_counter()
+            list(pool.map(part, shares, [eigenvalues] * workers))
+            out[label] = time.perf_counter() - t0
+    return out
+
+
 def child(args: argparse.Namespace) -> None:
+    if args.child == "covariance-floor":
+        return print(json.dumps(covariance_floor(args.movie, args.child_frames)))
     if args.child_reference:
         result = run_reference(args.child, args.movie, args.ref_frames)
     else:
@@ -219,6 +267,18 @@ def main() -> None:
                          verdict=verdict(speed, 5, True)))
         rows.append(emit(figure=f"{name} peak RSS (MB)", value=ours["peak_rss_mb"], target="< 1536",
                          verdict=verdict(ours["peak_rss_mb"], 1536, False)))
+        if name == "cloud_geometry":  # what limits it: the principal variances (see RESULTS' notes)
+            bare = in_subprocess("--child", "cloud_geometry:k=0", "--movie", args.movie, *repeats)
+            rows.append(emit(figure="cloud_geometry with k=0 (no principal variances) time / h5py read",
+                             value=bare["seconds"] / read_s, seconds=bare["seconds"], runs=bare["all_seconds"],
+                             target="(context)", verdict="-"))
+            floor = in_subprocess("--child", "covariance-floor", "--movie", args.movie,
+                                  "--child-frames", str(args.frames))
+            rows.append(emit(figure="its float32 covariances (syrk) alone, one frame in memory, all cores / h5py read",
+                             value=floor["syrk"] / read_s, seconds=floor["syrk"], target="(context)", verdict="-"))
+            rows.append(emit(figure="its covariances and their top-5 eigenvalues alone, likewise / h5py read",
+                             value=floor["syrk_eig"] / read_s, seconds=floor["syrk_eig"], target="(context)",
+                             verdict="-"))
     rows.insert(0, emit(figure="h5py sequential read of W (median of all)", value=float(np.median(reads)),
                         seconds=float(np.median(reads)), runs=reads, target="(baseline)", verdict="-", gb=size_gb))
     table = "\n".join(f"| {r['figure']} | {r['value']:.3g} | {r['target']} | {r['verdict']} |" for r in rows)
@@ -230,7 +290,10 @@ cache warm ({"its pages locked in memory for the whole run" if held is not None 
 untimed first call on {WARM_FRAMES} frames (its time is given: numba loading the kernels), the median
 reported; the h5py read of W is timed {args.repeats} times right before each analysis and its median is
 that analysis's baseline (all reads: {min(reads):.2f}-{max(reads):.2f} s). numpy references (float64,
-`tests/reference.py`) and ours timed on the first {args.ref_frames} frames for the speed ratio.
+`tests/reference.py`) and ours timed on the first {args.ref_frames} frames for the speed ratio. Below
+cloud_geometry, what limits it: the same pass with `k=0` (no principal variances), and the principal
+variances' linear algebra alone (`covariance_floor`: per frame and class the float32 `syrk`, then also
+the top-5 eigenvalues, on one frame's centred positions held in memory, all cores: a lower bound).
 
 | figure | value | target | verdict |
 |---|---|---|---|
