@@ -447,17 +447,18 @@ def geometry_frames(block: np.ndarray, ordered: np.ndarray, offsets: np.ndarray,
             cents[t, k] = g[k]
         if y.shape[1] == 0:
             radii[t, :n_ordered] = distances(frame, ordered, g)
-        for c in range(nc if y.shape[1] else 0):
-            cc = sums[c]
-            for j in range(offsets[c], offsets[c + 1]):
-                i = ordered[j]
-                acc = 0.0
-                for k in range(d):
-                    v = value(frame, i, k)
-                    y[t, j, k] = np.float32(v - cc[k])
-                    dv = v - g[k]
-                    acc += dv * dv
-                radii[t, j] = np.sqrt(acc)
+        else:
+            for c in range(nc):
+                cc = sums[c]
+                for j in range(offsets[c], offsets[c + 1]):
+                    i = ordered[j]
+                    acc = 0.0
+                    for k in range(d):
+                        v = value(frame, i, k)
+                        y[t, j, k] = np.float32(v - cc[k])
+                        dv = v - g[k]
+                        acc += dv * dv
+                    radii[t, j] = np.sqrt(acc)
         if extra.shape[0]:
             radii[t, n_ordered:] = distances(frame, extra, g)
 
