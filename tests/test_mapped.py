@@ -185,3 +185,57 @@ def test_a_pass_holds_at_most_one_block_per_kernel_thread_and_the_next(tmp_path,
     assert sum(out) == int(_read(source, np.arange(120)).sum(dtype=np.int64))
     assert len(alive) == 5 * 60  # every block was mapped
     assert most[0] <= 2 + 1, most[0]
+
+
+@needs_populate
+@pytest.mark.parametrize("budget_blocks, most_allowed", [(4, 4), (2, 2), (100, 9)])
+def test_a_pass_on_many_cores_holds_no_more_block_bytes_than_its_budget(tmp_path, monkeypatch, budget_blocks,
+                                                                         most_allowed):
+    """With one block per core, a many-core machine held 17 of the hypersphere's 192 MiB blocks
+    (peak RSS 3.8 GB on 16 cores): the blocks alive at once must fit IN_FLIGHT_BYTES (fewer kernels
+    run at once), down to one kernel and the block mapped next; where they fit, every core works."""
+    import time
+    import weakref
+
+    import dask
+
+    from tokendyn.analysis import _frames
+    from tokendyn.analysis._frames import stream
+
+    path = str(tmp_path / "m.h5")
+    write_movie(path, random_bf16_frames(120, 32, 8, seed=7))
+    source = StoredFrames(tokendyn.open_movie(path))
+    block_bytes = (2 + 1) * source.frame_bytes  # per_block=2 frames and one frame of context
+    monkeypatch.setattr(_frames, "IN_FLIGHT_BYTES", budget_blocks * block_bytes)
+    alive, most = [], [0]
+    original = StoredFrames.mapped
+
+    def tracked(self, frames):
+        most[0] = max(most[0], sum(ref() is not None for ref in alive) + 1)
+        block = original(self, frames)
+        alive.append(weakref.ref(block))
+        return block
+
+    def kernel(block, lead, start):
+        time.sleep(0.003)  # long enough for every thread to get a block
+        return int(block[lead:].sum())
+
+    monkeypatch.setattr(StoredFrames, "mapped", tracked)
+    with dask.config.set(num_workers=8):
+        out = stream(source, np.arange(120), kernel, per_block=2, before=1)
+    assert sum(out) == int(_read(source, np.arange(120)).sum(dtype=np.int64))
+    assert len(alive) == 60
+    if budget_blocks < 100:
+        assert most[0] <= most_allowed, most[0]
+    else:  # no cap in the way: up to 8 kernels and the next block (the counting does see more than 4)
+        assert 4 < most[0] <= most_allowed, most[0]
+
+
+def test_kernels_in_flight_keeps_every_core_busy_while_blocks_fit():
+    from tokendyn.analysis._frames import IN_FLIGHT_BYTES, kernels_in_flight
+
+    mib = 2**20
+    assert kernels_in_flight(2, 192 * mib) == 2  # the hypersphere's blocks on 2 cores: as before
+    assert kernels_in_flight(16, 192 * mib) == IN_FLIGHT_BYTES // (192 * mib) - 1
+    assert kernels_in_flight(16, 10 * mib) == 16
+    assert kernels_in_flight(16, 2 * IN_FLIGHT_BYTES) == 1  # one block larger than the budget: one at a time
