@@ -10,6 +10,7 @@ first ``--ref-frames`` frames and speeds are compared per frame.
 
     python benchmarks/bench_analysis.py [--movie /tmp/d2-bench.h5] [--frames 2000] [--ref-frames 100]
                                         [--repeats 3] [--analyses inhale,lattice_motion]
+                                        [--section analysis]
 """
 from __future__ import annotations
 
@@ -221,6 +222,8 @@ def main() -> None:
     ap.add_argument("--ref-frames", type=int, default=100)
     ap.add_argument("--analyses", default=",".join(ANALYSES))
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per figure; the median is reported")
+    ap.add_argument("--section", default="analysis",
+                    help="the section of RESULTS.md to write (another machine's figures get their own)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-reference", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child-frames", type=int, default=None, help=argparse.SUPPRESS)
@@ -282,8 +285,9 @@ def main() -> None:
     rows.insert(0, emit(figure="h5py sequential read of W (median of all)", value=float(np.median(reads)),
                         seconds=float(np.median(reads)), runs=reads, target="(baseline)", verdict="-", gb=size_gb))
     table = "\n".join(f"| {r['figure']} | {r['value']:.3g} | {r['target']} | {r['verdict']} |" for r in rows)
-    update_section("analysis", f"""
-## Analyses (`benchmarks/bench_analysis.py`)
+    title = "" if args.section == "analysis" else f", `--section {args.section}`"
+    update_section(args.section, f"""
+## Analyses (`benchmarks/bench_analysis.py`{title})
 
 {machine()}. Movie: {args.frames} frames x {N_LIVE + N_PHANTOM} tokens x {DIM} bf16, {size_gb:.2f} GB, page
 cache warm ({"its pages locked in memory for the whole run" if held is not None else "not locked in memory"}). Each analysis in its own process (peak RSS is its own), timed {args.repeats} times after an
