@@ -148,20 +148,11 @@ def test_chunk_offsets_without_a_chunk_walk_match(tmp_path, monkeypatch):
     assert walked._offsets(5, 8) is None and one_by_one._offsets(5, 8) is None  # frame 7 does not exist
 
 
-@needs_populate
-def test_a_pass_holds_at_most_one_block_per_kernel_thread_and_the_next(tmp_path, monkeypatch):
-    """Mapped blocks count in the resident memory: while a pass maps its next block, only the blocks
-    still being worked on may be alive (a finished kernel's block must not linger in its thread)."""
-    import time
+def _count_blocks_held(monkeypatch) -> tuple[list, list]:
+    """Weak references to every block mapped, and (in a list of one) the most blocks alive at once,
+    the one being mapped included, counted as each block is mapped."""
     import weakref
 
-    import dask
-
-    from tokendyn.analysis._frames import stream
-
-    path = str(tmp_path / "m.h5")
-    write_movie(path, random_bf16_frames(120, 32, 8, seed=7))
-    source = StoredFrames(tokendyn.open_movie(path))
     alive, most = [], [0]
     original = StoredFrames.mapped
 
@@ -173,6 +164,23 @@ def test_a_pass_holds_at_most_one_block_per_kernel_thread_and_the_next(tmp_path,
         return block
 
     monkeypatch.setattr(StoredFrames, "mapped", tracked)
+    return alive, most
+
+
+@needs_populate
+def test_a_pass_holds_at_most_one_block_per_kernel_thread_and_the_next(tmp_path, monkeypatch):
+    """Mapped blocks count in the resident memory: while a pass maps its next block, only the blocks
+    still being worked on may be alive (a finished kernel's block must not linger in its thread)."""
+    import time
+
+    import dask
+
+    from tokendyn.analysis._frames import stream
+
+    path = str(tmp_path / "m.h5")
+    write_movie(path, random_bf16_frames(120, 32, 8, seed=7))
+    source = StoredFrames(tokendyn.open_movie(path))
+    alive, most = _count_blocks_held(monkeypatch)
     # the worst case, made certain: the executor's thread keeps its call (and its arguments) a
     # moment after handing the result over
     from concurrent.futures import thread
@@ -195,7 +203,6 @@ def test_a_pass_on_many_cores_holds_no_more_block_bytes_than_its_budget(tmp_path
     (peak RSS 3.8 GB on 16 cores): the blocks alive at once must fit IN_FLIGHT_BYTES (fewer kernels
     run at once), down to one kernel and the block mapped next; where they fit, every core works."""
     import time
-    import weakref
 
     import dask
 
@@ -207,20 +214,12 @@ def test_a_pass_on_many_cores_holds_no_more_block_bytes_than_its_budget(tmp_path
     source = StoredFrames(tokendyn.open_movie(path))
     block_bytes = (2 + 1) * source.frame_bytes  # per_block=2 frames and one frame of context
     monkeypatch.setattr(_frames, "IN_FLIGHT_BYTES", budget_blocks * block_bytes)
-    alive, most = [], [0]
-    original = StoredFrames.mapped
-
-    def tracked(self, frames):
-        most[0] = max(most[0], sum(ref() is not None for ref in alive) + 1)
-        block = original(self, frames)
-        alive.append(weakref.ref(block))
-        return block
+    alive, most = _count_blocks_held(monkeypatch)
 
     def kernel(block, lead, start):
         time.sleep(0.003)  # long enough for every thread to get a block
         return int(block[lead:].sum())
 
-    monkeypatch.setattr(StoredFrames, "mapped", tracked)
     with dask.config.set(num_workers=8):
         out = stream(source, np.arange(120), kernel, per_block=2, before=1)
     assert sum(out) == int(_read(source, np.arange(120)).sum(dtype=np.int64))
