@@ -32,7 +32,8 @@ def update_section(name: str, markdown: str) -> None:
     """Replace (or append) the section ``name`` of RESULTS.md, keeping the other scripts' sections."""
     begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
     block = f"{begin}\n{markdown.strip()}\n{end}"
-    text = open(RESULTS).read() if os.path.exists(RESULTS) else "# Benchmark results\n\nEach section is written by the script it names, from a real run.\n"
+    fresh = "# Benchmark results\n\nEach section is written by the script it names, from a real run.\n"
+    text = open(RESULTS).read() if os.path.exists(RESULTS) else fresh
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     with open(RESULTS, "w") as fh:

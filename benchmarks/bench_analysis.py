@@ -39,8 +39,8 @@ def make_movie(path: str, frames: int, seed: int = 0) -> None:
     slowly, and the tokens freeze one after another on the lattice."""
     from tqdm.auto import tqdm
 
-    from recorder import Recorder
     from tokendyn.format import BF16Bits
+    from tokendyn.recorder import Recorder
 
     rng = np.random.default_rng(seed)
     n = N_LIVE + N_PHANTOM
@@ -290,7 +290,8 @@ def main() -> None:
 ## Analyses (`benchmarks/bench_analysis.py`{title})
 
 {machine()}. Movie: {args.frames} frames x {N_LIVE + N_PHANTOM} tokens x {DIM} bf16, {size_gb:.2f} GB, page
-cache warm ({"its pages locked in memory for the whole run" if held is not None else "not locked in memory"}). Each analysis in its own process (peak RSS is its own), timed {args.repeats} times after an
+cache warm ({"its pages locked in memory for the whole run" if held is not None else "not locked in memory"}). Each \
+analysis in its own process (peak RSS is its own), timed {args.repeats} times after an
 untimed first call on {WARM_FRAMES} frames (its time is given: numba loading the kernels), the median
 reported; the h5py read of W is timed {args.repeats} times right before each analysis and its median is
 that analysis's baseline (all reads: {min(reads):.2f}-{max(reads):.2f} s). numpy references (float64,

@@ -16,14 +16,14 @@ import tempfile
 import time
 
 import h5py
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import tokendyn  # noqa: E402
-import tokendyn.io  # noqa: E402,F401  (import xarray/dask before timing)
-from recorder import Recorder  # noqa: E402
 from _results import emit, machine, update_section, verdict  # noqa: E402
+
+import tokendyn  # noqa: E402
+import tokendyn.sources.dataset  # noqa: E402,F401  (import xarray/dask before timing)
+from tokendyn.recorder import Recorder  # noqa: E402
 
 V, D = 8192, 128
 
@@ -127,7 +127,7 @@ def main() -> None:
                             verdict=verdict(ratio, 0.7, True), ours_MBps=ours_mbs, tofile_MBps=raw_mbs,
                             disk_bytes_per_frame=os.path.getsize(movie) / n))
         growth = rss_end - rss_200
-        figures.append(emit(figure="peak RSS growth 200 -> %d frames (MB)" % n, value=growth, target="< 50",
+        figures.append(emit(figure=f"peak RSS growth 200 -> {n} frames (MB)", value=growth, target="< 50",
                             verdict=verdict(growth, 50, False), rss_200_MB=rss_200, rss_end_MB=rss_end))
 
         # 2. reading: a full pass (per-frame mean) through open_movie vs raw h5py; best of 3

@@ -18,8 +18,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _results import emit, machine, update_section, verdict  # noqa: E402
-from trainers import from_preset, train  # noqa: E402
-from trainers.optim import PureBF16AdamW, param_groups  # noqa: E402
+
+from tokendyn.trainers import from_preset, train  # noqa: E402
+from tokendyn.trainers.optim import PureBF16AdamW, param_groups  # noqa: E402
 
 
 def hf_steps_per_second(cfg, vocab_rows: int, device: torch.device, steps: int, warmup: int) -> float:

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import tokendyn
-from tokendyn.player import project
+from tokendyn.surfaces.player import project
 
 path = os.path.join(tempfile.mkdtemp(), "tiny.h5")
 tokendyn.train("tiny", out=path, steps=200, progress=False, sample_tokens=0, log=lambda s: None)

@@ -5,8 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-from recorder import Recorder
 from tokendyn.format import BF16Bits, float32_to_bf16_bits
+from tokendyn.recorder import Recorder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,5 +52,5 @@ def run_py(code, timeout=120, **kw):
 
 
 def run_cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "tokendyn.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tokendyn.surfaces.cli", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT)

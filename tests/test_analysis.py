@@ -1,19 +1,23 @@
 """Analyses against planted ground truth (tokendyn.synthetic) and float64 numpy references."""
 import numpy as np
 import pytest
+import reference
+from conftest import random_bf16_frames, write_movie
 from scipy import stats
 
 import tokendyn
 from tokendyn import synthetic
-from tokendyn.analysis import (cloud_geometry, comoving_displacement, find_inhale, hypersphere_walk, inhale,
-                               lattice_motion)
-from tokendyn.errors import AnalysisError
+from tokendyn.analysis import (
+    cloud_geometry,
+    comoving_displacement,
+    find_inhale,
+    hypersphere_walk,
+    inhale,
+    lattice_motion,
+)
 from tokendyn.analysis import geometry as geometry_module
-from tokendyn.format import bf16_bits_to_float32, float32_to_bf16_bits
-
-from conftest import random_bf16_frames, write_movie
-
-import reference
+from tokendyn.errors import AnalysisError
+from tokendyn.format import float32_to_bf16_bits
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +55,7 @@ def test_comoving_is_lazy_per_frame(walk):
                                              (lattice_motion, {})])
 def test_per_token_results_from_the_pass_equal_the_lazy_ones(analysis, kwargs, walk, tmp_path, monkeypatch):
     import dask.array as da
+
     from tokendyn.analysis import _frames
 
     path = walk
@@ -115,8 +120,8 @@ def test_lattice_motion_finds_planted_freezes_exactly(tmp_path):
 
 
 def test_lattice_tolerance_ignores_isolated_hops(tmp_path):
-    from recorder import Recorder
     from tokendyn.format import BF16Bits
+    from tokendyn.recorder import Recorder
     base = np.full((2, 4), 0x3C00, np.uint16)
     frames = [base.copy() for _ in range(10)]
     for t in range(1, 4):
@@ -401,7 +406,7 @@ def test_shared_centroids_are_those_each_block_would_compute(walk, monkeypatch):
             first = max(0, start - lead)
             block = bits[first:start + per]
             calls = []
-            monkeypatch.setattr(K, "block_centroids", lambda b, r: calls.append(b.shape[0]) or original(b, r))
+            monkeypatch.setattr(K, "block_centroids", lambda b, r, calls=calls: calls.append(b.shape[0]) or original(b, r))
             got = shared.of(block, start - first, start)
             np.testing.assert_array_equal(got, original(block, rows))  # bit-identical
             computed.append(sum(calls))

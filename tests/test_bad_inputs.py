@@ -1,16 +1,14 @@
 """Every bad input gets a tokendyn exception naming the file, and a clean CLI error."""
 import os
 import shutil
-import warnings
 
 import h5py
 import numpy as np
 import pytest
+from conftest import random_bf16_frames, run_cli, write_movie
 
 import tokendyn
 from tokendyn.errors import MovieError, MovieFormatError, MovieVersionError
-
-from conftest import random_bf16_frames, run_cli, write_movie
 
 
 def _mutate(src, dst, fn):

@@ -10,9 +10,9 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 import tokendyn  # noqa: E402
-from recorder import Recorder  # noqa: E402
-from trainers import GPT, from_preset, train  # noqa: E402
-from trainers.graphed import GraphedStep, make_capturable_optimizer  # noqa: E402
+from tokendyn.recorder import Recorder  # noqa: E402
+from tokendyn.trainers import GPT, from_preset, train  # noqa: E402
+from tokendyn.trainers.graphed import GraphedStep, make_capturable_optimizer  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -155,7 +155,8 @@ def test_gpu_frames_keep_buffered_writes_unless_told(tmp_path, direct):
     """Buffered writes outran the H100 machine's disk, so frames from a GPU skip O_DIRECT by
     default; ``direct_writes=True`` still takes it (where the file system does)."""
     import h5py
-    import recorder._direct as direct_io
+
+    import tokendyn.recorder._direct as direct_io
 
     path = str(tmp_path / f"g{direct}.h5")
     w = torch.randn(256, 16, device="cuda").to(torch.bfloat16)

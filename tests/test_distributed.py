@@ -1,15 +1,12 @@
 """Scaling out: analyses on a dask.distributed cluster give the local results; zarr copies."""
-import os
 
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import random_bf16_frames, run_cli, write_movie
 
 import tokendyn
-from tokendyn import synthetic
 from tokendyn.analysis import cloud_geometry, comoving_displacement, hypersphere_walk, inhale, lattice_motion
-
-from conftest import random_bf16_frames, run_cli, write_movie
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +82,7 @@ def test_zarr_copy_opens_as_the_same_dataset_bit_for_bit_and_converts_back(bf16_
 
 def test_zarr_copy_of_a_float32_untied_movie(tmp_path):
     pytest.importorskip("zarr")
-    from recorder import Recorder
+    from tokendyn.recorder import Recorder
 
     path = str(tmp_path / "f.h5")
     rng = np.random.default_rng(0)
@@ -93,7 +90,7 @@ def test_zarr_copy_of_a_float32_untied_movie(tmp_path):
         for s in range(5):
             rec.capture(s * 10, W=rng.normal(size=(12, 4)).astype(np.float32),
                         E=rng.normal(size=(12, 4)).astype(np.float32), loss=float(s))
-    from tokendyn.zarr_store import to_zarr
+    from tokendyn.tools.convert import to_zarr
 
     z = to_zarr(path, tmp_path / "f.zarr")
     a, b = tokendyn.open_movie(path), tokendyn.open_movie(z)

@@ -4,12 +4,11 @@ import pickle
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import random_bf16_frames, run_cli, write_movie
 
 import tokendyn
-from tokendyn import io as tio
+from tokendyn.sources import dataset as tio
 from tokendyn.format import bf16_bits_to_float32
-
-from conftest import random_bf16_frames, run_cli, write_movie
 
 
 def test_open_movie_structure(movie):
@@ -72,7 +71,7 @@ def test_trailing_incomplete_frames_are_dropped(tmp_path):
 
 
 def test_float32_movie_has_no_bits_variable(tmp_path):
-    from recorder import Recorder
+    from tokendyn.recorder import Recorder
     with Recorder(tmp_path / "f.h5") as rec:
         rec.capture(0, W=np.ones((4, 3), np.float32))
     ds = tokendyn.open_movie(tmp_path / "f.h5")

@@ -6,13 +6,12 @@ import pickle
 import h5py
 import numpy as np
 import pytest
+from conftest import random_bf16_frames, write_movie
 
 import tokendyn
 from tokendyn import synthetic
 from tokendyn.analysis import cloud_geometry, comoving_displacement, inhale, lattice_motion
 from tokendyn.analysis._frames import StoredFrames
-
-from conftest import random_bf16_frames, write_movie
 
 needs_populate = pytest.mark.skipif(not hasattr(mmap, "MAP_POPULATE"), reason="maps only where MAP_POPULATE exists")
 
@@ -29,7 +28,7 @@ def test_mapped_frames_equal_hdf5_reads(tmp_path, dtype):
     if dtype == "bf16":
         write_movie(path, bits)
     else:
-        from recorder import Recorder
+        from tokendyn.recorder import Recorder
         with Recorder(path, token_class=np.zeros(48, np.uint8)) as rec:
             for t, frame in enumerate(bits):
                 rec.capture(t, W=tokendyn.format.bf16_bits_to_float32(frame) * np.float32(1.1))
@@ -93,7 +92,7 @@ def test_analyses_agree_whether_frames_are_mapped_or_read(tmp_path, monkeypatch,
 
 @needs_populate
 def test_frames_not_yet_written_are_mapped_once_they_are(tmp_path):
-    from recorder import Recorder
+    from tokendyn.recorder import Recorder
 
     path = str(tmp_path / "live.h5")
     bits = random_bf16_frames(6, 16, 4, seed=1)

@@ -1,4 +1,3 @@
-import json
 import os
 import signal
 import subprocess
@@ -8,13 +7,12 @@ import time
 import h5py
 import numpy as np
 import pytest
+from conftest import ROOT, random_bf16_frames, run_py, write_movie
 
 import tokendyn
-from recorder import DenseThenSparse, Every, Recorder, Steps, parse_schedule
 from tokendyn.errors import RecorderError
 from tokendyn.format import BF16Bits
-
-from conftest import ROOT, random_bf16_frames, run_py, write_movie
+from tokendyn.recorder import DenseThenSparse, Every, Recorder, Steps, parse_schedule
 
 torch = pytest.importorskip("torch")
 
@@ -105,9 +103,8 @@ def test_refuses_to_overwrite_and_bad_usage(tmp_path):
             rec.capture(3, W=W, accuracy=0.5)
         with pytest.raises(RecorderError, match="records"):
             rec.capture(4, W=W, E=W)
-    with pytest.raises(RecorderError, match="dtype torch.int64"):
-        with Recorder(tmp_path / "i.h5") as rec:
-            rec.capture(0, W=torch.zeros(3, 3, dtype=torch.int64))
+    with pytest.raises(RecorderError, match="dtype torch.int64"), Recorder(tmp_path / "i.h5") as rec:
+        rec.capture(0, W=torch.zeros(3, 3, dtype=torch.int64))
     with pytest.raises(RecorderError, match="2-D"):
         Recorder(tmp_path / "d.h5").capture(0, W=torch.zeros(3))
     with pytest.raises(RecorderError, match="does not exist"):
@@ -184,7 +181,7 @@ def test_writer_error_surfaces_on_next_call(tmp_path, monkeypatch):
 _KILLED_WRITER = r"""
 import sys, time, numpy as np
 sys.path.insert(0, 'tests')
-from recorder import Recorder
+from tokendyn.recorder import Recorder
 from tokendyn.format import BF16Bits
 from conftest import random_bf16_frames
 frames = random_bf16_frames(400, 256, 32, seed=5)
@@ -234,7 +231,7 @@ def test_sigkill_keeps_every_flushed_frame(tmp_path):
 
 _FULL_DISK_WRITER = r"""
 import sys, numpy as np
-from recorder import Recorder
+from tokendyn.recorder import Recorder
 from tokendyn.errors import RecorderError
 rec = Recorder(sys.argv[1], flush_every=2, reserve_bytes=2_000_000)
 if sys.argv[2] == "hard":  # no early stop: let HDF5 itself hit ENOSPC
@@ -288,7 +285,7 @@ def test_full_disk_gives_clear_error_and_valid_file(tmp_path, mode, fs):
 
 _LIVE_WRITER = r"""
 import sys, time, numpy as np
-from recorder import Recorder
+from tokendyn.recorder import Recorder
 rec = Recorder(sys.argv[1], flush_every=1)
 for i in range(60):
     rec.capture(i, W=np.full((64, 8), float(i), np.float32), loss=float(i))
@@ -348,7 +345,7 @@ def test_frames_of_w_lie_one_after_another_in_the_file(tmp_path):
 
 @pytest.mark.parametrize("direct", [None, False])
 def test_host_frames_go_straight_to_disk_unless_told_not_to(tmp_path, direct):
-    import recorder._direct as direct_io
+    import tokendyn.recorder._direct as direct_io
 
     path = str(tmp_path / f"d{direct}.h5")
     bits = random_bf16_frames(6, 256, 16, seed=3)
@@ -362,7 +359,7 @@ def test_host_frames_go_straight_to_disk_unless_told_not_to(tmp_path, direct):
 
 
 def test_frames_of_other_sizes_are_not_aligned_apart_and_resumed_movies_keep_direct_writes(tmp_path):
-    import recorder._direct as direct_io
+    import tokendyn.recorder._direct as direct_io
 
     odd = str(tmp_path / "odd.h5")  # 1000 x 16 bf16: 32,000 bytes, not a whole number of 4 KiB blocks
     with Recorder(odd, token_class=np.zeros(1000, np.uint8)) as rec:
@@ -390,7 +387,7 @@ def test_frames_of_other_sizes_are_not_aligned_apart_and_resumed_movies_keep_dir
 def test_wait_seconds_counts_the_time_capture_waits_for_a_slow_writer(tmp_path, monkeypatch):
     """With one buffer and a writer taking 0.1 s a frame, each capture after the first waits for
     it; the recorder adds that time up (the trainer reports it when it matters)."""
-    import recorder.writer as writer
+    import tokendyn.recorder.writer as writer
 
     slow = writer.Recorder._write_matrices
 

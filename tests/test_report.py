@@ -7,21 +7,20 @@ import shutil
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import random_bf16_frames, run_cli
 
 import tokendyn
 from tokendyn import synthetic
 from tokendyn.analysis import comoving_displacement, hypersphere_walk, inhale
-from tokendyn.player import play
-from tokendyn.report import write_report
-
-from conftest import ROOT, random_bf16_frames, run_cli, write_movie
+from tokendyn.surfaces.player import play
+from tokendyn.surfaces.report import write_report
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A real bf16-pure run of the tiny preset: loss, lr, live/dead/phantom tokens, lattice motion."""
     pytest.importorskip("torch")
-    from trainers import train
+    from tokendyn.trainers import train
 
     root = tmp_path_factory.mktemp("trained")
     os.environ.setdefault("TOKENDYN_CACHE", str(root / "cache"))
@@ -104,8 +103,8 @@ def test_analyse_lattice_on_a_float32_movie_is_a_clear_error(inhaling):
 
 
 def test_analyse_reads_a_movie_that_is_still_being_recorded(tmp_path):
-    from recorder import Recorder
     from tokendyn.format import BF16Bits
+    from tokendyn.recorder import Recorder
 
     frames = random_bf16_frames(30)
     path = str(tmp_path / "live.h5")
@@ -139,7 +138,7 @@ def test_report_writes_html_and_summary_with_the_headline_numbers(trained, tmp_p
 
 def test_report_progress_moves_within_each_analysis(inhaling, capsys):
     """The report's bar follows the frames each analysis streams, not only whole analyses."""
-    from tokendyn.report import _run_analyses
+    from tokendyn.surfaces.report import _run_analyses
 
     ds = tokendyn.open_movie(inhaling, chunks=20)  # 10 blocks per analysis
     results = _run_analyses(ds, None, None, progress=True)
@@ -227,7 +226,7 @@ def test_play_html_is_a_self_contained_player(trained, tmp_path):
 
 
 def test_play_projection_is_fitted_once(trained):
-    from tokendyn.player import project
+    from tokendyn.surfaces.player import project
 
     ds = tokendyn.open_movie(trained)
     a = project(ds, fit=0, max_frames=10)
@@ -253,8 +252,8 @@ def test_play_mp4_without_ffmpeg_says_so(trained, tmp_path, monkeypatch):
 
 
 def test_report_and_play_read_a_movie_that_is_still_being_recorded(tmp_path):
-    from recorder import Recorder
     from tokendyn.format import BF16Bits
+    from tokendyn.recorder import Recorder
 
     frames = random_bf16_frames(30, n_tokens=64, n_dims=8)
     cls = np.array([0] * 40 + [1] * 14 + [2] * 10, np.uint8)

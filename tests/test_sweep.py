@@ -7,10 +7,10 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("distributed")
 
-from tokendyn.errors import ConfigError  # noqa: E402
-from trainers.sweep import builtin_specs, expand, find_cliff, load_spec  # noqa: E402
-
 from conftest import run_cli  # noqa: E402
+
+from tokendyn.errors import ConfigError  # noqa: E402
+from tokendyn.runs.sweep import builtin_specs, expand, find_cliff, load_spec  # noqa: E402
 
 SPEC = """
 name: small

@@ -5,13 +5,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import run_cli  # noqa: E402
+
 import tokendyn  # noqa: E402
 from tokendyn.errors import ConfigError  # noqa: E402
-from trainers import GPT, TrainConfig, from_preset, round_to_bf16, train  # noqa: E402
-from trainers.data import Batches, build  # noqa: E402
-from trainers.optim import lr_at  # noqa: E402
-
-from conftest import run_cli  # noqa: E402
+from tokendyn.trainers import GPT, TrainConfig, from_preset, round_to_bf16, train  # noqa: E402
+from tokendyn.trainers.data import Batches, build  # noqa: E402
+from tokendyn.trainers.optim import lr_at  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +86,7 @@ def test_fused_loss_matches_the_plain_loss_and_gradients(precision, tol, tied):
     full logits; in bf16 the plain way rounds logits to bf16, the fused one computes them in fp32
     on a CPU, so they agree to bf16 precision."""
     plain_loss, plain = _loss_and_grads(False, tied, precision)
-    from trainers import loss as loss_module
+    from tokendyn.trainers import loss as loss_module
 
     rows = loss_module.CHUNK_BYTES
     loss_module.CHUNK_BYTES = 4 * 300 * 7  # 7 rows per chunk: 96 rows = 13 full chunks + 5
@@ -175,7 +175,7 @@ def test_resume_continues_without_duplicate_frames(tmp_path):
 def test_ctrl_c_stops_cleanly_with_a_valid_movie(tmp_path, monkeypatch):
     import importlib
 
-    loop = importlib.import_module("trainers.train")
+    loop = importlib.import_module("tokendyn.trainers.train")
     original = loop.lr_at
 
     def interrupting(step, **kwargs):
@@ -202,8 +202,8 @@ def test_record_schedule(tmp_path):
 def test_the_summary_says_when_recording_held_training_back(tmp_path, monkeypatch):
     """A writer slower than the loop (here 0.25 s a frame) makes captures wait; the run's summary
     says how long and what to do. A loop that outruns nothing gets no such line."""
-    import recorder.writer as writer
-    from trainers import result_text
+    import tokendyn.recorder.writer as writer
+    from tokendyn.trainers import result_text
 
     quick = train("tiny", out=str(tmp_path / "quick.h5"), progress=False, steps=20, record=10, sample_tokens=0)
     assert quick.recording_wait_seconds < 0.05 * quick.seconds
@@ -269,7 +269,7 @@ def test_unwritable_output(tmp_path):
 def test_user_corpus_folder(tmp_path):
     folder = tmp_path / "texts"
     folder.mkdir()
-    from trainers.corpus import stories
+    from tokendyn.trainers.corpus import stories
     (folder / "a.txt").write_text(stories(60_000, seed=3))
     (folder / "b.txt").write_text(stories(60_000, seed=4))
     result = train("tiny", out=str(tmp_path / "u.h5"), progress=False, steps=20, corpus=str(folder),
@@ -297,7 +297,7 @@ def test_cli_train_and_bad_config(tmp_path):
 
 
 def test_every_preset_builds_a_valid_config():
-    from trainers import PRESETS
+    from tokendyn.trainers import PRESETS
     for name in PRESETS:
         cfg = from_preset(name)
         cfg.validate()
@@ -307,8 +307,8 @@ def test_every_preset_builds_a_valid_config():
 
 
 def test_user_tokenizer_json_truncated_to_n_live_ids(tmp_path):
-    from trainers.corpus import stories
-    from trainers.tokenizer import train_char_bpe
+    from tokendyn.trainers.corpus import stories
+    from tokendyn.trainers.tokenizer import train_char_bpe
     tok = train_char_bpe([stories(200_000, seed=9)], 400, cache=False)
     path = str(tmp_path / "tokenizer.json")
     tok.tokenizer.save(path)
@@ -326,7 +326,7 @@ def test_user_tokenizer_json_truncated_to_n_live_ids(tmp_path):
 
 
 def test_device_auto_resolves_to_an_available_device():
-    from trainers import resolve_device
+    from tokendyn.trainers import resolve_device
     dev = resolve_device("auto")
     assert dev.type == ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
     if not torch.cuda.is_available():
@@ -335,7 +335,7 @@ def test_device_auto_resolves_to_an_available_device():
 
 
 def test_pure_bf16_adamw_with_a_tensor_lr_matches_a_float_lr_and_a_float64_reference():
-    from trainers.optim import PureBF16AdamW
+    from tokendyn.trainers.optim import PureBF16AdamW
 
     torch.manual_seed(0)
     p0 = torch.randn(32, 16).to(torch.bfloat16)
@@ -370,7 +370,7 @@ def _two_group_model():
 
 
 def test_flat_pure_bf16_adamw_equals_the_per_tensor_update_bit_for_bit():
-    from trainers.optim import PureBF16AdamW, param_groups
+    from tokendyn.trainers.optim import PureBF16AdamW, param_groups
 
     models = [_two_group_model(), _two_group_model()]
     opts = [PureBF16AdamW(param_groups(m, 0.1), lr=torch.tensor(3e-3), betas=(0.9, 0.95), flat=flat)
@@ -401,7 +401,7 @@ def test_flat_pure_bf16_adamw_equals_the_per_tensor_update_bit_for_bit():
 
 
 def test_flat_pure_bf16_adamw_state_survives_a_checkpoint(tmp_path):
-    from trainers.optim import PureBF16AdamW, param_groups
+    from tokendyn.trainers.optim import PureBF16AdamW, param_groups
 
     model = _two_group_model()
     opt = PureBF16AdamW(param_groups(model, 0.1), lr=1e-2)

@@ -24,21 +24,21 @@ from .errors import (
 )
 
 _LAZY = {
-    "open_movie": ("tokendyn.io", "open_movie"),
-    "refresh": ("tokendyn.io", "refresh"),
-    "info": ("tokendyn.inspect", "info"),
-    "check": ("tokendyn.inspect", "check"),
-    "repair": ("tokendyn.repair", "repair"),
-    "Recorder": ("recorder", "Recorder"),
-    "train": ("trainers", "train"),
-    "TrainConfig": ("trainers", "TrainConfig"),
+    "open_movie": ("tokendyn.sources.dataset", "open_movie"),
+    "refresh": ("tokendyn.sources.dataset", "refresh"),
+    "info": ("tokendyn.tools.inspect", "info"),
+    "check": ("tokendyn.tools.inspect", "check"),
+    "repair": ("tokendyn.tools.repair", "repair"),
+    "Recorder": ("tokendyn.recorder", "Recorder"),
+    "train": ("tokendyn.trainers", "train"),
+    "TrainConfig": ("tokendyn.trainers", "TrainConfig"),
     "analysis": ("tokendyn.analysis", None),
     "synthetic": ("tokendyn.synthetic", None),
-    "write_report": ("tokendyn.report", "write_report"),
-    "play": ("tokendyn.player", "play"),
-    "convert": ("tokendyn.zarr_store", "convert"),
-    "save_result": ("tokendyn.export", "save_result"),
-    "run_sweep": ("trainers.sweep", "run_sweep"),
+    "write_report": ("tokendyn.surfaces.report", "write_report"),
+    "play": ("tokendyn.surfaces.player", "play"),
+    "convert": ("tokendyn.tools.convert", "convert"),
+    "save_result": ("tokendyn.surfaces.export", "save_result"),
+    "run_sweep": ("tokendyn.runs.sweep", "run_sweep"),
 }
 
 __all__ = [

@@ -8,7 +8,7 @@ expands, and a global translation of any movie.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from .format import BF16Bits
 
 
 def _recorder(path: str | os.PathLike, token_class: np.ndarray | None, config: dict, overwrite: bool):
-    from recorder import Recorder
+    from tokendyn.recorder import Recorder
 
     return Recorder(path, token_class=token_class, config=config, overwrite=overwrite,
                     title=f"tokendyn synthetic: {config['model']}", flush_every=50)
@@ -129,7 +129,7 @@ def translated(src: str | os.PathLike, dst: str | os.PathLike, *, drift: float =
                overwrite: bool = False) -> np.ndarray:
     """Copy a float movie adding one translation vector per frame to every token (a random walk of
     step ``drift``); returns the translations, shape (frames, dim)."""
-    from .io import open_movie
+    from tokendyn.sources.dataset import open_movie
 
     ds = open_movie(src)
     rng = np.random.default_rng(seed)

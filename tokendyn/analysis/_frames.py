@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import dask
 import dask.array as da
@@ -121,8 +122,8 @@ class StoredFrames:
             block = self._array[frames]
             out[...] = block.compute(scheduler="sync") if isinstance(block, da.Array) else block
             return out
-        from tokendyn._h5 import h5_errors
-        from tokendyn.io import fresh_dataset
+        from tokendyn.sources.dataset import fresh_dataset
+        from tokendyn.sources.h5 import h5_errors
 
         with h5_errors(self.path):
             dset = fresh_dataset(self.path, self.swmr, self.name)

@@ -5,11 +5,10 @@ Kernels over stored frames get ``(block, lead, ...)``: the block's first ``lead`
 from __future__ import annotations
 
 import numba
+import numpy as np
+from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
-from llvmlite import ir
-import numpy as np
-
 
 # Reassociating float sums lets LLVM vectorize the reductions over a row (4x faster); results
 # move by rounding only (~1e-16 relative), and NaN/Inf semantics are kept (no "nnan"/"ninf").

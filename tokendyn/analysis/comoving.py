@@ -1,7 +1,7 @@
 """Displacement in the co-moving frame: token motion with the cloud's own drift taken out."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import xarray as xr

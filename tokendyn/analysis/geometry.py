@@ -1,7 +1,7 @@
 """The shape of the token cloud, frame by frame."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import xarray as xr
@@ -11,9 +11,8 @@ from tokendyn.errors import AnalysisError
 
 from . import _kernels as K
 from ._eigen import top_eigenvalues
-from ._frames import StoredFrames, acquire_buffer, release_buffer, decoded, stream
+from ._frames import StoredFrames, acquire_buffer, decoded, release_buffer, stream
 from .base import TokenSelection, annotate, frame_coords, selection
-
 
 # The principal variances come from float32 covariances: float64 centred values rounded to float32,
 # products summed by BLAS in float32 (syrk at 85 GFLOPS here vs 39 in float64: 1.6 vs 3.4 ms per

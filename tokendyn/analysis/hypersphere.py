@@ -1,7 +1,7 @@
 """Dead tokens as a random walk on a hypersphere: is their motion isotropic, or pushed outward?"""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import xarray as xr
@@ -49,7 +49,8 @@ def hypersphere_walk(
     test of a against 0), ``step_correlation`` mean and sd of cos(D_t, D_t+1) against 0 and 1/sqrt(d),
     ``cos_decay(lag)`` = <cos theta(tau)> against ``cos_decay_predicted`` = exp(-(d-1) D tau / r^2)
     with the fitted ``diffusion`` D (the cosine mean over a fixed random sample of ``angle_tokens``
-    tokens, drawn with ``seed``; every token when there are fewer); and a verdict: ``isotropic`` (no test rejects at ``alpha``) and
+    tokens, drawn with ``seed``; every token when there are fewer); and a verdict: ``isotropic`` (no test
+    rejects at ``alpha``) and
     ``outward_excess`` = mean a / RMS ``|D|`` (effect size; 0 under isotropy).
     """
     sub, rows, positions = selection(ds, tokens, frames, min_tokens=1, min_frames=3)

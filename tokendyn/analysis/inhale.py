@@ -1,7 +1,8 @@
 """The inhale before the sneeze: the cloud's radius contracting, in phases, before it expands."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -11,7 +12,6 @@ from tokendyn import format as fmt
 from . import _kernels as K
 from ._frames import StoredFrames, stream
 from .base import TokenSelection, annotate, frame_coords, select, selection
-
 
 _MEASURES = {"mean": 0, "rms": 1, "origin": 2}
 

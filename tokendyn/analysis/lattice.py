@@ -1,7 +1,7 @@
 """Motion on the bfloat16 lattice: gas-like hops, freezing, and the cloud's freeze onset."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import xarray as xr
@@ -107,7 +107,7 @@ def lattice_motion(
     out["frozen_fraction"] = annotate(xr.DataArray(frozen, dims=("frame", "class"), coords={"class": cls}),
                                       "fraction of tokens frozen for good", "1")
     onset = np.full((len(names), len(thresholds)), np.nan)
-    for j, name in enumerate(names):
+    for j in range(len(names)):
         for k, threshold in enumerate(thresholds):
             hit = np.flatnonzero(frozen[:, j] >= threshold)
             if hit.size:

@@ -1,11 +1,12 @@
 """The analyses by name, with their options read off their signatures (for the CLI and reports)."""
 from __future__ import annotations
 
-import ast
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tokendyn.errors import AnalysisError
+from tokendyn.keyvalue import parse_pairs
 
 from .comoving import comoving_displacement
 from .geometry import cloud_geometry
@@ -44,41 +45,14 @@ def summary_line(fn: Callable[..., Any]) -> str:
 def parse_options(fn: Callable[..., Any], pairs: list[str]) -> dict[str, Any]:
     """``["lags=(1,2,4)", "center=centroid"]`` -> keyword arguments, checked against the signature."""
     known = options(fn)
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep:
-            raise AnalysisError(f"option {pair!r} is not KEY=VALUE")
+    try:
+        out = parse_pairs(pairs, flag="-O/--option")
+    except ValueError as exc:
+        raise AnalysisError(str(exc)) from None
+    for key in out:
         if key not in known:
             raise AnalysisError(f"{fn.__name__} has no option {key!r}; its options: {', '.join(known) or 'none'}")
-        try:
-            out[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            out[key] = text  # a bare word: a string option such as center=centroid
     return out
-
-
-def parse_frames(text: str | None) -> slice | None:
-    """``"A:B"`` (either side optional) -> ``slice(A, B)``."""
-    if not text:
-        return None
-    start, sep, stop = text.partition(":")
-    try:
-        if not sep:
-            raise ValueError
-        return slice(int(start) if start.strip() else None, int(stop) if stop.strip() else None)
-    except ValueError:
-        raise AnalysisError(f"--frames takes A:B (frame indices, either may be empty), got {text!r}") from None
-
-
-def parse_tokens(text: str | None) -> Any:
-    """A class name, or comma-separated token ids."""
-    if text is None:
-        return None
-    if all(part.strip().isdigit() for part in text.split(",")):
-        return [int(part) for part in text.split(",")]
-    return text
 
 
 def help_text() -> str:

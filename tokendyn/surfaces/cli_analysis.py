@@ -1,0 +1,93 @@
+"""``tokendyn analyse``, ``report`` and ``play``."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from tokendyn.surfaces.cli_common import add_cluster, add_selection, parse_frames, parse_tokens, with_progress
+
+
+def cmd_analyse(args: argparse.Namespace) -> int:
+    from tokendyn.analysis import registry
+    from tokendyn.cluster import compute_on
+    from tokendyn.sources.dataset import open_movie
+    from tokendyn.surfaces.export import save_result
+
+    if args.name is None:
+        print(registry.help_text())
+        return 0
+    fn = registry.get(args.name)
+    kwargs: dict[str, Any] = registry.parse_options(fn, args.option or [])
+    tokens = parse_tokens(args.tokens)
+    if tokens is not None:
+        kwargs["tokens"] = tokens
+    kwargs["frames"] = parse_frames(args.frames)
+    ds = open_movie(args.movie)
+    with compute_on(args.scheduler, args.workers):
+        result = with_progress(args.name, args.quiet, fn, ds, **kwargs).load()
+    if args.output:
+        save_result(result, args.output)
+        print(f"wrote {args.output}")
+    else:
+        scalars = {k: v.item() for k, v in result.data_vars.items() if v.ndim == 0}
+        print(json.dumps({"analysis": fn.__name__, "movie": args.movie, **scalars}, indent=2, default=str))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tokendyn.cluster import compute_on
+    from tokendyn.surfaces.report import write_report
+
+    with compute_on(args.scheduler, args.workers):
+        out = write_report(args.movie, args.output, tokens=parse_tokens(args.tokens),
+                           frames=parse_frames(args.frames), progress=not args.quiet)
+    print(f"wrote {out['html']} and {out['summary']}")
+    return 0
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    from tokendyn.surfaces.player import play
+
+    trace = [int(t) for t in args.trace.split(",")] if args.trace else None
+    out = play(args.movie, args.output, tokens=parse_tokens(args.tokens) or "all",
+               frames=parse_frames(args.frames), fit=args.fit, max_frames=args.max_frames, trace=trace,
+               fps=args.fps)
+    print(f"wrote {out}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    from tokendyn.analysis import registry
+
+    p = sub.add_parser("analyse", aliases=["analyze"], help="run one analysis; save it as .nc or .csv",
+                       description="Run one analysis on a movie (also one still being recorded).",
+                       epilog=registry.help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("movie")
+    p.add_argument("name", nargs="?", help="analysis name (omit to list them)")
+    p.add_argument("-o", "--output", help="out.nc (the whole result) or out.csv (per-frame tables)")
+    p.add_argument("--option", "-O", action="append", metavar="KEY=VALUE",
+                   help="an analysis option, e.g. -O lags=(1,2,4) -O center=centroid (see the list below)")
+    add_selection(p)
+    add_cluster(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_analyse)
+
+    p = sub.add_parser("report", help="run every analysis; write a self-contained HTML report and summary.json")
+    p.add_argument("movie")
+    p.add_argument("-o", "--output", default=None, metavar="DIR", help="output folder (default: MOVIE.report/)")
+    add_selection(p)
+    add_cluster(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("play", help="animate the token cloud: self-contained HTML player, GIF or MP4")
+    p.add_argument("movie")
+    p.add_argument("-o", "--output", default=None, help="cloud.html (default), cloud.gif or cloud.mp4")
+    add_selection(p)
+    p.add_argument("--fit", default="all", help="PCA fitted once on 'all' frames or on one frame index")
+    p.add_argument("--max-frames", type=int, default=200, help="frames shown at most (evenly spaced)")
+    p.add_argument("--trace", default=None, help="comma-separated token ids to trace with their paths")
+    p.add_argument("--fps", type=int, default=12)
+    p.set_defaults(func=cmd_play)
+

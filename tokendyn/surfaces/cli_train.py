@@ -1,0 +1,73 @@
+"""``tokendyn train``: the trainer's command line (kept apart so ``info``/``check`` never import torch)."""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    register_sweep(sub)
+    p = sub.add_parser("train", help="train a tiny GPT and record its embedding matrix into a movie",
+                       description="Train a tiny GPT-style model on a corpus (default: the embedded "
+                       "story generator) and record W at every step of the schedule.")
+    p.add_argument("--preset", default="tiny", help="tiny, duckling, duckling2, goldilocks-lean, "
+                   "goldilocks-balanced, goldilocks-rich, flannel, flannel-untied (default: tiny)")
+    p.add_argument("--out", default="runs/run.h5", help="movie to write (default: runs/run.h5)")
+    p.add_argument("--steps", type=int, help="optimizer steps")
+    p.add_argument("--device", help="auto (cuda > mps > cpu), cpu, cuda, mps")
+    p.add_argument("--precision", choices=["fp32", "bf16-mixed", "bf16-pure"])
+    p.add_argument("--corpus", help="a text file or a folder of .txt files (default: embedded stories)")
+    p.add_argument("--record-every", help="record schedule: N, 'dense:K,every:M' or 'steps:a,b,c'")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--set", dest="set_values", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field (repeatable), e.g. --set lr=1e-3 --set tied=false")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing movie")
+    p.add_argument("--resume", action="store_true", help="continue the movie from its checkpoint")
+    p.add_argument("--no-summary", action="store_true", help="skip the analysis summary at the end")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tokendyn.trainers import result_text, train
+
+    overrides: dict[str, Any] = {}
+    for key, value in (("steps", args.steps), ("device", args.device), ("precision", args.precision),
+                       ("corpus", args.corpus), ("record", args.record_every), ("seed", args.seed)):
+        if value is not None:
+            overrides[key] = value
+    result = train(args.preset, out=args.out, overwrite=args.overwrite, resume=args.resume,
+                   progress=not args.quiet, set_values=args.set_values, **overrides)
+    print(result_text(result))
+    if not args.no_summary and result.movie:
+        from tokendyn.surfaces.summary import movie_summary
+
+        print()
+        print(movie_summary(result.movie))
+    return 130 if result.interrupted else 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from tokendyn.runs.sweep import builtin_specs, run_sweep
+
+    if args.spec is None:
+        print("built-in sweep specs: " + ", ".join(builtin_specs()))
+        return 0
+    out = args.output or os.path.join("sweeps", os.path.splitext(os.path.basename(args.spec))[0])
+    summary = run_sweep(args.spec, out, workers=args.workers, scheduler=args.scheduler)
+    print(f"sweep {summary['spec']['name']}: {summary['finished']} of {summary['runs']} runs finished "
+          f"({summary['skipped']} resumed); wrote {summary['csv']}, {summary['md']}, {summary['html']}")
+    return 0 if summary["finished"] == summary["runs"] else 1
+
+
+def register_sweep(sub: Any) -> None:
+    p = sub.add_parser("sweep", help="run many training runs from a YAML/TOML spec on a dask cluster",
+                       description="Run a sweep (a grid of presets, sizes, batches, seeds); each run is a "
+                       "task on a dask cluster. Finished runs are kept: running it again resumes.")
+    p.add_argument("spec", nargs="?", help="a .yaml/.toml spec, or a built-in: efficiency-cliff, architecture "
+                   "(omit to list them)")
+    p.add_argument("-o", "--output", default=None, help="sweep folder (default: sweeps/SPEC)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1: fair timings)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a running dask.distributed scheduler")
+    p.set_defaults(func=cmd_sweep)

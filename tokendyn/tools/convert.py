@@ -1,0 +1,158 @@
+"""Zarr copies of W-movies, for object storage: ``tokendyn convert movie.h5 movie.zarr`` and back.
+
+The zarr copy (zarr format 2, readable by xarray and any zarr 2/3 reader) holds the same arrays in
+their stored dtypes (bf16 as its uint16 bits), one chunk per frame for the matrices, the same
+attributes, and xarray's ``_ARRAY_DIMENSIONS`` names. :func:`tokendyn.open_movie` opens either and
+gives the same Dataset, bit for bit. Writing is this module's job; reading is the zarr source's
+(:mod:`tokendyn.sources.zarr`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from tokendyn import format as fmt
+from tokendyn.errors import TokendynError
+from tokendyn.format.layout import complete_frames, frame_axis_names
+from tokendyn.sources.h5 import attr_text, movie_file
+from tokendyn.sources.zarr import FRAME_SERIES_ATTR, ZarrSource, import_zarr
+
+_TOKEN_AXIS = (fmt.DIM_TOKEN, fmt.TOKEN_CLASS, fmt.TOKEN_TEXT, fmt.TOKEN_COUNT)
+
+
+def _dims(name: str, ndim: int, frame_series: list[str]) -> list[str]:
+    if name in fmt.MATRIX_VARIABLES:
+        return [fmt.DIM_FRAME, fmt.DIM_TOKEN, fmt.DIM_DIM]
+    if name in frame_series:
+        return [fmt.DIM_FRAME][:ndim]
+    if name in _TOKEN_AXIS:
+        return [fmt.DIM_TOKEN]
+    if name == fmt.DIM_DIM:
+        return [fmt.DIM_DIM]
+    return [f"{name}_{i}" for i in range(ndim)]
+
+
+def to_zarr(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
+            progress: Callable[[int, int], None] | None = None, frames_per_copy: int = 64) -> str:
+    """Copy the complete frames of the HDF5 movie ``src`` into a zarr group at ``dst``."""
+    zarr = import_zarr()
+    src, dst = os.path.abspath(os.fspath(src)), os.path.abspath(os.fspath(dst))
+    if os.path.exists(dst):
+        if not overwrite:
+            raise TokendynError("the output exists; pass overwrite (--overwrite)", dst)
+        shutil.rmtree(dst) if os.path.isdir(dst) else os.remove(dst)
+    with movie_file(src) as f:
+        n = complete_frames(f[fmt.STEP][...])
+        series = frame_axis_names(f) if fmt.DIM_FRAME in f else []
+        group = zarr.open_group(dst, mode="w", zarr_format=2)
+        group.attrs.update({k: attr_text(v) for k, v in f.attrs.items()})
+        group.attrs[FRAME_SERIES_ATTR] = series
+        total = n * sum(m in f for m in fmt.MATRIX_VARIABLES)
+        done = 0
+        for name, dset in f.items():
+            data_shape = (n,) + dset.shape[1:] if name in series or name in fmt.MATRIX_VARIABLES else dset.shape
+            if dset.dtype.kind in ("O", "S") or h5_is_text(dset):
+                values = np.asarray(dset.asstr()[...], dtype=str)
+                arr = group.create_array(name, shape=values.shape, dtype=values.dtype if values.size else "<U1")
+                if values.size:
+                    arr[...] = values
+            elif name in fmt.MATRIX_VARIABLES:
+                arr = group.create_array(name, shape=data_shape, dtype=dset.dtype, chunks=(1,) + dset.shape[1:],
+                                         compressors=None)
+                for start in range(0, n, frames_per_copy):
+                    stop = min(n, start + frames_per_copy)
+                    arr[start:stop] = dset[start:stop]
+                    done += stop - start
+                    if progress:
+                        progress(done, total)
+            else:
+                arr = group.create_array(name, shape=data_shape, dtype=dset.dtype)
+                if np.prod(data_shape):
+                    arr[...] = dset[: data_shape[0]] if dset.ndim else dset[()]
+            attrs = {k: attr_text(v) for k, v in dset.attrs.items() if k not in fmt.STRUCTURAL_ATTRS}
+            attrs["_ARRAY_DIMENSIONS"] = _dims(name, len(data_shape), series)
+            arr.attrs.update(json.loads(json.dumps(attrs, default=_jsonable)))
+    return dst
+
+
+def h5_is_text(dset: Any) -> bool:
+    import h5py
+
+    return h5py.check_string_dtype(dset.dtype) is not None
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)
+
+
+def from_zarr(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
+              progress: Callable[[int, int], None] | None = None) -> str:
+    """Write the zarr movie ``src`` back as an HDF5 movie at ``dst`` (through the recorder, so the
+    result is a standard movie that ``tokendyn check`` passes); frames, steps, times, scalars,
+    token metadata and the run's attributes are copied bit for bit."""
+    from tokendyn.format import BF16Bits
+    from tokendyn.recorder import Recorder
+
+    src, dst = os.path.abspath(os.fspath(src)), os.path.abspath(os.fspath(dst))
+    s = ZarrSource(src)
+    g = s.group
+    n = complete_frames(g[fmt.STEP][...])
+    steps = g[fmt.STEP][:n]
+    times = g[fmt.TIME][:n] if fmt.TIME in s else None
+    skip = fmt.RESERVED_NAMES
+    scalars = [k for k in s.frame_series() if k not in skip]
+    config = s.attrs.get("config")
+    matrices = [m for m in fmt.MATRIX_VARIABLES if m in s]
+    logical = {m: attr_text(g[m].attrs.get("dtype", str(g[m].dtype))) for m in matrices}
+    rec = Recorder(dst, token_class=g[fmt.TOKEN_CLASS][...],
+                   token_text=list(s.text(fmt.TOKEN_TEXT)) if fmt.TOKEN_TEXT in s else None,
+                   token_count=g[fmt.TOKEN_COUNT][...] if fmt.TOKEN_COUNT in s else None,
+                   config=json.loads(config) if isinstance(config, str) else config,
+                   title=s.attrs.get("title"), seed=s.attrs.get("seed"), scalars=scalars, overwrite=overwrite,
+                   flush_every=64)
+    series = {k: g[k][:n] for k in scalars}
+    try:
+        for i in range(n):
+            frame = {}
+            for m in matrices:
+                raw = np.asarray(g[m][i])
+                frame[m] = BF16Bits(raw) if logical[m] == "bfloat16" else raw.view(logical[m])
+            rec.capture(int(steps[i]), time=None if times is None else float(times[i]),
+                        **frame, **{k: v[i] for k, v in series.items()})
+            if progress:
+                progress(i + 1, n)
+    finally:
+        rec.close()
+    _copy_extra_attrs(dst, s.attrs)
+    return dst
+
+
+def _copy_extra_attrs(dst: str, attrs: dict) -> None:
+    """Attributes the recorder does not set itself (a user's own, ``created``) come back too."""
+    import h5py
+
+    with h5py.File(dst, "r+") as f:
+        for key, value in attrs.items():
+            if key not in ("format", "format_version", "software", "config"):
+                f.attrs[key] = value if not isinstance(value, (dict, list)) else json.dumps(value)
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
+            progress: Callable[[int, int], None] | None = None) -> str:
+    """HDF5 movie -> zarr copy, or zarr copy -> HDF5 movie, by the kind of ``src``."""
+    from tokendyn.sources.dataset import is_zarr_movie
+
+    if is_zarr_movie(src):
+        return from_zarr(src, dst, overwrite=overwrite, progress=progress)
+    if not os.fspath(dst).rstrip("/").endswith(".zarr"):
+        raise TokendynError("the output of a conversion from HDF5 must be a .zarr directory", dst)
+    return to_zarr(src, dst, overwrite=overwrite, progress=progress)
