@@ -57,11 +57,18 @@ def test_random_bf16_round_trip_numpy_bits(tmp_path):
     assert ds.step.values.tolist() == list(range(0, 80, 2))
 
 
-def test_recorder_module_imports_no_heavy_library():
-    out = run_py("import sys, recorder, tokendyn.format; "
-                 "print([m for m in ('torch','dask','xarray','numba') if m in sys.modules])")
+def test_recorder_module_imports_no_heavy_library(tmp_path):
+    """The recorder runs inside anyone's training loop: importing it, and recording a movie with it,
+    loads none of torch, dask, xarray or numba."""
+    path = str(tmp_path / "light.h5")
+    out = run_py("import sys, numpy as np, tokendyn.recorder, tokendyn.format\n"
+                 f"with tokendyn.recorder.Recorder({path!r}) as rec:\n"
+                 "    for s in range(3):\n"
+                 "        rec.capture(s, W=np.full((64, 8), s, np.float32), loss=1.0)\n"
+                 "print(sorted({'torch', 'dask', 'xarray', 'numba'} & set(sys.modules)))")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+    assert tokendyn.open_movie(path).sizes["frame"] == 3
 
 
 def test_schedules():
@@ -160,14 +167,14 @@ def test_memory_is_bounded_by_the_buffer(tmp_path):
 def test_writer_error_surfaces_on_next_call(tmp_path, monkeypatch):
     path = tmp_path / "e.h5"
     rec = Recorder(path, flush_every=1)
-    original = rec._write_matrices
+    original = rec._writer._write_matrices
 
     def broken(matrices, frame):
         if frame.index == 3:
             raise OSError("simulated write failure")
         return original(matrices, frame)
 
-    monkeypatch.setattr(rec, "_write_matrices", broken)
+    monkeypatch.setattr(rec._writer, "_write_matrices", broken)
     with pytest.raises(RecorderError, match="simulated write failure"):
         for s in range(50):
             rec.capture(s, W=torch.zeros(8, 2) + s)
@@ -235,7 +242,7 @@ from tokendyn.recorder import Recorder
 from tokendyn.errors import RecorderError
 rec = Recorder(sys.argv[1], flush_every=2, reserve_bytes=2_000_000)
 if sys.argv[2] == "hard":  # no early stop: let HDF5 itself hit ENOSPC
-    rec._check_space = lambda n: None
+    rec._writer._space.check = lambda n: None
 try:
     for i in range(400):
         rec.capture(i, W=np.full((256, 128), float(i), np.float32))
@@ -317,11 +324,16 @@ def test_concurrent_reader_sees_new_frames(tmp_path):
     assert tokendyn.refresh(ds).sizes["frame"] == 60
 
 
-def test_program_ending_without_close_keeps_every_frame(tmp_path):
+@pytest.mark.parametrize("kept", [True, False])
+def test_program_ending_without_close_keeps_every_frame(tmp_path, kept):
+    """Also when nothing refers to the recorder any more (a loop in a function that never closes it)."""
     path = str(tmp_path / "noclose.h5")
-    code = ("import numpy as np, sys\nfrom recorder import Recorder\n"
-            f"rec = Recorder({path!r}, flush_every=1000, flush_seconds=1000)\n"
-            "for i in range(50):\n    rec.capture(i, W=np.full((256, 128), float(i), np.float32))\n")
+    code = ("import gc, numpy as np, sys\nfrom tokendyn.recorder import Recorder\n"
+            "def record():\n"
+            f"    rec = Recorder({path!r}, flush_every=1000, flush_seconds=1000)\n"
+            "    for i in range(50):\n        rec.capture(i, W=np.full((256, 128), float(i), np.float32))\n"
+            "    return rec\n"
+            f"rec = record() if {kept} else (record(), gc.collect())\n")
     out = run_py(code, timeout=60)
     assert out.returncode == 0, out.stderr
     ds = tokendyn.open_movie(path)
@@ -389,7 +401,7 @@ def test_wait_seconds_counts_the_time_capture_waits_for_a_slow_writer(tmp_path, 
     it; the recorder adds that time up (the trainer reports it when it matters)."""
     import tokendyn.recorder.writer as writer
 
-    slow = writer.Recorder._write_matrices
+    slow = writer.FrameWriter._write_matrices
 
     def write_slowly(self, out, frame):
         time.sleep(0.1)
@@ -401,7 +413,7 @@ def test_wait_seconds_counts_the_time_capture_waits_for_a_slow_writer(tmp_path, 
             rec.capture(step, W=W)
             time.sleep(0.05)
     fast_wait = rec.wait_seconds
-    monkeypatch.setattr(writer.Recorder, "_write_matrices", write_slowly)
+    monkeypatch.setattr(writer.FrameWriter, "_write_matrices", write_slowly)
     with Recorder(str(tmp_path / "slow.h5"), buffer_frames=1) as rec:
         for step in range(6):
             rec.capture(step, W=W)

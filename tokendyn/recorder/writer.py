@@ -1,19 +1,23 @@
-"""The recorder: stream frames of W (and E) from a training loop into a W-movie.
+"""The recorder's background writer: one thread that puts captured frames into the movie file.
 
-The copy off the device happens in :meth:`Recorder.capture`; the HDF5 write happens on a background
-thread. Memory is bounded by ``buffer_frames`` host buffers per variable whatever the run's length.
+:class:`FrameWriter` owns the HDF5 file from its creation (or reopening, to resume a run) to its
+close. The front end (:class:`tokendyn.recorder.Recorder`) hands it :class:`Frame` objects; the
+thread writes each frame's matrices as it arrives (straight to disk where it can, see
+:mod:`tokendyn.recorder._direct`), then commits the per-frame series in batches, ``step`` last,
+and flushes: a SWMR reader, or the file left by a killed run, only ever counts whole frames. On a
+failed write the thread keeps every frame written whole, shrinks the file to them, closes it and
+holds the error for the front end to raise. Disk space for that last close is set aside in
+``<path>.reserve`` while recording.
 """
 from __future__ import annotations
 
 import atexit
-import datetime as _dt
 import os
 import queue
-import shutil
 import threading
 import time as _time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,264 +26,162 @@ import numpy as np
 
 from tokendyn import format as fmt
 from tokendyn.errors import RecorderError
-from tokendyn.format.layout import complete_frames, config_json, create_layout, frame_axis_names
+from tokendyn.format.layout import frame_axis_names
 
-from ._direct import ALIGN, DirectFrames, can_write_direct
-from ._snapshot import DeviceScalars, Slot, SlotPool, _is_torch_tensor, logical_dtype, shape_of, split_scalars
-from .schedule import Schedule, parse_schedule
+from ._direct import can_write_direct
+from ._movie_file import ResumePoint, Targets, create_movie, reopen_movie
+from ._snapshot import DeviceScalars, Slot, SlotPool
+from ._space import DiskSpace
 
-_STOP = object()
-_OPEN_RECORDERS: weakref.WeakSet[Recorder] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_open_recorders() -> None:
-    """A program that ends without closing its recorder still gets every captured frame written
-    (and never exits while the writer thread is inside HDF5)."""
-    for rec in list(_OPEN_RECORDERS):
-        try:
-            rec.close()
-        except Exception:  # noqa: BLE001 - at exit there is nobody left to tell
-            pass
 _GROW_FRAMES = 64  # the matrices' frame axis grows this many frames at a time
 _GROW_PREALLOCATED = 4  # ... or this many where their chunk space comes with it (direct writes)
 _MIN_COMMIT_SECONDS = 0.1  # at high frame rates, commit (and flush) at most this often
-_CHECK_SPACE_BYTES = 256 * 2**20  # look at the free space at least this often
-# HDF5 takes metadata space in blocks of this size (default 2 KiB): with 2 KiB blocks a new block
-# lands between two frames of W about every 120 frames, with 64 KiB blocks a few times in a whole
-# run (measured: 17 vs 2 breaks in 2,000 frames), so the frames lie one after another in the file
-# and the analyses map them in place. Costs at most 64 KiB of file.
-_META_BLOCK_BYTES = 64 * 2**10
+
+_STOP = object()
+_OPEN_WRITERS: weakref.WeakSet[FrameWriter] = weakref.WeakSet()
 
 
-def _file_space(direct: bool) -> dict[str, int]:
-    """File access properties: metadata blocks, and for direct writes every object of 4 KiB or
-    more on a 4 KiB boundary (only then: frames of other sizes would get gaps between them)."""
-    aligned = {"alignment_threshold": ALIGN, "alignment_interval": ALIGN} if direct else {}
-    return {"meta_block_size": _META_BLOCK_BYTES, **aligned}
-
-
-def _software() -> str:
-    from tokendyn._version import __version__
-
-    return f"tokendyn {__version__}"
+@atexit.register
+def _close_open_writers() -> None:
+    """A program that ends without closing its recorder still gets every captured frame written
+    (and never exits while the writer thread is inside HDF5)."""
+    for writer in list(_OPEN_WRITERS):
+        try:
+            writer.close()
+        except Exception:  # noqa: BLE001 - at exit there is nobody left to tell
+            pass
 
 
 @dataclass
-class _Frame:
+class Frame:
+    """One captured frame on its way from the front end to the writer thread.
+
+    Attributes
+    ----------
+    index
+        Position of the frame in the movie.
+    step, time
+        Its optimizer step and time stamp (seconds).
+    scalars
+        Per-frame scalars known at capture time (numbers, or CPU tensors converted on the thread).
+    slots
+        Host buffers holding the frame's matrices, by variable name; each is given back to its
+        pool in ``pools`` once written (or dropped after an error).
+    pools
+        The pools the slots were taken from, by variable name.
+    device_scalars
+        Scalars still on their way off a CUDA device, read on the writer thread.
+    """
+
     index: int
     step: int
     time: float
-    scalars: dict[str, float]
+    scalars: dict[str, Any]
     slots: dict[str, Slot] = field(default_factory=dict)
+    pools: Mapping[str, SlotPool] = field(default_factory=dict)
     device_scalars: DeviceScalars | None = None
 
-
-class _Targets:
-    """The open datasets the writer thread fills, looked up once (an h5py lookup is ~100 us)."""
-
-    def __init__(self, f: h5py.File, matrices: list[str], series: list[str]):
-        self.matrices = {name: f[name] for name in matrices}
-        self.allocated = {name: d.shape[0] for name, d in self.matrices.items()}
-        self.raw = {name: d.compression is None for name, d in self.matrices.items()}
-        self.series = {name: f[name] for name in series}
-        self.dtypes = {name: d.dtype for name, d in self.series.items()}
-        # matrices whose frames go straight to disk (see recorder._direct)
-        writers = {name: DirectFrames.open(f.filename, d) for name, d in self.matrices.items()
-                   if DirectFrames.preallocated(d)}
-        self.direct = {name: writer for name, writer in writers.items() if writer is not None}
-
-    def close(self) -> None:
-        for writer in self.direct.values():
-            writer.close()
-        self.direct = {}
+    def release(self) -> None:
+        """Give every slot back to its pool (a waiting ``capture`` may then go on)."""
+        for name, slot in self.slots.items():
+            self.pools[name].release(slot)
+        self.slots = {}
 
 
-
-def _token_classes(token_class: Any, n_tokens: int, path: str) -> np.ndarray:
-    if token_class is None:
-        return np.zeros(n_tokens, dtype=np.uint8)
-    arr = np.asarray(token_class)
-    if arr.dtype.kind in "US":
-        arr = np.array([fmt.class_code(str(c)) for c in arr], dtype=np.uint8)
-    arr = arr.astype(np.int64)
-    if arr.shape != (n_tokens,):
-        raise RecorderError(f"token_class has shape {arr.shape}, expected ({n_tokens},)", path)
-    if arr.min(initial=0) < 0 or arr.max(initial=0) > fmt.CLASS_PHANTOM:
-        raise RecorderError("token_class values must be 0 (live), 1 (dead) or 2 (phantom)", path)
-    return arr.astype(np.uint8)
-
-
-class Recorder:
-    """Write a W-movie frame by frame, from any training loop.
+class FrameWriter:
+    """The movie file and the background thread that writes frames into it.
 
     Parameters
     ----------
     path
-        The movie file to create (``.h5``).
-    token_class
-        Per-token class, codes 0/1/2 or names ``"live"``/``"dead"``/``"phantom"``; default all live.
-    token_text, token_count
-        Optional per-token text (empty for phantoms) and occurrence count in the training data.
-    config
-        Run configuration (dict, dataclass or JSON text), stored as JSON in the ``config`` attribute.
-    title, seed
-        Optional root attributes.
-    schedule
-        Which steps become frames: ``None``/``1`` every step, an int N, ``"dense:K,every:M"``,
-        ``"steps:..."``, a list of steps, or a :mod:`recorder.schedule` object.
-    scalars
-        Names of the per-frame scalars, known in advance. If omitted, the scalars passed to the
-        first :meth:`capture` are used; a new name after that is an error (the layout is fixed
-        once live readers may be attached).
+        The movie file.
     flush_every, flush_seconds
-        Flush to disk every N frames or T seconds, whichever comes first, but at most ten times a
-        second (at high frame rates frames are committed in batches). A killed run keeps every
-        frame flushed before the kill.
-    buffer_frames
-        Host buffers per variable: the memory bound. ``capture`` waits when all are in flight.
-    compression
-        ``None`` (default, fastest), ``"gzip"`` (level 1 + shuffle; netCDF-compatible) or ``"lzf"``.
-    overwrite
-        Replace an existing file at ``path``; otherwise an existing file is an error.
-    resume_after
-        Open an existing movie and continue it: frames with ``step > resume_after`` are dropped
-        and later captures must have larger steps.
+        Commit and flush every N frames or T seconds, whichever comes first, but at most ten
+        times a second.
     swmr
-        Write in HDF5 single-writer/multiple-reader mode so other processes can read while the
-        run records (default). After a crash such a file opens with tokendyn (or after
-        ``tokendyn repair``).
+        Write in HDF5 single-writer/multiple-reader mode.
     reserve_bytes
-        Disk space set aside in ``<path>.reserve`` while recording. When the disk fills up, the
-        recorder stops, frees the reserve and uses it to close the movie cleanly with every frame
-        written so far; HDF5 cannot close a file when not one more byte fits.
+        Disk space set aside in ``<path>.reserve`` to close the movie cleanly on a full disk
+        (0: none, and no checks of the free space).
     direct_writes
-        Write uncompressed frames straight to disk (``O_DIRECT``, Linux), past the page cache:
-        the copy into the page cache no longer takes CPU from the training (on a 2-core VM,
-        recording every step of Duckling II cost 21% of the steps/s with it, none without).
-        ``None`` (default): for frames from host memory; frames from a GPU keep buffered writes,
-        which on the H100 machine outran its disk (see :mod:`recorder._direct`). Where the file
-        system refuses ``O_DIRECT``, frames are written as usual.
+        Whether frames go straight to disk: ``None`` for frames from host memory only.
 
     Attributes
     ----------
     frames_written
-        Frames the writer has committed.
-    wait_seconds
-        Time :meth:`capture` spent waiting for a free buffer because the writer was behind: the
-        part of a run's time that recording took from it beyond the copies themselves.
+        Frames committed so far.
 
-    Examples
-    --------
-    >>> with Recorder("run.h5", token_class=cls, config=cfg) as rec:  # doctest: +SKIP
-    ...     for step in range(steps + 1):
-    ...         rec.capture(step, W=model.wte.weight, loss=loss, lr=lr)
+    Notes
+    -----
+    Life cycle: :meth:`create` or :meth:`resume` opens the file and starts the thread; then
+    :meth:`submit` for each frame, :meth:`flush` when wanted, and :meth:`close`. A failure on the
+    thread is raised by the next :meth:`raise_pending` (which :meth:`flush` calls too).
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        *,
-        token_class: Any = None,
-        token_text: Sequence[str] | None = None,
-        token_count: Any = None,
-        config: Any = None,
-        title: str | None = None,
-        seed: int | None = None,
-        schedule: Schedule | int | str | Iterable[int] | None = None,
-        scalars: Iterable[str] | None = None,
-        flush_every: int = 10,
-        flush_seconds: float = 5.0,
-        buffer_frames: int = 4,
-        compression: str | None = fmt.DEFAULT_COMPRESSION,
-        overwrite: bool = False,
-        resume_after: int | None = None,
-        swmr: bool = True,
-        reserve_bytes: int = 8 * 2**20,
-        direct_writes: bool | None = None,
-    ):
-        self.path = os.fspath(path)
-        self.schedule = parse_schedule(schedule)
-        self._token_class = token_class
-        self._token_text = None if token_text is None else [str(t) for t in token_text]
-        self._token_count = None if token_count is None else np.asarray(token_count, dtype=np.int64)
-        self._config = config_json(config)
-        self._title = title
-        self._seed = seed
-        self._scalars = None if scalars is None else list(scalars)
-        if flush_every < 1 or flush_seconds <= 0 or buffer_frames < 1:
-            raise RecorderError("flush_every, flush_seconds and buffer_frames must be positive", path)
-        self.flush_every = int(flush_every)
-        self.flush_seconds = float(flush_seconds)
-        self.buffer_frames = int(buffer_frames)
-        self.compression = compression
+    def __init__(self, path: str, *, flush_every: int, flush_seconds: float, swmr: bool,
+                 reserve_bytes: int, direct_writes: bool | None):
+        self.path = path
+        self.flush_every = flush_every
+        self.flush_seconds = flush_seconds
         self.swmr = swmr
         self.direct_writes = direct_writes
+        self.frames_written = 0
         self._file: h5py.File | None = None
-        self._pools: dict[str, SlotPool] = {}
-        self._matrices: dict[str, tuple[tuple[int, ...], str]] = {}
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._closed = False
-        self._t0 = _time.monotonic()
-        self._time_offset = 0.0
-        self._last_step = -1
-        self._n_frames = 0  # frames handed to the writer
-        self.frames_written = 0  # frames the writer has completed
-        self.wait_seconds = 0.0  # time capture() spent waiting for a free buffer (the writer was behind)
-        self._resume_after = resume_after
-        self.reserve_bytes = int(reserve_bytes)
-        self._unchecked_bytes = 0
-        self._check_after = 0
-        self._reserve_path = self.path + ".reserve"
-        parent = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(parent):
-            raise RecorderError(f"the folder {parent} does not exist", self.path)
-        if resume_after is not None:
-            self._open_for_resume(int(resume_after))
-        elif os.path.exists(self.path):
-            if not overwrite:
-                raise RecorderError("a file already exists here; pass overwrite=True to replace it", self.path)
-            try:
-                os.remove(self.path)
-            except OSError as exc:
-                raise RecorderError(f"cannot replace the existing file: {exc}", self.path) from None
-        if not os.access(parent, os.W_OK):
-            raise RecorderError(f"the folder {parent} is not writable", self.path)
+        self._space = DiskSpace(path, reserve_bytes)
 
-    # ------------------------------------------------------------------ public API
-    def wants(self, step: int) -> bool:
-        """Whether ``step`` is on the schedule (and after the last recorded step)."""
-        return step in self.schedule and step > self._last_step
+    # ------------------------------------------------------------------ interface for the front end
+    @property
+    def started(self) -> bool:
+        """Whether a movie was created or reopened."""
+        return self._file is not None
 
-    def capture(self, step: int, *, W: Any, E: Any = None, time: float | None = None, **scalars: Any) -> bool:
-        """Record a frame at optimizer step ``step`` if the schedule wants it.
+    @property
+    def error(self) -> BaseException | None:
+        """The failure that stopped the writer thread, if any."""
+        return self._error
 
-        ``W`` (and ``E`` for an untied unembedding) may be torch tensors on any device or numpy
-        arrays (float32, float16 or bfloat16). Scalars may be Python numbers, numpy scalars or
-        0-d tensors. Returns whether a frame was recorded. Only the copy off the device happens
-        here; the write is done by a background thread.
+    def create(self, *, n_tokens: int, n_dims: int, matrices: Mapping[str, str], compression: str | None,
+               on_gpu: bool, **layout: Any) -> None:
+        """Create the movie and start the writer thread.
+
+        Parameters
+        ----------
+        n_tokens, n_dims, matrices, compression
+            As for :func:`tokendyn.format.layout.create_layout` (``matrices``: logical dtype by name).
+        on_gpu
+            Whether the frames come from a GPU (they then keep buffered writes by default).
+        **layout
+            The other keyword arguments of :func:`~tokendyn.format.layout.create_layout`.
         """
-        step = self._check_step(step)
-        if step not in self.schedule:
-            return False
-        matrices = {"W": W} if E is None else {"W": W, "E": E}
-        if self._file is None:
-            self._start(matrices, scalars)
-        self._check_frame(matrices, scalars)
-        # 0-d CUDA tensors are copied asynchronously and read on the writer thread, so a CUDA loop
-        # never waits for a device sync here.
-        values, device_scalars = split_scalars(scalars)
-        slots = {}
-        for name, x in matrices.items():
-            slot = slots[name] = self._acquire(self._pool(name, x))
-            self._pools[name].copy_into(slot, x)
-        self._enqueue(step, slots, values, device_scalars, time)
-        return True
+        self._space.make_reserve()
+        smallest_frame = n_tokens * n_dims * min(np.dtype(fmt.STORAGE_DTYPES[dtype]).itemsize
+                                                 for dtype in matrices.values())
+        direct = (compression is None and self._direct_for(on_gpu)
+                  and can_write_direct(os.path.dirname(os.path.abspath(self.path)), smallest_frame))
+        self._file = create_movie(self.path, direct=direct, n_tokens=n_tokens, n_dims=n_dims, matrices=matrices,
+                                  compression=compression, **layout)
+        self._launch()
+
+    def resume(self, after: int) -> ResumePoint:
+        """Reopen the movie, drop its frames with ``step > after`` and start the writer thread."""
+        if not os.path.exists(self.path):
+            raise RecorderError("cannot resume: the movie does not exist", self.path)
+        self._space.make_reserve()
+        self._file, point = reopen_movie(self.path, after)
+        self.frames_written = point.frames
+        self._launch()
+        return point
+
+    def submit(self, frame: Frame) -> None:
+        """Queue a frame for the writer thread."""
+        self._queue.put(frame)
 
     def flush(self) -> None:
-        """Block until every captured frame is written and flushed to disk."""
+        """Block until every submitted frame is written and flushed to disk."""
         if self._thread is None:
             return
         done = threading.Event()
@@ -287,98 +189,20 @@ class Recorder:
         while not done.wait(0.1):
             if not self._thread.is_alive():
                 break
-        self._raise_pending()
+        self.raise_pending()
 
     def close(self) -> None:
-        """Write every pending frame, flush and close the file. Safe to call twice."""
+        """Write every submitted frame, close the file and stop the thread. Safe to call twice."""
         if self._closed:
             return
         self._closed = True
         if self._thread is not None:
             self._queue.put(_STOP)
             self._thread.join()
-        if self._file is None and self._error is None:
-            raise RecorderError("closed before any frame was captured; no movie was written", self.path)
-        self._raise_pending()
+        _OPEN_WRITERS.discard(self)
 
-    def __enter__(self) -> Recorder:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-            return
-        try:  # keep every frame captured so far; do not mask the loop's own exception
-            self.close()
-        except RecorderError:
-            pass
-
-    @property
-    def last_step(self) -> int:
-        """The last step captured (-1 before the first frame)."""
-        return self._last_step
-
-    # ------------------------------------------------------------------ internals
-    def _check_step(self, step: int) -> int:
-        self._raise_pending()
-        if self._closed:
-            raise RecorderError("capture() after close()", self.path)
-        step = int(step)
-        if step <= self._last_step:
-            raise RecorderError(
-                f"steps must strictly increase: got {step} after {self._last_step}", self.path
-            )
-        return step
-
-    def _check_frame(self, matrices: Mapping[str, Any], scalars: Mapping[str, Any]) -> None:
-        if set(matrices) != set(self._matrices):
-            raise RecorderError(
-                f"this movie records {sorted(self._matrices)}; got {sorted(matrices)}", self.path
-            )
-        unknown = set(scalars) - set(self._scalars or ())
-        if unknown:
-            raise RecorderError(
-                f"scalar(s) {sorted(unknown)} were not declared; pass scalars=[...] to Recorder "
-                "or give every scalar at the first capture",
-                self.path,
-            )
-        for name, x in matrices.items():
-            shape, dtype = self._matrices[name]
-            if shape_of(x) != shape or logical_dtype(x) != dtype:
-                raise RecorderError(
-                    f"{name} changed from {dtype}{list(shape)} to {logical_dtype(x)}{list(shape_of(x))}",
-                    self.path,
-                )
-
-    def _pool(self, name: str, example: Any) -> SlotPool:
-        pool = self._pools.get(name)
-        if pool is None:
-            shape, dtype = self._matrices[name]
-            pool = self._pools[name] = SlotPool(self.buffer_frames, shape, dtype, example)
-        return pool
-
-    def _enqueue(self, step: int, slots: dict[str, Slot], values: dict[str, Any],
-                 device_scalars: DeviceScalars | None, time: float | None) -> None:
-        when = (_time.monotonic() - self._t0 + self._time_offset) if time is None else float(time)
-        self._queue.put(_Frame(self._n_frames, step, when, values, slots, device_scalars))
-        self._n_frames += 1
-        self._last_step = step
-
-    def _acquire(self, pool: SlotPool) -> Slot:
-        slot = pool.acquire(timeout=0)
-        if slot is not None:
-            return slot
-        waiting_since = _time.monotonic()
-        try:
-            while True:
-                self._raise_pending()
-                slot = pool.acquire(timeout=0.2)
-                if slot is not None:
-                    return slot
-        finally:
-            self.wait_seconds += _time.monotonic() - waiting_since
-
-    def _raise_pending(self) -> None:
+    def raise_pending(self) -> None:
+        """Raise the writer thread's failure, if any, as a :class:`~tokendyn.errors.RecorderError`."""
         if self._error is not None:
             # Let the writer thread finish first: a daemon thread frozen at interpreter exit while
             # inside h5py would hold h5py's lock and hang the exit.
@@ -389,153 +213,27 @@ class Recorder:
                 raise err
             raise RecorderError(f"writing the movie failed: {err}", self.path) from err
 
-    def _open_for_resume(self, after: int) -> None:
-        if not os.path.exists(self.path):
-            raise RecorderError("cannot resume: the movie does not exist", self.path)
-        self._make_reserve()
-        try:
-            f = h5py.File(self.path, "r+", libver="latest", rdcc_nbytes=0, **_file_space(False))
-            if any(DirectFrames.preallocated(f[name]) for name in fmt.MATRIX_VARIABLES if name in f):
-                f.close()  # made for direct writes: its new chunks must be aligned too
-                f = h5py.File(self.path, "r+", libver="latest", rdcc_nbytes=0, **_file_space(True))
-        except OSError as exc:
-            raise RecorderError(
-                f"cannot open the movie to resume ({exc}); if the run crashed, run "
-                f"'tokendyn repair {self.path}' first",
-                self.path,
-            ) from None
-        steps = f[fmt.STEP][...]
-        n = complete_frames(steps)
-        keep = int(np.searchsorted(steps[:n], after, side="right"))
-        for name in frame_axis_names(f):
-            f[name].resize(keep, axis=0)
-        self._matrices = {
-            name: (tuple(f[name].shape[1:]), str(f[name].attrs["dtype"]))
-            for name in fmt.MATRIX_VARIABLES
-            if name in f
-        }
-        self._scalars = [name for name in frame_axis_names(f) if name not in fmt.RESERVED_NAMES]
-        self._last_step = int(steps[keep - 1]) if keep else -1
-        if keep:
-            last_time = float(f[fmt.TIME][keep - 1])
-            self._time_offset = 0.0 if np.isnan(last_time) else last_time
-        self._n_frames = self.frames_written = keep
-        f.flush()
-        self._file = f
-        self._launch()
-
-    def _make_reserve(self) -> None:
-        if self.reserve_bytes <= 0:
-            return
-        try:
-            with open(self._reserve_path, "wb") as fh:
-                fh.write(b"\0" * self.reserve_bytes)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError as exc:
-            self._drop_reserve()
-            raise RecorderError(f"not enough disk space to start recording ({exc})", self.path) from None
-
-    def _drop_reserve(self) -> None:
-        try:
-            os.remove(self._reserve_path)
-        except FileNotFoundError:
-            pass
-
-    def _check_space(self, frame_bytes: int) -> None:
-        """Stop before the disk is full. The free space is asked for again once a quarter of the
-        room left at the last look has been written (a ``statvfs`` per frame costs too much at a
-        thousand frames a second); a full disk met anyway is handled as an HDF5 write error."""
-        self._unchecked_bytes += frame_bytes
-        if self._unchecked_bytes < self._check_after:
-            return
-        free = shutil.disk_usage(os.path.dirname(os.path.abspath(self.path))).free
-        if free < frame_bytes + 2**20:
-            raise OSError(28, f"No space left on device ({free} bytes free, a frame needs {frame_bytes})")
-        self._unchecked_bytes = 0
-        self._check_after = min((free - frame_bytes - 2**20) // 4, _CHECK_SPACE_BYTES)
-
+    # ------------------------------------------------------------------ the thread
     def _direct_for(self, on_gpu: bool) -> bool:
         """Whether frames (from a GPU or from host memory) go straight to disk."""
         return (not on_gpu) if self.direct_writes is None else self.direct_writes
-
-    def _start(self, matrices: Mapping[str, Any], scalars: Mapping[str, Any]) -> None:
-        on_gpu = any(_is_torch_tensor(x) and x.device.type == "cuda" for x in matrices.values())
-        for name, x in matrices.items():
-            shape = shape_of(x)
-            if len(shape) != 2:
-                raise RecorderError(f"{name} must be a 2-D (token, dim) matrix, got shape {list(shape)}", self.path)
-            self._matrices[name] = (shape, logical_dtype(x))
-        n_tokens, n_dims = self._matrices["W"][0]
-        for name, (shape, _) in self._matrices.items():
-            if shape != (n_tokens, n_dims):
-                raise RecorderError(f"{name} has shape {list(shape)} but W has {[n_tokens, n_dims]}", self.path)
-        if self._scalars is None:
-            self._scalars = list(scalars)
-        bad = [s for s in self._scalars if s in fmt.RESERVED_NAMES]
-        if bad:
-            raise RecorderError(f"scalar name(s) {bad} are reserved by the format", self.path)
-        classes = _token_classes(self._token_class, n_tokens, self.path)
-        if self._token_text is not None and len(self._token_text) != n_tokens:
-            raise RecorderError(f"token_text has {len(self._token_text)} entries, expected {n_tokens}", self.path)
-        if self._token_count is not None and self._token_count.shape != (n_tokens,):
-            raise RecorderError(f"token_count has shape {self._token_count.shape}, expected ({n_tokens},)", self.path)
-        self._make_reserve()
-        smallest_frame = n_tokens * n_dims * min(np.dtype(fmt.STORAGE_DTYPES[dtype]).itemsize
-                                                 for _, dtype in self._matrices.values())
-        direct = (self.compression is None and self._direct_for(on_gpu)
-                  and can_write_direct(os.path.dirname(os.path.abspath(self.path)), smallest_frame))
-        try:
-            # No chunk cache: every chunk goes to disk inside its write call, so a failed write
-            # (a full disk) raises there instead of being lost in a later cache eviction.
-            f = h5py.File(self.path, "w-", libver="latest", rdcc_nbytes=0, **_file_space(direct))
-        except OSError as exc:
-            raise RecorderError(f"cannot create the movie: {exc}", self.path) from None
-        try:
-            create_layout(
-                f,
-                n_tokens=n_tokens,
-                n_dims=n_dims,
-                matrices={k: v[1] for k, v in self._matrices.items()},
-                scalars=self._scalars,
-                token_class=classes,
-                token_text=self._token_text,
-                token_count=self._token_count,
-                attrs={
-                    "format": fmt.FORMAT_NAME,
-                    "format_version": fmt.FORMAT_VERSION,
-                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                    "software": _software(),
-                    "config": self._config,
-                    "title": self._title,
-                    "seed": self._seed,
-                },
-                compression=self.compression,
-                preallocate=direct,
-            )
-        except ValueError as exc:
-            f.close()
-            os.remove(self.path)
-            raise RecorderError(str(exc), self.path) from None
-        f.flush()
-        self._file = f
-        self._launch()
 
     def _launch(self) -> None:
         assert self._file is not None
         self._frame_axis = frame_axis_names(self._file)
         if self.swmr:
             self._file.swmr_mode = True
-        self._thread = threading.Thread(target=self._writer_loop, name="tokendyn-recorder", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="tokendyn-recorder", daemon=True)
         self._thread.start()
-        _OPEN_RECORDERS.add(self)
+        _OPEN_WRITERS.add(self)
 
-    def _writer_loop(self) -> None:
+    def _loop(self) -> None:
         f = self._file
         assert f is not None
         names = self._frame_axis
-        out = _Targets(f, [n for n in names if n in self._matrices], [n for n in names if n not in self._matrices])
-        pending: list[_Frame] = []
+        matrices = [n for n in names if n in fmt.MATRIX_VARIABLES]
+        out = Targets(f, matrices, [n for n in names if n not in matrices])
+        pending: list[Frame] = []
         last_flush = _time.monotonic()
         try:
             while True:
@@ -568,9 +266,9 @@ class Recorder:
             out.close()
             out = None
             f.close()
-            self._drop_reserve()
+            self._space.drop_reserve()
         except BaseException as exc:  # noqa: BLE001 - surfaced on the caller's next call
-            self._drop_reserve()  # on a full disk, the room to commit and close
+            self._space.drop_reserve()  # on a full disk, the room to commit and close
             try:  # the frames written whole before the failure are kept
                 if out is not None:
                     self._commit(f, out, pending)
@@ -584,13 +282,13 @@ class Recorder:
             self._drain()
             self._error = error  # only now: the file is closed before the caller can exit
 
-    def _write_matrices(self, out: _Targets, frame: _Frame) -> None:
+    def _write_matrices(self, out: Targets, frame: Frame) -> None:
         """Write one frame's matrices. Their frame axis grows in blocks ahead of the data; a frame
         only counts once its ``step`` is committed, so readers never see the unwritten ones."""
         n = frame.index
         try:
-            if self.reserve_bytes > 0:
-                self._check_space(sum(slot.array.nbytes for slot in frame.slots.values()))
+            if self._space.guarded:
+                self._space.check(sum(slot.array.nbytes for slot in frame.slots.values()))
             for name, slot in frame.slots.items():
                 dset = out.matrices[name]
                 if out.allocated[name] <= n:
@@ -611,16 +309,14 @@ class Recorder:
             for name, slot in frame.slots.items():
                 counted = slot.nonfinite()  # counted on the device, or here
                 frame.scalars[fmt.NONFINITE[name]] = (counted if counted is not None
-                                                     else fmt.count_nonfinite(slot.array, self._matrices[name][1]))
+                                                     else fmt.count_nonfinite(slot.array, out.logical_dtypes[name]))
             for key, value in frame.scalars.items():
                 if not isinstance(value, (float, int)):
                     frame.scalars[key] = float(value)
         finally:
-            for name, slot in frame.slots.items():
-                self._pools[name].release(slot)
-            frame.slots = {}
+            frame.release()
 
-    def _commit(self, f: h5py.File, out: _Targets, pending: list[_Frame]) -> None:
+    def _commit(self, f: h5py.File, out: Targets, pending: list[Frame]) -> None:
         """Write the per-frame series of the pending frames, ``step`` last, and flush."""
         if pending:
             start = pending[0].index
@@ -680,8 +376,7 @@ class Recorder:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _Frame):
-                for name, slot in item.slots.items():
-                    self._pools[name].release(slot)
+            if isinstance(item, Frame):
+                item.release()
             elif isinstance(item, threading.Event):
                 item.set()
