@@ -9,7 +9,7 @@ from conftest import run_cli  # noqa: E402
 
 import tokendyn  # noqa: E402
 from tokendyn.errors import ConfigError  # noqa: E402
-from tokendyn.trainers import GPT, TrainConfig, from_preset, round_to_bf16, train  # noqa: E402
+from tokendyn.trainers import GPT, TrainConfig, apply_overrides, from_preset, round_to_bf16, train  # noqa: E402
 from tokendyn.trainers.data import Batches, build  # noqa: E402
 from tokendyn.trainers.optim import lr_at  # noqa: E402
 
@@ -175,7 +175,7 @@ def test_resume_continues_without_duplicate_frames(tmp_path):
 def test_ctrl_c_stops_cleanly_with_a_valid_movie(tmp_path, monkeypatch):
     import importlib
 
-    loop = importlib.import_module("tokendyn.trainers.train")
+    loop = importlib.import_module("tokendyn.trainers.loop")
     original = loop.lr_at
 
     def interrupting(step, **kwargs):
@@ -208,7 +208,7 @@ def test_the_summary_says_when_recording_held_training_back(tmp_path, monkeypatc
     quick = train("tiny", out=str(tmp_path / "quick.h5"), progress=False, steps=20, record=10, sample_tokens=0)
     assert quick.recording_wait_seconds < 0.05 * quick.seconds
     assert "--record-every" not in result_text(quick)
-    write = writer.Recorder._write_matrices
+    write = writer.FrameWriter._write_matrices
 
     def write_slowly(self, out, frame):
         import time
@@ -216,7 +216,7 @@ def test_the_summary_says_when_recording_held_training_back(tmp_path, monkeypatc
         time.sleep(0.25)
         write(self, out, frame)
 
-    monkeypatch.setattr(writer.Recorder, "_write_matrices", write_slowly)
+    monkeypatch.setattr(writer.FrameWriter, "_write_matrices", write_slowly)
     slow = train("tiny", out=str(tmp_path / "slow.h5"), progress=False, steps=10, sample_tokens=0)
     assert slow.recording_wait_seconds > 0.5  # 11 frames at 0.25 s, 4 buffered: about 1.5 s waited
     assert "--record-every" in result_text(slow) and "waited" in result_text(slow)
@@ -240,6 +240,58 @@ def test_unknown_preset_and_fields():
         from_preset("goose")
     with pytest.raises(ConfigError, match="unknown config field 'colour'"):
         train("tiny", out=None, progress=False, set_values=["colour=blue"])
+
+
+@pytest.mark.parametrize("pair, field, value", [
+    ("betas=0.8,0.99", "betas", (0.8, 0.99)),
+    ("betas=(0.8,0.99)", "betas", (0.8, 0.99)),
+    ("steps=1e3", "steps", 1000),
+    ("tied=false", "tied", False),
+    ("record=dense:100,every:10", "record", "dense:100,every:10"),
+    ("lr=1e-3", "lr", 1e-3),
+    ("ffn=none", "ffn", None),
+    ("notes=a b, c", "notes", "a b, c"),
+])
+def test_set_reads_each_value_as_its_fields_type(pair, field, value):
+    """``--set`` reads values as ``-O`` does (tokendyn.keyvalue), then makes them the field's type."""
+    base = from_preset("duckling")
+    cfg = apply_overrides(base, [pair])
+    assert getattr(cfg, field) == value and type(getattr(cfg, field)) is type(value)
+    assert getattr(base, field) != value  # the override changed something
+    cfg.validate()
+
+
+def test_set_overrides_reach_the_run(tmp_path):
+    out = str(tmp_path / "set.h5")
+    train("tiny", out=out, progress=False, sample_tokens=0,
+          set_values=["steps=2e1", "record=dense:2,every:10", "tied=false", "betas=0.8,0.9"])
+    ds = tokendyn.open_movie(out)
+    assert ds.step.values.tolist() == [0, 1, 2, 10, 20] and "E" in ds
+    assert ds.attrs["config"]["betas"] == [0.8, 0.9] and ds.attrs["config"]["tied"] is False
+
+
+@pytest.mark.parametrize("pair, message", [
+    ("steps=1.5", "cannot read steps=1.5 as int"),
+    ("lr=abc", "cannot read lr='abc' as float"),
+    ("tied=maybe", "cannot read tied='maybe' as bool"),
+    ("betas=0.9", "cannot read betas=0.9 as tuple"),
+    ("nokey", "--set takes KEY=VALUE, got 'nokey'"),
+    ("=3", "--set takes KEY=VALUE"),
+    ("colour=blue", "unknown config field 'colour'; fields: batch, betas"),
+    ("preset=duckling", "unknown config field 'preset'"),
+])
+def test_set_errors_name_the_pair(pair, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as caught:
+        apply_overrides(from_preset("tiny"), [pair])
+    fields = str(caught.value).partition("fields: ")[2].split(", ")
+    assert "preset" not in fields and "extra" not in fields  # only what --set can change is offered
+
+
+def test_cli_set_errors_print_without_a_traceback(tmp_path):
+    for pair, message in (("lr=abc", "cannot read lr='abc'"), ("nokey", "--set takes KEY=VALUE")):
+        out = run_cli("train", "--preset", "tiny", "--out", str(tmp_path / "x.h5"), "-q", "--set", pair)
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    assert not os.path.exists(tmp_path / "x.h5")
 
 
 def test_corpus_too_small_for_one_batch(tmp_path):

@@ -11,7 +11,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -104,8 +105,7 @@ def expand(spec: dict[str, Any]) -> list[Run]:
 def run_one(run: Run, run_dir: str) -> dict[str, Any]:
     """Train one run (in a worker) and write its metrics; returns them."""
     from tokendyn.sources.dataset import open_movie
-
-    from tokendyn.trainers.train import train
+    from tokendyn.trainers import train
 
     movie = os.path.join(run_dir, run.run_id + ".h5")
     result = train(run.preset, out=movie, overwrite=True, progress=False, log=lambda s: None, sample_tokens=0,

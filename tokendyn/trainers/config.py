@@ -164,6 +164,8 @@ def _coerce(field_type: Any, value: Any, key: str) -> Any:
             raise ValueError(value)
         if "tuple" in kind:
             items = value if isinstance(value, (tuple, list)) else (value,)
+            if "..." not in kind and len(items) != kind.count("float"):  # betas: tuple[float, float]
+                raise ValueError(value)
             return tuple(float(x) for x in items)
         if "int" in kind and "float" not in kind:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
@@ -183,14 +185,14 @@ def _coerce(field_type: Any, value: Any, key: str) -> Any:
 def apply_overrides(config: TrainConfig, pairs: Iterable[str]) -> TrainConfig:
     """Apply ``key=value`` strings (from ``--set``, read as :mod:`tokendyn.keyvalue` reads ``-O``)
     to a config, with types from the dataclass."""
-    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig) if f.name not in ("extra", "preset")}
     try:
         parsed = parse_pairs(pairs, flag="--set", read_values=False)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     changes = {}
     for key, value in parsed.items():
-        if key not in types or key in ("extra", "preset"):
+        if key not in types:
             raise ConfigError(f"unknown config field {key!r}; fields: {', '.join(sorted(types))}")
         text_field = "str" in str(types[key]) and value.lower() not in ("none", "null")
         changes[key] = value if text_field else _coerce(types[key], parse_value(value), key)

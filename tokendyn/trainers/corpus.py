@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 NAMES = """Lily Tom Mia Ben Sam Anna Max Lucy Leo Emma Jack Zoe Finn Ella Noah Ruby Oscar Daisy Milo Rosa
 Theo Ivy Hugo Nora Felix Alice Jasper Hazel Otto Pip Clara Eli Molly Arlo Bella Toby Iris Jonah Maya
@@ -142,8 +142,3 @@ def chunks(text: str, size: int = 1 << 16) -> Iterator[str]:
     """Split text into pieces for batch tokenization."""
     for i in range(0, len(text), size):
         yield text[i:i + size]
-
-
-def iter_lines(texts: Iterable[str]) -> Iterator[str]:
-    for t in texts:
-        yield from t.split("\n")

@@ -27,10 +27,6 @@ class TokenData:
     token_text: list[str]
     unigram_entropy: float  # nats/token: the loss of the best context-free model
 
-    @property
-    def n_live(self) -> int:
-        return int(np.sum(self.token_class == fmt.CLASS_LIVE))
-
 
 def _cached_ids(key: str, make) -> np.ndarray:
     path = os.path.join(cache_dir(), f"tokens-{key}.npy")

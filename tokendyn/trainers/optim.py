@@ -66,7 +66,12 @@ class PureBF16AdamW(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
         """One update. Works with ``lr`` as a float or as a 0-d device tensor; with a tensor and
-        the step counts kept on the device, the whole update can be captured in a CUDA graph."""
+        the step counts kept on the device, the whole update can be captured in a CUDA graph.
+        ``closure``, as for any torch optimizer, re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group, flat in zip(self.param_groups, self._flat):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -88,7 +93,7 @@ class PureBF16AdamW(torch.optim.Optimizer):
             for s in states[1:]:
                 if s["step"] is not step:
                     s["step"].copy_(step)
-        return None
+        return loss
 
     def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor], ms: list[torch.Tensor],
                 vs: list[torch.Tensor], step: torch.Tensor) -> None:

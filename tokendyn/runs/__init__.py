@@ -1,0 +1,1 @@
+"""Runs made of runs: sweeps that orchestrate the trainer and the surfaces. Nothing imports this."""

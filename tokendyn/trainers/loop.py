@@ -1,0 +1,187 @@
+"""The training steps: eager, or replayed from one CUDA graph, each evaluated, recorded and shown as
+the config's schedules ask."""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .data import Batches, TokenData
+from .evaluate import heldout_loss
+from .graphed import GraphedStep
+from .model import GPT
+from .optim import lr_at
+
+if TYPE_CHECKING:
+    from tokendyn.recorder import Recorder
+
+SHOW_EVERY_SECONDS = 0.5  # how often the progress bar reads the loss (reading it waits for the device)
+
+
+@dataclass
+class Run:
+    """What the steps run on, built by :func:`~tokendyn.trainers.train` before the first of them."""
+
+    cfg: TrainConfig
+    device: torch.device
+    data: TokenData
+    batches: Batches
+    model: GPT
+    forward_model: Callable  # the model, or its torch.compile wrapper: what the steps call
+    optimizer: torch.optim.Optimizer
+    lr_tensor: torch.Tensor | None  # the learning rate on the device, for a capturable optimizer
+    autocast: Callable[[], Any]  # a context manager factory: bf16 autocast, or nothing
+    cuda_graphs: bool  # capture the whole step as one CUDA graph
+    start_step: int  # 0, or the checkpoint's step when resuming
+
+
+@dataclass
+class Reached:
+    """Where the steps stopped and what they measured on the way."""
+
+    step: int  # the last step completed
+    loss: float  # its training loss (after Ctrl-C: the last one shown, nan without a bar)
+    heldout: float  # the last held-out loss evaluated (nan if none was due)
+    interrupted: bool
+    seconds: float  # from the first step to the movie's last frame written
+
+
+def run_steps(run: Run, recorder: Recorder | None, *, progress: bool, say: Callable[[str], None]) -> Reached:
+    """Train steps ``start_step + 1`` to ``cfg.steps``, recording the frame of step 0 first on a fresh run.
+
+    Ctrl-C drops the step in progress and stops. Either way the progress bar and the recorder are
+    closed before the time is taken, so the movie holds every finished step and the throughput
+    counts the writing of its last frames.
+    """
+    cfg, start = run.cfg, run.start_step
+    capture = frame_capture(run, recorder)
+    interrupted = False
+    loss_value = float("nan")
+    heldout = float("nan")
+    step = start
+    t_start = time.perf_counter()
+    shown = 0.0
+    bar = None
+    try:
+        if start == 0:
+            record_step_zero(run, capture)
+        graphed = capture_graph(run, say) if run.cuda_graphs and cfg.steps > start else None
+        if progress:
+            bar = progress_bar(cfg.steps, start)
+        t_start = time.perf_counter()  # throughput counts the steps, not the set-up before them
+        for step in range(start + 1, cfg.steps + 1):
+            lr = lr_at(step, base=cfg.lr, warmup=cfg.warmup, total=cfg.steps, schedule=cfg.schedule,
+                       min_ratio=cfg.min_lr_ratio)
+            if graphed is not None:
+                graphed(lr)
+                loss, grad_norm = graphed.loss, graphed.grad_norm
+            else:
+                loss, grad_norm = eager_step(run, lr)
+            extra = {}
+            if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+                heldout = extra["heldout_loss"] = heldout_loss(run.model, run.data, cfg, run.device, run.autocast)
+            capture(step, loss, grad_norm, lr=lr, **extra)
+            if bar is not None and (time.perf_counter() - shown >= SHOW_EVERY_SECONDS or step == cfg.steps):
+                shown = time.perf_counter()
+                loss_value = float(loss.detach())
+                bar.set_postfix_str(progress_text(loss_value, run.data.unigram_entropy, heldout))
+            if bar is not None:
+                bar.update(1)
+        loss_value = float(loss.detach()) if cfg.steps > start else loss_value
+    except KeyboardInterrupt:
+        interrupted = True
+        step = step - 1 if step > start else start  # the step in progress did not finish
+        say(f"\ninterrupted: stopping cleanly at step {step}")
+    finally:
+        if bar is not None:
+            bar.close()
+        if recorder is not None:
+            recorder.close()
+    return Reached(step=step, loss=loss_value, heldout=heldout, interrupted=interrupted,
+                   seconds=time.perf_counter() - t_start)
+
+
+def eager_step(run: Run, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step launched op by op: a batch from the host, forward, backward, clip, update.
+
+    Returns the loss and the gradient norm as device tensors (the norm is 0 without clipping).
+    """
+    set_lr(run.optimizer, run.lr_tensor, lr)
+    x, y = run.batches.next()
+    xb = torch.from_numpy(x).to(run.device, non_blocking=True)
+    yb = torch.from_numpy(y).to(run.device, non_blocking=True)
+    with run.autocast():
+        _, loss = run.forward_model(xb, yb)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_clip = run.cfg.grad_clip
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), grad_clip) if grad_clip > 0 \
+        else torch.zeros(())
+    run.optimizer.step()
+    return loss, grad_norm
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr_tensor: torch.Tensor | None, lr: float) -> None:
+    """Refill the device tensor the optimizer reads, or set each group's float."""
+    if lr_tensor is not None:
+        lr_tensor.fill_(lr)
+        return
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def capture_graph(run: Run, say: Callable[[str], None]) -> GraphedStep | None:
+    """The whole step captured as one CUDA graph, or ``None`` (with a message) if an op cannot be captured."""
+    ids = torch.from_numpy(np.asarray(run.data.train, dtype=np.int32)).to(run.device)
+    cfg = run.cfg
+    try:
+        return GraphedStep(run.model, run.forward_model, run.optimizer, run.lr_tensor, ids, batch=cfg.batch,
+                           context=cfg.context, grad_clip=cfg.grad_clip, precision=cfg.precision)
+    except RuntimeError as exc:  # train eagerly instead
+        say(f"CUDA graph capture failed ({str(exc).splitlines()[0]}); training without graphs")
+        return None
+
+
+def frame_capture(run: Run, recorder: Recorder | None) -> Callable[..., None]:
+    """``capture(step, loss, grad_norm=None, **scalars)``: a frame of W (and E, untied) where the
+    recorder's schedule wants one; a no-op without a recorder."""
+    model = run.model
+    record_e = not run.cfg.tied and run.cfg.record_untied_e
+
+    def capture(step: int, loss: torch.Tensor, grad_norm: torch.Tensor | None = None, **scalars: Any) -> None:
+        if recorder is None or not recorder.wants(step):
+            return  # before any tensor op: a step that is not recorded costs nothing here
+        if grad_norm is not None:
+            scalars["grad_norm"] = grad_norm.detach().float()
+        recorder.capture(step, W=model.wte.weight, E=model.lm_head.weight if record_e else None,
+                         loss=loss.detach().float(), **scalars)
+
+    return capture
+
+
+def record_step_zero(run: Run, capture: Callable[..., None]) -> None:
+    """The frame before any update, with the loss of one training batch (drawn even if not recorded)."""
+    x, y = run.batches.next()
+    with torch.no_grad(), run.autocast():
+        _, loss0 = run.forward_model(torch.from_numpy(x).to(run.device), torch.from_numpy(y).to(run.device))
+    capture(0, loss0, lr=0.0)
+
+
+def progress_bar(total: int, initial: int) -> Any:
+    """A tqdm bar on stderr counting steps."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="training", unit="step", file=sys.stderr, dynamic_ncols=True)
+
+
+def progress_text(loss: float, unigram_entropy: float, heldout: float) -> str:
+    """What the bar shows after the step count: the loss against the unigram baseline, and the held-out loss."""
+    return (f"loss {loss:.3f} (unigram {unigram_entropy:.3f})"
+            + (f" heldout {heldout:.3f}" if not math.isnan(heldout) else ""))
