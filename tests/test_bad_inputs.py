@@ -80,6 +80,28 @@ def test_newer_major_version(good, tmp_path):
     assert tokendyn.open_movie(ok).sizes["frame"] == 6
 
 
+@pytest.mark.parametrize("version, message", [("0.9", "format_version '0.9' is not a released version"),
+                                              ("banana", "unreadable format_version 'banana'")])
+def test_unreleased_and_unreadable_versions(good, tmp_path, version, message):
+    path = _mutate(good, tmp_path / f"v{version}.h5", lambda f: f.attrs.__setitem__("format_version", version))
+    for call in _all_entry_points(path) + [lambda: tokendyn.repair(path, tmp_path / "out.h5")]:
+        with pytest.raises(MovieFormatError, match=f"v{version}.h5: {message}") as caught:
+            call()
+        assert type(caught.value) is MovieFormatError
+    # check reports it and goes on checking the rest of the file
+    assert tokendyn.check(path).problems == [message]
+    out = run_cli("info", path)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_check_stops_at_a_newer_major_version(good, tmp_path):
+    def newer(f):
+        f.attrs["format_version"] = "2.0"
+        del f.attrs["created"]  # a v1 rule: not one to hold a newer version to
+    report = tokendyn.check(_mutate(good, tmp_path / "v2.h5", newer))
+    assert len(report.problems) == 1 and "written with W-movie format 2.0" in report.problems[0]
+
+
 def test_truncated_file(good, tmp_path):
     path = tmp_path / "cut.h5"
     data = open(good, "rb").read()

@@ -1,7 +1,10 @@
 """The W-movie format v1 in code: names, attributes, dtypes and the bfloat16 bit rules.
 
-This module is the single source of the spec (``docs/format.md`` is its prose). Both the writer
-(:mod:`recorder`) and the reader (:mod:`tokendyn.sources.dataset`) import it, so it depends on numpy only.
+This package is the single source of the spec (``docs/format.md`` is its prose): the names here,
+the header check in :mod:`.header`, the HDF5 layout in :mod:`.layout`. Both the writer
+(:mod:`tokendyn.recorder`) and the readers (:mod:`tokendyn.sources`) import it, so it depends on
+numpy only and imports nothing of tokendyn's but :mod:`tokendyn.errors`. Decoding bf16 bits to
+float32 (a 16-bit shift) is the readers' job: :func:`tokendyn.sources.decode.bf16_bits_to_float32`.
 """
 from __future__ import annotations
 
@@ -50,7 +53,6 @@ STORAGE_DTYPES = {
     "float16": np.dtype("<f2"),
     "bfloat16": np.dtype("<u2"),
 }
-SUPPORTED_DTYPES = tuple(STORAGE_DTYPES)
 
 # Defaults chosen from benchmarks/bench_recorder.py (see docs/format.md).
 DEFAULT_COMPRESSION = None
@@ -62,17 +64,6 @@ def class_code(name: str) -> int:
         return TOKEN_CLASSES.index(name)
     except ValueError:
         raise ValueError(f"unknown token class {name!r}; expected one of {TOKEN_CLASSES}") from None
-
-
-def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
-    """Decode raw bfloat16 bit patterns (uint16) to float32, exactly.
-
-    A bfloat16 is the upper half of a float32, so the decode is a 16-bit shift.
-    """
-    bits = np.asarray(bits)
-    if bits.dtype != np.uint16:
-        raise TypeError(f"bfloat16 bits must be uint16, got {bits.dtype}")
-    return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
 def float32_to_bf16_bits(values: np.ndarray) -> np.ndarray:
@@ -110,8 +101,3 @@ class BF16Bits:
         self.shape = bits.shape
         self.dtype = "bfloat16"
 
-
-def parse_version(text: str) -> tuple[int, int]:
-    """Parse ``"major.minor"``; raise ValueError on anything else."""
-    major, minor = str(text).split(".")
-    return int(major), int(minor)

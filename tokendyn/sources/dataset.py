@@ -1,135 +1,36 @@
 """Reading W-movies: :func:`open_movie` gives a lazy, dask-backed :class:`xarray.Dataset`.
 
-Nothing of ``W`` is read at open. Each dask task opens the file itself (by path) and reads one block
-of frames, so a Dataset can be pickled to dask.distributed workers: no HDF5 handle travels.
+The Dataset is built from a :class:`~tokendyn.sources.base.MovieSource` (an HDF5 file or a zarr
+copy) and from nothing else, so every backend gives the same Dataset. Nothing of ``W`` is read at
+open. Each dask task opens the movie itself (by path) and reads one block of frames, so a Dataset
+can be pickled to dask.distributed workers: no HDF5 handle travels. ``ds.movie`` (the
+:class:`MovieAccessor`) lives here too, beside :func:`refresh`, which it calls.
 """
 from __future__ import annotations
 
-import atexit
+import dataclasses
 import json
 import os
-import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.base import tokenize
 
 from tokendyn import format as fmt
 from tokendyn.errors import MovieFormatError
-from tokendyn.format.layout import complete_frames, frame_axis_names
-from tokendyn.sources._decode import decode_bf16_block
-from tokendyn.sources.h5 import attr_text, h5_errors, movie_file, open_readonly
+from tokendyn.format.layout import complete_frames
 
-from . import accessor as _accessor  # noqa: F401  (registers ds.movie)
+from . import open_source
+from .base import DirectFrames, MovieSource, attr_text
+from .decode import bf16_bits_to_float32
 
 # About 16 MiB of decoded float32 per chunk: small enough that numpy reuses freed buffers
 # instead of taking fresh pages from the kernel (which made 64 MiB chunks 3x slower to decode).
 DEFAULT_CHUNK_BYTES = 16 * 2**20
-
-_HANDLES: OrderedDict[tuple[str, bool, int], tuple[tuple[int, ...], Any]] = OrderedDict()
-_HANDLES_LOCK = threading.Lock()
-_MAX_HANDLES = 16
-
-
-def _handle(path: str, swmr: bool) -> Any:
-    """A read-only h5py File for ``path``, cached per process and reopened when the file changes.
-
-    The cache key holds the process id, so a forked worker never reuses its parent's handle. A
-    plain handle is reopened when the file's inode, size or mtime change; an SWMR handle is kept
-    (its datasets are refreshed on each read instead, as reopening in one process shows stale data).
-    """
-    st = os.stat(path)
-    signature = (st.st_ino,) if swmr else (st.st_ino, st.st_size, st.st_mtime_ns)
-    key = (path, swmr, os.getpid())
-    with _HANDLES_LOCK:
-        entry = _HANDLES.get(key)
-        if entry is not None and entry[0] == signature and entry[1].id.valid:
-            _HANDLES.move_to_end(key)
-            return entry[1]
-        if entry is not None:
-            _close_quietly(entry[1])
-        f = open_readonly(path, swmr=True if swmr else None)
-        _HANDLES[key] = (signature, f)
-        while len(_HANDLES) > _MAX_HANDLES:
-            _close_quietly(_HANDLES.popitem(last=False)[1][1])
-        return f
-
-
-_DATASETS: dict[tuple[int, str], Any] = {}
-
-
-def _dataset(path: str, swmr: bool, name: str) -> Any:
-    """A dataset of a cached read handle, kept open: opening it for every read made HDF5 drop and
-    re-read its chunk index each time (2.3 s instead of 1.0 s to read 2,000 Duckling II frames)."""
-    f = _handle(path, swmr)
-    key = (id(f), name)
-    with _HANDLES_LOCK:
-        dset = _DATASETS.get(key)
-        if dset is None or not dset.id.valid:
-            dset = _DATASETS[key] = f[name]
-        return dset
-
-
-def fresh_dataset(path: str, swmr: bool, name: str) -> Any:
-    """:func:`_dataset`, refreshed first when the movie is read while being written (SWMR).
-    Call it under :func:`tokendyn.sources.h5.h5_errors`."""
-    dset = _dataset(path, swmr, name)
-    if swmr:
-        dset.refresh()
-    return dset
-
-
-def _close_quietly(f: Any) -> None:
-    for key in [k for k in _DATASETS if k[0] == id(f)]:
-        del _DATASETS[key]
-    try:
-        f.close()
-    except Exception:  # noqa: BLE001 - closing a cached read handle must never fail a read
-        pass
-
-
-def forget_handles(path: str) -> None:
-    """Close the cached read handles of ``path``: HDF5 shares one open file per process, so a
-    handle left open would make a fresh open see stale metadata."""
-    with _HANDLES_LOCK:
-        for key in [k for k in _HANDLES if k[0] == path]:
-            _close_quietly(_HANDLES.pop(key)[1])
-
-
-@atexit.register
-def close_cached_handles() -> None:
-    """Close every cached read handle (also useful before deleting or rewriting a movie)."""
-    with _HANDLES_LOCK:
-        for _, f in _HANDLES.values():
-            _close_quietly(f)
-        _HANDLES.clear()
-
-
-class H5Block:
-    """A picklable, lazily opened view of one movie variable for :func:`dask.array.from_array`.
-
-    Reads go through a per-process cache of read-only handles, so a dataset built on it travels
-    to other processes (dask.distributed workers) as a path and a name, never as an HDF5 handle.
-    """
-
-    def __init__(self, path: str, name: str, shape: tuple[int, ...], dtype: np.dtype, swmr: bool):
-        self.path = path
-        self.name = name
-        self.shape = shape
-        self.dtype = np.dtype(dtype)
-        self.ndim = len(shape)
-        self.swmr = swmr
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        with h5_errors(self.path):
-            return np.asarray(fresh_dataset(self.path, self.swmr, self.name)[key])
-
-    def __repr__(self) -> str:
-        return f"H5Block({self.path!r}, {self.name!r}, shape={self.shape})"
 
 
 def _frame_chunks(chunks: Any, frame_bytes: int, n_frames: int) -> int:
@@ -144,52 +45,56 @@ def _frame_chunks(chunks: Any, frame_bytes: int, n_frames: int) -> int:
     return min(k, n_frames)
 
 
-def _matrix(path: str, src: Any, name: str, n: int, frames_per_chunk: int) -> dict[str, xr.Variable]:
+def _matrix(src: MovieSource, name: str, n: int, frames_per_chunk: int,
+            direct: dict[str, DirectFrames]) -> dict[str, xr.Variable]:
+    """The Dataset variables of the matrix ``name``; where the source can read its frames
+    straight from the file, the record of that goes into ``direct``."""
     arr = src[name]
     logical = attr_text(arr.attrs.get("dtype", arr.dtype.name))
     if logical not in fmt.STORAGE_DTYPES:
-        raise MovieFormatError(f"{name} has unsupported dtype {logical!r}", path)
+        raise MovieFormatError(f"{name} has unsupported dtype {logical!r}", src.path)
     shape = (n,) + tuple(arr.shape[1:])
-    source = src.block(name, shape, arr.dtype)
-    raw = da.from_array(source, chunks=(frames_per_chunk, -1, -1), lock=False, asarray=True,
-                        meta=np.empty((0, 0, 0), dtype=arr.dtype), name=f"tokendyn-{name}-{path}-{n}")
+    chunks = (frames_per_chunk, -1, -1)
+    token = tokenize(src.path, name, shape, np.dtype(arr.dtype).str, chunks, src.swmr)
+    raw = da.from_array(src.block(name, shape, arr.dtype), chunks=chunks, lock=False, asarray=True,
+                        meta=np.empty((0, 0, 0), dtype=arr.dtype), name=f"tokendyn-{name}-{token}")
     dims = (fmt.DIM_FRAME, fmt.DIM_TOKEN, fmt.DIM_DIM)
     out: dict[str, xr.Variable] = {}
     attrs = {"long_name": attr_text(arr.attrs.get("long_name", name)), "stored_dtype": logical}
+    holder = None  # the variable whose data is ``raw`` itself
     if logical == "bfloat16":
-        decoded = raw.map_blocks(decode_bf16_block, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
+        decoded = raw.map_blocks(bf16_bits_to_float32, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
         out[name] = xr.Variable(dims, decoded, attrs)
-        out[f"{name}_bits"] = xr.Variable(
+        holder = f"{name}_bits"
+        out[holder] = xr.Variable(
             dims, raw, {"long_name": f"raw bfloat16 bit patterns of {name}", "dtype": "bfloat16"}
         )
     elif logical == "float16":
         out[name] = xr.Variable(dims, raw.astype(np.float32), attrs)
     else:
+        holder = name
         out[name] = xr.Variable(dims, raw, attrs)
+    record = src.direct_frames(name, shape, arr.dtype)
+    if record is not None and holder is not None:
+        direct[name] = dataclasses.replace(record, variable=holder, array=raw.name)
     return out
 
 
-class _H5Source:
-    """The HDF5 backend of :func:`open_movie`: an open read-only file."""
+def direct_frames(ds: xr.Dataset, name: str = "W") -> DirectFrames | None:
+    """Where the stored frames of the matrix ``name`` of ``ds`` can be read straight from the
+    movie file, or ``None`` when they must be read through the Dataset's own arrays.
 
-    def __init__(self, path: str, f: Any, swmr: bool):
-        self.path, self.f, self.swmr = path, f, swmr
-        self.attrs = f.attrs
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.f
-
-    def __getitem__(self, name: str) -> Any:
-        return self.f[name]
-
-    def text(self, name: str) -> np.ndarray:
-        return np.asarray(self.f[name].asstr()[...], dtype=object)
-
-    def frame_series(self) -> list[str]:
-        return frame_axis_names(self.f) if fmt.DIM_FRAME in self.f else []
-
-    def block(self, name: str, shape: tuple[int, ...], dtype: Any) -> Any:
-        return H5Block(self.path, name, shape, dtype, self.swmr)
+    Only a Dataset straight from :func:`open_movie` of an HDF5 movie has such a record, and it
+    holds only while the variable it names still holds the very dask array open_movie built (not
+    a selection, a loaded or a computed copy) and the file is still there.
+    """
+    record = ds.encoding.get("tokendyn", {}).get("direct", {}).get(name)
+    if not isinstance(record, DirectFrames) or record.variable not in ds.variables:
+        return None
+    data = ds.variables[record.variable].data
+    if not isinstance(data, da.Array) or data.name != record.array or tuple(data.shape) != record.shape:
+        return None
+    return record if os.path.isfile(record.path) else None
 
 
 def open_movie(
@@ -232,27 +137,18 @@ def open_movie(
     tokendyn.MovieVersionError
         A newer major version of the format.
     """
-    path = os.path.abspath(os.fspath(path))
-    if is_zarr_movie(path):
-        from tokendyn.sources.zarr import ZarrSource
-
-        return _build_dataset(path, ZarrSource(path), chunks, live, swmr=False)
-    forget_handles(path)
-    with movie_file(path, swmr=True if live else None) as f:
-        swmr = live or bool(getattr(f, "swmr_mode", False))
-        return _build_dataset(path, _H5Source(path, f, swmr), chunks, live, swmr)
+    with open_source(path, live=live) as source:
+        return build_dataset(source, chunks=chunks, live=live)
 
 
-def is_zarr_movie(path: str | os.PathLike) -> bool:
-    """A zarr copy of a movie (``tokendyn convert``) is a directory; an HDF5 movie a file."""
-    path = os.fspath(path)
-    return os.path.isdir(path) and (os.path.exists(os.path.join(path, ".zgroup"))
-                                    or os.path.exists(os.path.join(path, "zarr.json")))
-
-
-def _build_dataset(path: str, src: Any, chunks: Any, live: bool, swmr: bool = False) -> xr.Dataset:
-    """The Dataset of a movie, from either backend (HDF5 file or zarr group)."""
-    with h5_errors(path):
+def build_dataset(src: MovieSource, *, chunks: int | Mapping[str, int] | None = None,
+                  live: bool = False) -> xr.Dataset:
+    """The lazy Dataset of an open movie source (see :func:`open_movie`); the source may be closed
+    once this returns: the Dataset reads through picklable block readers that open the movie
+    themselves."""
+    path = src.path
+    direct: dict[str, DirectFrames] = {}
+    with src.errors():
         for required in (fmt.STEP, "W", fmt.TOKEN_CLASS):
             if required not in src:
                 raise MovieFormatError(f"the movie has no {required!r} variable", path)
@@ -270,7 +166,7 @@ def _build_dataset(path: str, src: Any, chunks: Any, live: bool, swmr: bool = Fa
             if name in src:
                 if src[name].shape[1:] != (n_tokens, n_dims):
                     raise MovieFormatError(f"{name} has shape {src[name].shape[1:]} but W has {(n_tokens, n_dims)}", path)
-                data_vars.update(_matrix(path, src, name, n, per_chunk))
+                data_vars.update(_matrix(src, name, n, per_chunk, direct))
         coords: dict[str, Any] = {
             fmt.DIM_FRAME: (fmt.DIM_FRAME, np.arange(n, dtype=np.int64)),
             fmt.STEP: (fmt.DIM_FRAME, step_all[:n].astype(np.int64), {"long_name": "optimizer step"}),
@@ -296,7 +192,7 @@ def _build_dataset(path: str, src: Any, chunks: Any, live: bool, swmr: bool = Fa
                     and obj.ndim == 1 and obj.shape[0] >= n:
                 attrs = {k: attr_text(v) for k, v in obj.attrs.items() if k not in fmt.STRUCTURAL_ATTRS}
                 data_vars[key] = xr.Variable((fmt.DIM_FRAME,), obj[:n], attrs)
-        attrs = {k: attr_text(v) for k, v in src.attrs.items()}
+        attrs = dict(src.attrs)
         if "config" in attrs:
             try:
                 attrs["config"] = json.loads(attrs["config"])
@@ -304,7 +200,7 @@ def _build_dataset(path: str, src: Any, chunks: Any, live: bool, swmr: bool = Fa
                 raise MovieFormatError("the config attribute is not valid JSON", path) from None
     ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     ds.encoding["source"] = path
-    ds.encoding["tokendyn"] = {"chunks": chunks, "live": live, "swmr": swmr}
+    ds.encoding["tokendyn"] = {"chunks": chunks, "live": live, "swmr": src.swmr, "direct": direct}
     if nonfinite:
         warnings.warn(f"{path}: the movie holds {nonfinite} NaN/Inf matrix entries", RuntimeWarning, stacklevel=3)
     return ds
@@ -317,3 +213,21 @@ def refresh(ds: xr.Dataset) -> xr.Dataset:
         raise MovieFormatError("this Dataset was not opened by tokendyn.open_movie; cannot refresh")
     opts = ds.encoding.get("tokendyn", {})
     return open_movie(source, chunks=opts.get("chunks"), live=opts.get("live", False))
+
+
+@xr.register_dataset_accessor("movie")
+class MovieAccessor:
+    """Movie-level helpers on Datasets opened by :func:`open_movie`: ``ds.movie.path`` and
+    ``ds.movie.refresh()``."""
+
+    def __init__(self, ds: xr.Dataset):
+        self._ds = ds
+
+    @property
+    def path(self) -> str | None:
+        """The file the Dataset was opened from."""
+        return self._ds.encoding.get("source")
+
+    def refresh(self) -> xr.Dataset:
+        """Re-open the movie, picking up frames written since it was opened (live reading)."""
+        return refresh(self._ds)

@@ -1,14 +1,29 @@
-"""Opening movie files read-only, turning HDF5's failures into tokendyn errors."""
+"""The HDF5 source: movie files opened read-only, HDF5's failures turned into tokendyn errors,
+and the per-process cache of read handles that every block read goes through.
+
+:class:`H5Source` opens a movie once and checks its header; the Dataset built from it reads through
+:class:`H5Block`, which holds a path and a name only, so it pickles to dask.distributed workers and
+opens the file (once per process: :func:`fresh_dataset`) where it reads.
+"""
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
+from typing import Any
 
 import h5py
+import numpy as np
 
 from tokendyn import format as fmt
-from tokendyn.errors import MovieError, MovieFormatError, MovieVersionError
+from tokendyn.errors import MovieError
+from tokendyn.format.header import check_header
+from tokendyn.format.layout import frame_axis_names
+
+from .base import DirectFrames, MovieSource, attr_text
 
 _LOCKED_HINTS = ("already open for write", "consistency flags", "unable to lock file")
 
@@ -55,53 +70,160 @@ def h5_errors(path: str | os.PathLike) -> Iterator[None]:
         raise MovieError(f"the HDF5 file is corrupted or unreadable ({exc})", path) from None
 
 
-@contextlib.contextmanager
-def movie_file(path: str | os.PathLike, *, swmr: bool | None = None) -> Iterator[h5py.File]:
-    """Open a movie read-only and check its header (format name and major version)."""
-    f = open_readonly(path, swmr=swmr)
+_HANDLES: OrderedDict[tuple[str, bool, int], tuple[tuple[int, ...], Any]] = OrderedDict()
+_HANDLES_LOCK = threading.Lock()
+_MAX_HANDLES = 16
+
+
+def _handle(path: str, swmr: bool) -> Any:
+    """A read-only h5py File for ``path``, cached per process and reopened when the file changes.
+
+    The cache key holds the process id, so a forked worker never reuses its parent's handle. A
+    plain handle is reopened when the file's inode, size or mtime change; an SWMR handle is kept
+    (its datasets are refreshed on each read instead, as reopening in one process shows stale data).
+    """
+    st = os.stat(path)
+    signature = (st.st_ino,) if swmr else (st.st_ino, st.st_size, st.st_mtime_ns)
+    key = (path, swmr, os.getpid())
+    with _HANDLES_LOCK:
+        entry = _HANDLES.get(key)
+        if entry is not None and entry[0] == signature and entry[1].id.valid:
+            _HANDLES.move_to_end(key)
+            return entry[1]
+        if entry is not None:
+            _close_quietly(entry[1])
+        f = open_readonly(path, swmr=True if swmr else None)
+        _HANDLES[key] = (signature, f)
+        while len(_HANDLES) > _MAX_HANDLES:
+            _close_quietly(_HANDLES.popitem(last=False)[1][1])
+        return f
+
+
+_DATASETS: dict[tuple[int, str], Any] = {}
+
+
+def _dataset(path: str, swmr: bool, name: str) -> Any:
+    """A dataset of a cached read handle, kept open: opening it for every read made HDF5 drop and
+    re-read its chunk index each time (2.3 s instead of 1.0 s to read 2,000 Duckling II frames)."""
+    f = _handle(path, swmr)
+    key = (id(f), name)
+    with _HANDLES_LOCK:
+        dset = _DATASETS.get(key)
+        if dset is None or not dset.id.valid:
+            dset = _DATASETS[key] = f[name]
+        return dset
+
+
+def fresh_dataset(path: str, swmr: bool, name: str) -> Any:
+    """:func:`_dataset`, refreshed first when the movie is read while being written (SWMR).
+    Call it under :func:`h5_errors`."""
+    dset = _dataset(path, swmr, name)
+    if swmr:
+        dset.refresh()
+    return dset
+
+
+def _close_quietly(f: Any) -> None:
+    for key in [k for k in _DATASETS if k[0] == id(f)]:
+        del _DATASETS[key]
     try:
-        with h5_errors(path):
-            check_header(f, os.fspath(path))
-            yield f
-    finally:
+        f.close()
+    except Exception:  # noqa: BLE001 - closing a cached read handle must never fail a read
+        pass
+
+
+def forget_handles(path: str) -> None:
+    """Close the cached read handles of ``path``: HDF5 shares one open file per process, so a
+    handle left open would make a fresh open see stale metadata."""
+    with _HANDLES_LOCK:
+        for key in [k for k in _HANDLES if k[0] == path]:
+            _close_quietly(_HANDLES.pop(key)[1])
+
+
+@atexit.register
+def close_cached_handles() -> None:
+    """Close every cached read handle (also useful before deleting or rewriting a movie)."""
+    with _HANDLES_LOCK:
+        for _, f in _HANDLES.values():
+            _close_quietly(f)
+        _HANDLES.clear()
+
+
+class H5Block:
+    """A picklable, lazily opened view of one movie variable for :func:`dask.array.from_array`.
+
+    Reads go through a per-process cache of read-only handles, so a dataset built on it travels
+    to other processes (dask.distributed workers) as a path and a name, never as an HDF5 handle.
+    """
+
+    def __init__(self, path: str, name: str, shape: tuple[int, ...], dtype: np.dtype, swmr: bool):
+        self.path = path
+        self.name = name
+        self.shape = shape
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(shape)
+        self.swmr = swmr
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        with h5_errors(self.path):
+            return np.asarray(fresh_dataset(self.path, self.swmr, self.name)[key])
+
+    def __repr__(self) -> str:
+        return f"H5Block({self.path!r}, {self.name!r}, shape={self.shape})"
+
+
+class H5Source(MovieSource):
+    """An HDF5 movie, open read-only with its header checked.
+
+    Parameters
+    ----------
+    path
+        The movie file. A movie whose SWMR writer crashed (its consistency flags still set) opens
+        too, through an SWMR read open.
+    live
+        Open through HDF5 SWMR, to follow a run that is still recording.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, live: bool = False):
+        self.path = os.path.abspath(os.fspath(path))
+        forget_handles(self.path)  # a cached handle would show this open stale metadata
+        self.file = open_readonly(self.path, swmr=True if live else None)
         try:
-            f.close()
+            with h5_errors(self.path):
+                self.header = check_header(self.file.attrs, self.path)
+                self.attrs = {k: attr_text(v) for k, v in self.file.attrs.items()}
+        except BaseException:
+            self.close()
+            raise
+        self.swmr = live or bool(getattr(self.file, "swmr_mode", False))
+
+    @classmethod
+    def can_open(cls, path: str) -> bool:
+        return os.path.isfile(path) and h5py.is_hdf5(path)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.file
+
+    def __getitem__(self, name: str) -> Any:
+        return self.file[name]
+
+    def text(self, name: str) -> np.ndarray:
+        return np.asarray(self.file[name].asstr()[...], dtype=object)
+
+    def frame_series(self) -> list[str]:
+        return frame_axis_names(self.file) if fmt.DIM_FRAME in self.file else []
+
+    def block(self, name: str, shape: tuple[int, ...], dtype: Any) -> H5Block:
+        return H5Block(self.path, name, shape, dtype, self.swmr)
+
+    def direct_frames(self, name: str, shape: tuple[int, ...], dtype: Any) -> DirectFrames:
+        return DirectFrames(self.path, name, self.swmr, tuple(shape), np.dtype(dtype).name)
+
+    def errors(self) -> contextlib.AbstractContextManager[None]:
+        return h5_errors(self.path)
+
+    def close(self) -> None:
+        try:
+            self.file.close()
         except (OSError, RuntimeError):
             pass
-
-
-def check_header(f: h5py.File, path: str) -> tuple[int, int]:
-    """Raise unless ``f`` declares itself a W-movie of a major version this reader knows."""
-    name = f.attrs.get("format")
-    if isinstance(name, bytes):
-        name = name.decode()
-    if name != fmt.FORMAT_NAME:
-        raise MovieFormatError(
-            f"HDF5 file without the W-movie attributes (format={name!r}, expected {fmt.FORMAT_NAME!r})",
-            path,
-        )
-    raw = f.attrs.get("format_version")
-    try:
-        major, minor = fmt.parse_version(raw.decode() if isinstance(raw, bytes) else raw)
-    except (ValueError, AttributeError, TypeError):
-        raise MovieFormatError(f"unreadable format_version {raw!r}", path) from None
-    if major > fmt.FORMAT_MAJOR:
-        raise MovieVersionError(
-            f"written with W-movie format {major}.{minor}; this tokendyn reads major version "
-            f"{fmt.FORMAT_MAJOR} only: upgrade tokendyn",
-            path,
-        )
-    if major < 1:
-        raise MovieFormatError(f"format_version {raw!r} is not a released version", path)
-    return major, minor
-
-
-def attr_text(value: object) -> object:
-    """Attributes come back as numpy scalars or bytes; give plain Python values."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return value

@@ -7,12 +7,17 @@ gives the same Dataset, bit for bit.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from tokendyn import format as fmt
-from tokendyn.errors import MovieError, MovieFormatError, TokendynError
+from tokendyn.errors import MovieError, TokendynError
+from tokendyn.format.header import check_header
+
+from .base import MovieSource
 
 FRAME_SERIES_ATTR = "tokendyn_frame_series"
 
@@ -50,23 +55,28 @@ class ZarrBlock:
         return np.asarray(self._array[key])
 
 
-class ZarrSource:
-    """The zarr backend of :func:`tokendyn.open_movie` (same interface as the HDF5 one)."""
+def is_zarr_movie(path: str | os.PathLike) -> bool:
+    """A zarr copy of a movie (``tokendyn convert``) is a directory; an HDF5 movie a file."""
+    path = os.fspath(path)
+    return os.path.isdir(path) and (os.path.exists(os.path.join(path, ".zgroup"))
+                                    or os.path.exists(os.path.join(path, "zarr.json")))
 
-    def __init__(self, path: str):
-        self.path = path
-        self.group = _open_group(path)
-        self.attrs = dict(self.group.attrs)
-        if self.attrs.get("format") != fmt.FORMAT_NAME:
-            raise MovieFormatError(f"zarr group without the W-movie attributes (format={self.attrs.get('format')!r})",
-                                   path)
-        major = fmt.parse_version(str(self.attrs.get("format_version", "0.0")))[0]
-        if major > fmt.FORMAT_MAJOR:
-            from tokendyn.errors import MovieVersionError
 
-            raise MovieVersionError(f"written with W-movie format {major}; upgrade tokendyn", path)
-        self.attrs.pop(FRAME_SERIES_ATTR, None)
+class ZarrSource(MovieSource):
+    """A zarr copy of a movie, open read-only with its header checked (the same rules as HDF5)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.path.abspath(os.fspath(path))
+        self.group = _open_group(self.path)
+        attrs = dict(self.group.attrs)
+        self.header = check_header(attrs, self.path, container="zarr group")
+        self._frame_series = list(attrs.pop(FRAME_SERIES_ATTR, []))
+        self.attrs = attrs
         self._names = set(self.group.array_keys())
+
+    @classmethod
+    def can_open(cls, path: str) -> bool:
+        return is_zarr_movie(path)
 
     def __contains__(self, name: str) -> bool:
         return name in self._names
@@ -78,7 +88,17 @@ class ZarrSource:
         return np.asarray(self.group[name][...], dtype=object)
 
     def frame_series(self) -> list[str]:
-        return list(self.group.attrs.get(FRAME_SERIES_ATTR, []))
+        return list(self._frame_series)
 
     def block(self, name: str, shape: tuple[int, ...], dtype: Any) -> ZarrBlock:
         return ZarrBlock(self.path, name, shape, dtype)
+
+    def close(self) -> None:
+        """Nothing to release: a zarr group holds no open file."""
+
+    @contextlib.contextmanager
+    def errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (OSError, KeyError, RuntimeError) as exc:
+            raise MovieError(f"the zarr movie is corrupted or unreadable ({exc})", self.path) from None

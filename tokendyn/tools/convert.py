@@ -18,9 +18,10 @@ import numpy as np
 
 from tokendyn import format as fmt
 from tokendyn.errors import TokendynError
-from tokendyn.format.layout import complete_frames, frame_axis_names
-from tokendyn.sources.h5 import attr_text, movie_file
-from tokendyn.sources.zarr import FRAME_SERIES_ATTR, ZarrSource, import_zarr
+from tokendyn.format.layout import complete_frames
+from tokendyn.sources.base import attr_text
+from tokendyn.sources.h5 import H5Source
+from tokendyn.sources.zarr import FRAME_SERIES_ATTR, ZarrSource, import_zarr, is_zarr_movie
 
 _TOKEN_AXIS = (fmt.DIM_TOKEN, fmt.TOKEN_CLASS, fmt.TOKEN_TEXT, fmt.TOKEN_COUNT)
 
@@ -46,11 +47,12 @@ def to_zarr(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool =
         if not overwrite:
             raise TokendynError("the output exists; pass overwrite (--overwrite)", dst)
         shutil.rmtree(dst) if os.path.isdir(dst) else os.remove(dst)
-    with movie_file(src) as f:
+    with H5Source(src) as source, source.errors():
+        f = source.file
         n = complete_frames(f[fmt.STEP][...])
-        series = frame_axis_names(f) if fmt.DIM_FRAME in f else []
+        series = source.frame_series()
         group = zarr.open_group(dst, mode="w", zarr_format=2)
-        group.attrs.update({k: attr_text(v) for k, v in f.attrs.items()})
+        group.attrs.update(source.attrs)
         group.attrs[FRAME_SERIES_ATTR] = series
         total = n * sum(m in f for m in fmt.MATRIX_VARIABLES)
         done = 0
@@ -149,8 +151,6 @@ def _copy_extra_attrs(dst: str, attrs: dict) -> None:
 def convert(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
             progress: Callable[[int, int], None] | None = None) -> str:
     """HDF5 movie -> zarr copy, or zarr copy -> HDF5 movie, by the kind of ``src``."""
-    from tokendyn.sources.dataset import is_zarr_movie
-
     if is_zarr_movie(src):
         return from_zarr(src, dst, overwrite=overwrite, progress=progress)
     if not os.fspath(dst).rstrip("/").endswith(".zarr"):

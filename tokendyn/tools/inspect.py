@@ -11,9 +11,11 @@ import h5py
 import numpy as np
 
 from tokendyn import format as fmt
-from tokendyn.errors import MovieFormatError
+from tokendyn.errors import MovieFormatError, MovieVersionError
+from tokendyn.format.header import check_format_name, check_header, check_version
 from tokendyn.format.layout import complete_frames, frame_axis_names
-from tokendyn.sources.h5 import attr_text, check_header, h5_errors, open_readonly
+from tokendyn.sources.base import attr_text
+from tokendyn.sources.h5 import h5_errors, open_readonly
 
 
 def _compression(dset: h5py.Dataset) -> str:
@@ -39,7 +41,7 @@ def info(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _info(f: h5py.File, path: str) -> dict[str, Any]:
-    check_header(f, path)
+    check_header(f.attrs, path)
     if "W" not in f or fmt.STEP not in f:
         raise MovieFormatError("the movie has no 'W' or 'step' variable", path)
     steps = f[fmt.STEP][...]
@@ -130,11 +132,17 @@ def check(
 def _check(f: h5py.File, path: str, report: CheckReport, scan_values: bool, progress: Any) -> None:
     p = report.problems.append
     try:
-        check_header(f, path)
-    except MovieFormatError as exc:
+        check_format_name(f.attrs, path)
+    except MovieFormatError as exc:  # not a W-movie at all: nothing below applies
         p(exc.problem)
-        if "newer" in exc.problem or "format=" in exc.problem:
-            return
+        return
+    try:
+        check_version(f.attrs, path)
+    except MovieVersionError as exc:  # a newer major version: the v1 rules below may not apply
+        p(exc.problem)
+        return
+    except MovieFormatError as exc:  # an unreadable or unreleased version: check the rest anyway
+        p(exc.problem)
     if getattr(f, "swmr_mode", False):
         report.notes.append(
             "the file was left open for writing (a live or crashed SWMR writer); plain h5py/xarray "

@@ -16,8 +16,10 @@ import numpy as np
 
 from tokendyn import format as fmt
 from tokendyn.errors import MovieError, MovieFormatError
+from tokendyn.format.header import check_header
 from tokendyn.format.layout import complete_frames, create_layout, frame_axis_names
-from tokendyn.sources.h5 import attr_text, check_header, open_readonly
+from tokendyn.sources.base import attr_text
+from tokendyn.sources.h5 import open_readonly
 
 
 def repair(
@@ -42,7 +44,7 @@ def repair(
         raise MovieError("the output would overwrite the input; use in_place=True", path)
     src = open_readonly(path)
     try:
-        check_header(src, path)
+        check_header(src.attrs, path)
         if "W" not in src or fmt.STEP not in src:
             raise MovieFormatError("the movie has no 'W' or 'step' variable", path)
         n = complete_frames(src[fmt.STEP][...])
