@@ -11,6 +11,9 @@ first ``--ref-frames`` frames and speeds are compared per frame.
     python benchmarks/bench_analysis.py [--movie /tmp/d2-bench.h5] [--frames 2000] [--ref-frames 100]
                                         [--repeats 3] [--analyses inhale,lattice_motion]
                                         [--section analysis]
+
+The analyses are those of the registry (``tokendyn.analysis.registry``), by function name; one
+without a numpy reference in :data:`REFERENCES` gets no speed-against-numpy row.
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from _results import emit, machine, update_section, verdict  # noqa: E402
 
 WARM_FRAMES = 8  # the untimed first call: numba loads the kernels from its cache (or compiles them)
-ANALYSES = ["comoving_displacement", "hypersphere_walk", "lattice_motion", "inhale", "cloud_geometry"]
+# benchmark settings per analysis: the hypersphere walk on every token (the movie has only 200 dead ones)
+OPTIONS = {"hypersphere_walk": {"tokens": "all"}}
 N_LIVE, N_PHANTOM, DIM = 6144, 2048, 128
 
 
@@ -99,22 +103,23 @@ def run_ours(name: str, path: str, frames: int | None, repeats: int = 1) -> dict
     import ast
 
     import tokendyn
-    from tokendyn import analysis
+    from tokendyn.analysis import registry
 
     ds = tokendyn.open_movie(path)
     name, _, options = name.partition(":")
-    kwargs = {"hypersphere_walk": {"tokens": "all"}}.get(name, {})
+    analysis = registry.get(name)
+    kwargs = dict(OPTIONS.get(name, {}))
     for pair in filter(None, options.split(",")):
         key, _, text = pair.partition("=")
         kwargs[key] = ast.literal_eval(text)
     t0 = time.perf_counter()
-    getattr(analysis, name)(ds, frames=slice(0, WARM_FRAMES), **kwargs).load()
+    analysis(ds, frames=slice(0, WARM_FRAMES), **kwargs).load()
     first_call = time.perf_counter() - t0
     sel = None if frames is None else slice(0, frames)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        getattr(analysis, name)(ds, frames=sel, **kwargs).load()
+        analysis(ds, frames=sel, **kwargs).load()
         times.append(time.perf_counter() - t0)
     return {"seconds": float(np.median(times)), "all_seconds": times, "first_call_seconds": first_call,
             "peak_rss_mb": peak_rss_mb()}
@@ -133,30 +138,47 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _geometry_reference(reference, x: np.ndarray, bits: np.ndarray, path: str) -> None:
+    """The same quantities as cloud_geometry: radii, quantiles, top-5 principal variances per class."""
+    import h5py
+
+    reference.geometry(x)
+    with h5py.File(path, "r") as f:
+        classes = f["token_class"][...]
+    reference.principal_variances(x, classes, 5)
+
+
+# each analysis's float64 numpy reference (tests/reference.py), given (reference, x, bits, path)
+REFERENCES = {
+    "comoving_displacement": lambda ref, x, bits, path: ref.comoving(x, np.ones(x.shape[1], bool), 0, (1, 2, 4, 8, 16)),
+    "hypersphere_walk": lambda ref, x, bits, path: ref.radial_steps(x),
+    "lattice_motion": lambda ref, x, bits, path: ref.lattice(bits),
+    "inhale": lambda ref, x, bits, path: ref.radius(x),
+    "cloud_geometry": _geometry_reference,
+}
+
+
+def analysis_names(asked: list[str] | None = None) -> list[str]:
+    """The function names of the analyses ``asked`` for (short or function names), else of every
+    registered analysis, in the registry's order."""
+    from tokendyn.analysis import registry
+
+    specs = [registry.get(name) for name in asked] if asked else registry.analyses().values()
+    return [spec.function.__name__ for spec in specs]
+
+
 def run_reference(name: str, path: str, frames: int) -> dict:
     """The numpy way: load the frames (float64), compute on whole arrays."""
     import h5py
     import reference
 
-    from tokendyn.format import bf16_bits_to_float32
+    from tokendyn.sources.decode import bf16_bits_to_float32
 
     t0 = time.perf_counter()
     with h5py.File(path, "r") as f:
         bits = f["W"][:frames]
     x = bf16_bits_to_float32(bits).astype(np.float64)
-    if name == "comoving_displacement":
-        reference.comoving(x, np.ones(x.shape[1], bool), 0, (1, 2, 4, 8, 16))
-    elif name == "hypersphere_walk":
-        reference.radial_steps(x)
-    elif name == "lattice_motion":
-        reference.lattice(bits)
-    elif name == "inhale":
-        reference.radius(x)
-    elif name == "cloud_geometry":  # the same quantities: radii, quantiles, top-5 principal variances per class
-        reference.geometry(x)
-        with h5py.File(path, "r") as f:
-            classes = f["token_class"][...]
-        reference.principal_variances(x, classes, 5)
+    REFERENCES[name](reference, x, bits, path)
     return {"seconds": time.perf_counter() - t0}
 
 
@@ -171,7 +193,7 @@ def covariance_floor(path: str, frames: int, k: int = 5) -> dict:
     from threadpoolctl import threadpool_limits
 
     from tokendyn.analysis._eigen import top_eigenvalues
-    from tokendyn.format import bf16_bits_to_float32
+    from tokendyn.sources.decode import bf16_bits_to_float32
 
     with h5py.File(path, "r") as f:
         x = bf16_bits_to_float32(f["W"][f["W"].shape[0] // 2]).astype(np.float64)
@@ -220,7 +242,7 @@ def main() -> None:
     ap.add_argument("--movie", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "tokendyn-d2-bench.h5"))
     ap.add_argument("--frames", type=int, default=2000)
     ap.add_argument("--ref-frames", type=int, default=100)
-    ap.add_argument("--analyses", default=",".join(ANALYSES))
+    ap.add_argument("--analyses", default=None, help="comma-separated function names (default: every registered one)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per figure; the median is reported")
     ap.add_argument("--section", default="analysis",
                     help="the section of RESULTS.md to write (another machine's figures get their own)")
@@ -244,7 +266,7 @@ def main() -> None:
     h5py_read_seconds(args.movie)  # warm the page cache: every figure below reads from memory
     reads = []
     rows = []
-    for name in args.analyses.split(","):
+    for name in analysis_names(args.analyses.split(",") if args.analyses else None):
         # the baseline is measured again beside each analysis: this VM's page cache is not stable
         # (the movie's pages are partly reclaimed between runs), so a ratio uses the read next to it
         read_times = [h5py_read_seconds(args.movie) for _ in range(args.repeats)]
@@ -252,12 +274,7 @@ def main() -> None:
         reads.extend(read_times)
         repeats = ("--repeats", str(args.repeats))
         ours = in_subprocess("--child", name, "--movie", args.movie, *repeats)
-        ours_ref = in_subprocess("--child", name, "--movie", args.movie, "--child-frames", str(args.ref_frames),
-                                 *repeats)
-        ref = in_subprocess("--child", name, "--movie", args.movie, "--child-reference",
-                            "--ref-frames", str(args.ref_frames))
         io_ratio = ours["seconds"] / read_s
-        speed = ref["seconds"] / ours_ref["seconds"]
         rows.append(emit(figure=f"{name} time / h5py read", value=io_ratio, seconds=ours["seconds"],
                          runs=ours["all_seconds"], h5py_read_seconds=read_s, h5py_runs=read_times,
                          target="<= 2", verdict=verdict(io_ratio, 2, False)))
@@ -265,9 +282,15 @@ def main() -> None:
                          value=ours["all_seconds"][0] / read_s, target="(context)", verdict="-"))
         rows.append(emit(figure=f"{name} first call on {WARM_FRAMES} frames (s; loads the kernels)",
                          value=ours["first_call_seconds"], target="(context)", verdict="-"))
-        rows.append(emit(figure=f"{name} speed vs numpy reference ({args.ref_frames} frames)", value=speed,
-                         ours_seconds=ours_ref["seconds"], reference_seconds=ref["seconds"], target=">= 5",
-                         verdict=verdict(speed, 5, True)))
+        if name in REFERENCES:
+            ours_ref = in_subprocess("--child", name, "--movie", args.movie, "--child-frames", str(args.ref_frames),
+                                     *repeats)
+            ref = in_subprocess("--child", name, "--movie", args.movie, "--child-reference",
+                                "--ref-frames", str(args.ref_frames))
+            speed = ref["seconds"] / ours_ref["seconds"]
+            rows.append(emit(figure=f"{name} speed vs numpy reference ({args.ref_frames} frames)", value=speed,
+                             ours_seconds=ours_ref["seconds"], reference_seconds=ref["seconds"], target=">= 5",
+                             verdict=verdict(speed, 5, True)))
         rows.append(emit(figure=f"{name} peak RSS (MB)", value=ours["peak_rss_mb"], target="< 1536",
                          verdict=verdict(ours["peak_rss_mb"], 1536, False)))
         if name == "cloud_geometry":  # what limits it: the principal variances (see RESULTS' notes)

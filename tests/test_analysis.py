@@ -14,6 +14,7 @@ from tokendyn.analysis import (
     hypersphere_walk,
     inhale,
     lattice_motion,
+    registry,
 )
 from tokendyn.analysis import geometry as geometry_module
 from tokendyn.errors import AnalysisError
@@ -51,18 +52,20 @@ def test_comoving_is_lazy_per_frame(walk):
     assert "msd" not in out
 
 
-@pytest.mark.parametrize("analysis,kwargs", [(comoving_displacement, {"lags": (1, 3), "ref_frame": 4}),
-                                             (lattice_motion, {})])
-def test_per_token_results_from_the_pass_equal_the_lazy_ones(analysis, kwargs, walk, tmp_path, monkeypatch):
+_PER_TOKEN_KWARGS = {"comoving": {"lags": (1, 3), "ref_frame": 4}}  # several lags and a reference frame
+
+
+@pytest.mark.parametrize("name", [name for name, spec in registry.analyses().items() if "per_token" in spec.options])
+def test_per_token_results_from_the_pass_equal_the_lazy_ones(name, walk, tmp_path, monkeypatch):
     import dask.array as da
 
     from tokendyn.analysis import _frames
 
-    path = walk
-    if analysis is lattice_motion:
-        path = tmp_path / "lf.h5"
-        synthetic.lattice_freeze(path, n_tokens=40, dim=12, frames=50, seed=5)
-    ds = tokendyn.open_movie(path, chunks=6)  # several blocks, each with its own context
+    analysis, kwargs = registry.get(name), _PER_TOKEN_KWARGS.get(name, {})
+    ds = tokendyn.open_movie(walk, chunks=6)  # several blocks, each with its own context
+    if not analysis.applies(ds, "all"):  # the lattice: a bf16 movie
+        synthetic.lattice_freeze(tmp_path / "lf.h5", n_tokens=40, dim=12, frames=50, seed=5)
+        ds = tokendyn.open_movie(tmp_path / "lf.h5", chunks=6)
     held = analysis(ds, per_token="memory", **kwargs)
     lazy = analysis(ds, per_token="lazy", **kwargs)
     per_token = [name for name, var in lazy.data_vars.items() if var.dims == ("frame", "token")]
@@ -362,7 +365,7 @@ def test_hypersphere_angular_decay_on_a_token_sample_matches_all_tokens(tmp_path
 def test_merging_each_blocks_last_moves_keeps_the_latest():
     """lattice_motion folds each block's latest moves per token into the running ones (numba); the
     same as sorting the two lists together by frame, latest first."""
-    from tokendyn.analysis._kernels import merge_last_moves
+    from tokendyn.analysis._lattice_kernels import merge_last_moves
 
     rng = np.random.default_rng(0)
     depth = 3
@@ -389,7 +392,7 @@ def test_shared_centroids_are_those_each_block_would_compute(walk, monkeypatch):
     they run in; a copy sent elsewhere starts empty and computes its own."""
     import pickle
 
-    from tokendyn.analysis import _kernels as K
+    from tokendyn.analysis import _kernel_base as K
     from tokendyn.analysis._centroids import KEPT_BLOCKS, SharedCentroids
     from tokendyn.analysis._frames import StoredFrames
 

@@ -12,6 +12,7 @@ import tokendyn
 from tokendyn import synthetic
 from tokendyn.analysis import cloud_geometry, comoving_displacement, inhale, lattice_motion
 from tokendyn.analysis._frames import StoredFrames
+from tokendyn.sources.decode import bf16_bits_to_float32
 
 needs_populate = pytest.mark.skipif(not hasattr(mmap, "MAP_POPULATE"), reason="maps only where MAP_POPULATE exists")
 
@@ -31,7 +32,7 @@ def test_mapped_frames_equal_hdf5_reads(tmp_path, dtype):
         from tokendyn.recorder import Recorder
         with Recorder(path, token_class=np.zeros(48, np.uint8)) as rec:
             for t, frame in enumerate(bits):
-                rec.capture(t, W=tokendyn.format.bf16_bits_to_float32(frame) * np.float32(1.1))
+                rec.capture(t, W=bf16_bits_to_float32(frame) * np.float32(1.1))
     source = StoredFrames(tokendyn.open_movie(path))
     with h5py.File(path, "r") as f:
         offsets = np.array([f["W"].id.get_chunk_info_by_coord((i, 0, 0)).byte_offset for i in range(9)])

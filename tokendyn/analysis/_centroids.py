@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import _kernels as K
+from . import _kernel_base as K
 
 KEPT_BLOCKS = 16  # blocks whose centroids are kept (a pass runs a few at once, in order)
 

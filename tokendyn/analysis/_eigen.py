@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._kernels import _FAST, _wide_vectors
+from ._kernel_base import _FAST, _wide_vectors
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)

@@ -1,7 +1,7 @@
 """Streaming the stored frames of a movie through the analyses' numba kernels.
 
 The kernels read frames as they are stored (bfloat16 bit patterns as ``uint16``, or float32) and
-decode value by value (:func:`tokendyn.analysis._kernels.value`), so a frame is never decoded into a
+decode value by value (:func:`tokendyn.analysis._kernel_base.value`), so a frame is never decoded into a
 fresh float array. Blocks of frames are read into a buffer that each thread reuses: fresh
 multi-megabyte arrays per block cost more in page faults than the read itself on these machines
 (measured: dask blocks of bits 1.34-2.2 s per 1,000 Duckling II frames vs 0.59 s into a reused
@@ -89,9 +89,13 @@ class StoredFrames:
         chunks = opts.get("chunks")
         self.chunk_frames = int(chunks.get(fmt.DIM_FRAME, 0) if isinstance(chunks, dict) else chunks or 0)
         data = raw.data
-        direct = (path is not None and isinstance(data, da.Array) and os.path.isfile(path)
-                  and data.name == f"tokendyn-{name}-{path}-{self.shape[0]}"
-                  and np.dtype(data.dtype) == self.dtype)
+        from tokendyn.sources.dataset import direct_frames
+
+        # read straight from the file only what open_movie recorded as readable that way, and
+        # only while this variable still holds the array it recorded (see direct_frames)
+        record = direct_frames(ds, name)
+        direct = (record is not None and record.path == path and record.dataset == name
+                  and record.variable == raw.name and np.dtype(record.dtype) == self.dtype)
         self._array = None if direct else (data if isinstance(data, da.Array) else np.asarray(data))
         self._frame_map: FrameMap | None = None  # per process: made on first use, never pickled
 
@@ -122,8 +126,7 @@ class StoredFrames:
             block = self._array[frames]
             out[...] = block.compute(scheduler="sync") if isinstance(block, da.Array) else block
             return out
-        from tokendyn.sources.dataset import fresh_dataset
-        from tokendyn.sources.h5 import h5_errors
+        from tokendyn.sources.h5 import fresh_dataset, h5_errors
 
         with h5_errors(self.path):
             dset = fresh_dataset(self.path, self.swmr, self.name)
@@ -177,7 +180,8 @@ def _run_block(source: StoredFrames, frames: np.ndarray, start: int, stop: int, 
 def stream(source: StoredFrames, frames: np.ndarray, kernel: Callable[..., Any], *args: Any, before: int = 0,
            per_block: int | None = None, progress: Callable[[int, int], None] | None = None,
            group: int = 16, sink: Callable[[int, Any], Any] | None = None) -> list[Any]:
-    """``[kernel(block, lead, start, *args) for each block]``: one pass over the selected frames.
+    """``[kernel(block, lead, start, *args) for each block]``: one pass over the selected frames
+    (the callback contract: :class:`tokendyn.analysis.base.BlockKernel`).
 
     ``frames`` are the positions (on the movie's frame axis) of the frames analysed; a block holds
     the stored frames ``frames[start - lead : stop]``, where ``lead = min(before, start)`` frames
@@ -313,13 +317,14 @@ def _pipeline(source: StoredFrames, frames: np.ndarray, ranges: list[tuple[int, 
 
 
 IN_MEMORY_BYTES = 256 * 2**20  # per-(frame, token) results up to this size are held from the streaming pass
+PER_TOKEN_CHOICES = ("auto", "memory", "lazy")  # an analysis's per_token option
 
 
 def keep_in_memory(per_token: str, nbytes: int) -> bool:
     """Whether an analysis computes its per-(frame, token) results in its streaming pass and holds
     them (``per_token="memory"``, or ``"auto"`` up to :data:`IN_MEMORY_BYTES`) rather than as
     lazy arrays that read the movie again when computed (``"lazy"``)."""
-    if per_token not in ("auto", "memory", "lazy"):
+    if per_token not in PER_TOKEN_CHOICES:
         from tokendyn.errors import AnalysisError
 
         raise AnalysisError(f"per_token must be 'auto', 'memory' or 'lazy', not {per_token!r}")
@@ -328,27 +333,28 @@ def keep_in_memory(per_token: str, nbytes: int) -> bool:
 
 class Collected:
     """A ``(frames, *tail)`` array filled block by block as a stream's results arrive (a ``sink``:
-    the block's part is copied in and dropped, so the parts are never all held at once)."""
+    the block's field ``field`` is copied in and dropped, so the parts are never all held at once;
+    merge that field with ``"skip"``)."""
 
-    def __init__(self, n_frames: int, tail: Sequence[int], dtype: Any, index: int):
+    def __init__(self, n_frames: int, tail: Sequence[int], dtype: Any, field: str):
         self.array = np.empty((n_frames,) + tuple(tail), dtype)
-        self.index = index
+        self.field = field
 
-    def __call__(self, start: int, result: tuple) -> tuple:
-        part = result[self.index]
+    def __call__(self, start: int, result: dict[str, Any]) -> dict[str, Any]:
+        part = result[self.field]
         self.array[start:start + part.shape[0]] = part
-        return result[:self.index] + (None,) + result[self.index + 1:]
+        return {**result, self.field: None}
 
 
 def per_token_array(per_token: str, source: StoredFrames, frames: np.ndarray, kernel: Callable[..., np.ndarray],
-                    *args: Any, tail: Sequence[int], dtype: Any, index: int,
+                    *args: Any, tail: Sequence[int], dtype: Any, field: str,
                     before: int = 0) -> tuple[Any, Collected | None]:
     """An analysis's per-(frame, token) results, ``(frames, *tail)``: held, as an array that the
-    streaming pass fills through the returned sink (element ``index`` of each block's result), or
+    streaming pass fills through the returned sink (the field ``field`` of each block's result), or
     lazy, as :func:`lazy` of ``kernel`` (the sink is then ``None``). See :func:`keep_in_memory`."""
     nbytes = len(frames) * int(np.prod(tail)) * np.dtype(dtype).itemsize
     if keep_in_memory(per_token, nbytes):
-        held = Collected(len(frames), tail, dtype, index)
+        held = Collected(len(frames), tail, dtype, field)
         return held.array, held
     return lazy(source, frames, kernel, *args, tail=tail, dtype=dtype, before=before), None
 

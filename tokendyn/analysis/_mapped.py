@@ -58,8 +58,7 @@ class FrameMap:
             return None
 
     def _dataset(self) -> Any:
-        from tokendyn.sources.dataset import fresh_dataset
-        from tokendyn.sources.h5 import h5_errors
+        from tokendyn.sources.h5 import fresh_dataset, h5_errors
 
         with h5_errors(self.path):
             return fresh_dataset(self.path, self.swmr, self.name)

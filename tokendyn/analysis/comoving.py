@@ -1,28 +1,36 @@
 """Displacement in the co-moving frame: token motion with the cloud's own drift taken out."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from tokendyn import format as fmt
 
-from . import _kernels as K
+from . import _comoving_kernels as K
+from . import base
 from ._centroids import SharedCentroids
-from ._frames import StoredFrames, decoded, per_token_array, stream
-from .base import TokenSelection, annotate, class_groups, frame_coords, selection
+from ._frames import PER_TOKEN_CHOICES, StoredFrames, per_token_array
+from ._kernel_base import block_centroids
+from .base import FrameRange, TokenSelection, annotate, class_groups, decoded, finish, frame_coords, merge, selection, stream
+from .registry import Analysis, ReportFigure, add
+
+# the streaming pass's fields; the per-(frame, token) part goes to a sink (or is empty)
+_MERGE = {"centroid_drift": "concat", "step_stats": "concat", "msd_sums": "sum", "msd_counts": "sum",
+          "per_token": "skip"}
 
 
-def centroid_of(ds: xr.Dataset, reference: TokenSelection = "all", frames=None) -> np.ndarray:
+def centroid_of(ds: xr.Dataset, reference: TokenSelection = "all", frames: FrameRange = None) -> np.ndarray:
     """Centroid c(t) of the reference tokens, float64 (frame, dim): one pass over the movie."""
     _, rows, positions = selection(ds, reference, frames)
     parts = stream(StoredFrames(ds), positions, _centroid_block, rows)
-    return np.concatenate(parts)
+    return merge(parts, {"centroid": "concat"})["centroid"]
 
 
-def _centroid_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray) -> np.ndarray:
-    return K.block_centroids(block[lead:], rows)
+def _centroid_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {"centroid": block_centroids(block[lead:], rows)}
 
 
 def _tokens_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, ref_rows: np.ndarray,
@@ -31,16 +39,17 @@ def _tokens_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, re
 
 
 def _stream_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, centroids: SharedCentroids,
-                  groups: np.ndarray, n_groups: int, lags: np.ndarray, y0: np.ndarray, keep: bool) -> tuple:
-    return K.comoving_stream(block, lead, start, rows, centroids.of(block, lead, start), groups, n_groups, lags,
-                             y0, keep)
+                  groups: np.ndarray, n_groups: int, lags: np.ndarray, y0: np.ndarray, keep: bool) -> dict[str, Any]:
+    drift, stats, sums, counts, per = K.comoving_stream(block, lead, start, rows, centroids.of(block, lead, start),
+                                                        groups, n_groups, lags, y0, keep)
+    return {"centroid_drift": drift, "step_stats": stats, "msd_sums": sums, "msd_counts": counts, "per_token": per}
 
 
 def comoving_displacement(
     ds: xr.Dataset,
     tokens: TokenSelection = "all",
     *,
-    frames: slice | tuple | None = None,
+    frames: FrameRange = None,
     reference: TokenSelection = "all",
     ref_frame: int = 0,
     lags: Sequence[int] | None = (1, 2, 4, 8, 16),
@@ -67,6 +76,11 @@ def comoving_displacement(
     the 2-core VM); everything else, the per-class statistics and the MSD included, is float64.
     Units are those of W ("embedding units").
     """
+    name = "comoving_displacement"
+    base.check_choice(ds, name, "per_token", per_token, PER_TOKEN_CHOICES)
+    base.check_option(ds, name, "lags", lags, lags is None or (isinstance(lags, (Sequence, np.ndarray)) and not isinstance(
+        lags, str) and all(base.is_whole(lag, 1) for lag in lags)), "None or whole numbers of frames >= 1, e.g. (1,2,4)")
+    base.check_option(ds, name, "ref_frame", ref_frame, base.is_whole(ref_frame), "a frame index (a whole number)")
     sub, rows, positions = selection(ds, tokens, frames, min_frames=2)
     _, ref_rows, _ = selection(ds, reference, frames)
     source = StoredFrames(ds)
@@ -74,28 +88,24 @@ def comoving_displacement(
     groups, names = class_groups(classes)
     coords = {**frame_coords(sub), fmt.DIM_TOKEN: sub[fmt.DIM_TOKEN].values,
               fmt.TOKEN_CLASS: (fmt.DIM_TOKEN, classes)}
-    requested = sorted(set(int(lag) for lag in (lags or ())))
-    if requested and requested[0] < 1:
-        raise ValueError("MSD lags must be >= 1 frame")
+    requested = sorted(set(int(lag) for lag in (lags if lags is not None else ())))
     all_lags = np.asarray(sorted(set(requested) | {1}), np.int64)  # lag 1 gives the step statistics
 
     t0 = int(ref_frame)
-    if not -len(positions) <= t0 < len(positions):
-        raise ValueError(f"ref_frame {ref_frame} is outside the {len(positions)} frames analysed")
+    base.check_option(ds, name, "ref_frame", ref_frame, -len(positions) <= t0 < len(positions),
+                 f"inside the {len(positions)} frames analysed ({-len(positions)} .. {len(positions) - 1})")
     first = source.read(positions[[t0]], np.empty((1,) + source.shape[1:], source.dtype))
-    y0 = decoded(first)[0, rows].astype(np.float64) - K.block_centroids(first, ref_rows)[0]
+    y0 = decoded(first)[0, rows].astype(np.float64) - block_centroids(first, ref_rows)[0]
 
     # per (frame, token): from the streaming pass below, or lazy (one more read of the movie when computed)
     per, collected = per_token_array(per_token, source, positions, _tokens_block, rows, ref_rows, y0,
-                                     tail=(rows.size, 2), dtype=np.float32, index=4, before=1)
+                                     tail=(rows.size, 2), dtype=np.float32, field="per_token", before=1)
     # one streaming pass: centroid drift, step statistics per class, MSD sums
     parts = stream(source, positions, _stream_block, rows, SharedCentroids(ref_rows), groups, len(names),
                    all_lags, y0, collected is not None, before=int(all_lags.max()), progress=progress,
                    sink=collected)
-    drift = np.concatenate([p[0] for p in parts])
-    stats = np.concatenate([p[1] for p in parts])
-    sums = sum(p[2] for p in parts)
-    counts = sum(p[3] for p in parts)
+    got = merge(parts, _MERGE)
+    drift, stats, sums, counts = got["centroid_drift"], got["step_stats"], got["msd_sums"], got["msd_counts"]
 
     out = xr.Dataset(coords=coords)
     unit = "embedding units"
@@ -114,5 +124,32 @@ def comoving_displacement(
             msd = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)[keep]
         var = xr.DataArray(msd, dims=("lag", "class"), coords={"lag": all_lags[keep], "class": names})
         out["msd"] = annotate(var, "co-moving mean squared displacement", "embedding units^2")
-    out.attrs.update(analysis="comoving_displacement", reference=str(reference), ref_frame=t0)
+    return finish(out, name, reference=str(reference), ref_frame=t0)
+
+
+# --- in the report ------------------------------------------------------------------------------
+
+def _headline(com: xr.Dataset) -> dict[str, Any]:
+    out: dict[str, Any] = {str(c): {"final_mean_step_displacement": com.step_displacement_mean.sel(
+        **{"class": c}).values[-1]} for c in com["class"].values}
+    if "msd" in com:
+        out["msd"] = {str(c): {int(lag): com.msd.sel(lag=lag, **{"class": c}).item() for lag in com.lag.values}
+                      for c in com.msd["class"].values}
     return out
+
+
+def _figures(com: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for cls in com["class"].values:
+        y = com.step_displacement_mean.sel(**{"class": cls}).values
+        ok = np.isfinite(y) & (y > 0)
+        ax.plot(com["step"].values[ok], y[ok], lw=1, color=colours.get(str(cls)), label=str(cls))
+    ax.set_yscale("log")
+    ax.set(xlabel="step", ylabel="mean step displacement (embedding units)", title="co-moving frame")
+    ax.legend(fontsize=8)
+    return [ReportFigure("comoving", "Co-moving displacement per class", fig)]
+
+
+add(Analysis("comoving", comoving_displacement, order=20, headline=_headline, figures=_figures))

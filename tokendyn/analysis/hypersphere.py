@@ -1,7 +1,8 @@
 """Dead tokens as a random walk on a hypersphere: is their motion isotropic, or pushed outward?"""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -9,26 +10,35 @@ from scipy import stats
 
 from tokendyn import format as fmt
 
-from . import _kernels as K
+from . import _hypersphere_kernels as K
+from . import base
 from ._centroids import SharedCentroids
-from ._frames import StoredFrames, stream
-from .base import TokenSelection, annotate, frame_coords, selection
+from .base import FrameRange, StoredFrames, TokenSelection, annotate, finish, frame_coords, merge, selection, stream, token_mask
+from .registry import Analysis, ReportFigure, add
 
 _BINS = 20_000  # resolution of the streamed radial-fraction histogram used for the KS test
+# the sums the kernel accumulates over a block's steps, in the order of its ``acc`` array
+_SUMS = ("radial_sum", "radial_sq_sum", "step_sq_sum", "steps", "outward_steps", "inward_steps",
+         "cos_sum", "cos_sq_sum", "cosines", "radius_sum")
+_MERGE = {"per_frame": "concat", "rho_histogram": "sum", **dict.fromkeys(_SUMS, "sum"),
+          "angle_sum": "sum", "angle_pairs": "sum"}
 
 
 def _walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, centre: SharedCentroids,
-                sample_rows: np.ndarray, lags: np.ndarray, bins: int) -> tuple:
+                sample_rows: np.ndarray, lags: np.ndarray, bins: int) -> dict[str, Any]:
     origin = centre.rows.size == 0
     cents = np.zeros((0, block.shape[2])) if origin else centre.of(block, lead, start)
-    return K.sphere_walk_block(block, lead, start, rows, cents, origin, sample_rows, lags, bins)
+    per, hist, acc, ang_sum, ang_n = K.sphere_walk_block(block, lead, start, rows, cents, origin, sample_rows, lags,
+                                                         bins)
+    return {"per_frame": per, "rho_histogram": hist, **dict(zip(_SUMS, acc)), "angle_sum": ang_sum,
+            "angle_pairs": ang_n}
 
 
 def hypersphere_walk(
     ds: xr.Dataset,
     tokens: TokenSelection = "dead",
     *,
-    frames: slice | tuple | None = None,
+    frames: FrameRange = None,
     center: str = "origin",
     alpha: float = 0.01,
     max_lag: int = 32,
@@ -53,14 +63,17 @@ def hypersphere_walk(
     rejects at ``alpha``) and
     ``outward_excess`` = mean a / RMS ``|D|`` (effect size; 0 under isotropy).
     """
+    name = "hypersphere_walk"
+    base.check_choice(ds, name, "center", center, ("origin", "centroid"))
+    base.check_option(ds, name, "alpha", alpha, base.is_number(alpha) and 0 < alpha < 1, "a number between 0 and 1")
+    base.check_option(ds, name, "max_lag", max_lag, base.is_whole(max_lag, 1), "a whole number of frames >= 1")
+    base.check_option(ds, name, "angle_tokens", angle_tokens, base.is_whole(angle_tokens, 1), "a whole number >= 1")
     sub, rows, positions = selection(ds, tokens, frames, min_tokens=1, min_frames=3)
     n, d = rows.size, sub.sizes[fmt.DIM_DIM]
     if center == "origin":
         center_rows = np.empty(0, np.int64)
-    elif center == "centroid":
-        center_rows = np.arange(ds.sizes[fmt.DIM_TOKEN], dtype=np.int64)
     else:
-        raise ValueError("center must be 'origin' or 'centroid'")
+        center_rows = np.arange(ds.sizes[fmt.DIM_TOKEN], dtype=np.int64)
     n_frames = len(positions)
     lags = np.unique(np.clip(np.round(np.geomspace(1, max(1, min(max_lag, n_frames - 1)), 12)), 1, None)).astype(np.int64)
     # the angular decay is a mean over tokens: a fixed random sample of angle_tokens estimates it
@@ -69,12 +82,9 @@ def hypersphere_walk(
     # one streaming pass; each block carries the max(2, max lag) frames before it
     parts = stream(StoredFrames(ds), positions, _walk_block, rows, SharedCentroids(center_rows), rows[sampled], lags,
                    _BINS, before=int(max(2, lags.max())), progress=progress)
-    per = np.concatenate([part[0] for part in parts])
-    hist = sum(part[1] for part in parts)
-    acc = sum(part[2] for part in parts)
-    ang_sum = sum(part[3] for part in parts)
-    ang_n = sum(part[4] for part in parts)
-    frames_seen = n_frames
+    got = merge(parts, _MERGE)
+    per, hist = got["per_frame"], got["rho_histogram"]
+    ang_sum, ang_n = got["angle_sum"], got["angle_pairs"]
 
     out = xr.Dataset(coords=frame_coords(sub))
     out["rho_mean"] = annotate(xr.DataArray(per[:, 0], dims="frame"),
@@ -83,10 +93,10 @@ def hypersphere_walk(
     out["radial_mean"] = annotate(xr.DataArray(per[:, 2], dims="frame"),
                                   "mean radial component of the step", "embedding units")
     out["radius_drift"] = annotate(xr.DataArray(per[:, 3], dims="frame"), "mean change of radius", "embedding units")
-    s_a, s_a2, s_len2 = acc[0], acc[1], acc[2]
-    n_steps, n_out, n_in = int(acc[3]), int(acc[4]), int(acc[5])
-    cos_sum, cos_sq, n_cos = acc[6], acc[7], int(acc[8])
-    radius_sum, radius_n = acc[9], frames_seen * n
+    s_a, s_a2, s_len2 = got["radial_sum"], got["radial_sq_sum"], got["step_sq_sum"]
+    n_steps, n_out, n_in = int(got["steps"]), int(got["outward_steps"]), int(got["inward_steps"])
+    cos_sum, cos_sq, n_cos = got["cos_sum"], got["cos_sq_sum"], int(got["cosines"])
+    radius_sum, radius_n = got["radius_sum"], n_frames * n
 
     n_rho = int(hist.sum())
     beta = stats.beta(0.5, (d - 1) / 2)
@@ -138,6 +148,66 @@ def hypersphere_walk(
     out["isotropic"] = scalar(isotropic, f"consistent with an isotropic walk (no test rejects at alpha={alpha})", "1")
     out["outward_excess"] = scalar(mean_a / rms_len if rms_len > 0 else np.nan,
                                    "outward excess: mean radial component / RMS step length", "1")
-    out.attrs.update(analysis="hypersphere_walk", center=center, dim=d, steps_tested=n_steps,
-                     tokens=str(tokens))
-    return out
+    return finish(out, name, center=center, dim=d, steps_tested=n_steps, tokens=str(tokens))
+
+
+# --- in the report and the train summary --------------------------------------------------------
+
+def _applies(ds: xr.Dataset, tokens: TokenSelection) -> bool:
+    """A walk needs two tokens and three frames (two steps)."""
+    return int(token_mask(ds, tokens).sum()) >= 2 and ds.sizes[fmt.DIM_FRAME] >= 3
+
+
+def _report_tokens(ds: xr.Dataset, tokens: TokenSelection) -> TokenSelection:
+    """The test is about dead tokens; without enough of them, the selection."""
+    if tokens is not None:
+        return tokens
+    return "dead" if (ds[fmt.TOKEN_CLASS].values == fmt.CLASS_DEAD).sum() >= 2 else "all"
+
+
+def _summary_tokens(ds: xr.Dataset) -> Sequence[TokenSelection]:
+    return ("dead", "phantom")
+
+
+_HEADLINE = ("isotropic", "outward_excess", "rho_mean_all", "rho_expected", "ks_pvalue", "sign_pvalue", "t_pvalue",
+             "outward_fraction_all", "step_correlation_mean", "diffusion")
+
+
+def _headline(h: xr.Dataset) -> dict[str, Any]:
+    return {**{k: h[k].item() for k in _HEADLINE}, "tokens": h.attrs.get("tokens")}
+
+
+def _summary_lines(h: xr.Dataset) -> list[tuple[str, str]]:
+    verdict = "isotropic" if bool(h.isotropic) else "NOT isotropic"
+    return [(f"hypersphere walk ({h.attrs['tokens']:7s})",
+             f"{verdict}: outward excess {float(h.outward_excess):+.3f}, "
+             f"rho {float(h.rho_mean_all):.4f} vs 1/d {float(h.rho_expected):.4f}, "
+             f"sign p {float(h.sign_pvalue):.2g}, KS p {float(h.ks_pvalue):.2g}")]
+
+
+def _figures(h: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
+    import matplotlib.pyplot as plt
+
+    d = int(h.attrs["dim"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    counts = h.rho_histogram.values.astype(float)
+    centres = h.rho_bin.values
+    width = centres[1] - centres[0]
+    total = counts.sum()
+    if total > 0:
+        axes[0].bar(centres, counts / (total * width), width=width, alpha=0.6, label="observed")
+    grid = np.linspace(1e-3, 1, 400)
+    axes[0].plot(grid, stats.beta(0.5, (d - 1) / 2).pdf(grid), "k-", lw=1, label=f"Beta(1/2, {(d - 1) / 2:g})")
+    axes[0].set(xlabel="radial fraction rho", ylabel="density", yscale="log", ylim=(1e-3, None),
+                title=("isotropic" if bool(h.isotropic) else "NOT isotropic")
+                + f": KS p {float(h.ks_pvalue):.2g}, sign p {float(h.sign_pvalue):.2g}")
+    axes[0].legend(fontsize=8)
+    axes[1].plot(h.lag.values, h.cos_decay.values, "o", ms=3, label="observed")
+    axes[1].plot(h.lag.values, h.cos_decay_predicted.values, "-", label="Brownian on a sphere (fitted D)")
+    axes[1].set(xlabel="lag (frames)", ylabel="mean cos angle", title="angular decay")
+    axes[1].legend(fontsize=8)
+    return [ReportFigure("hypersphere", "Hypersphere random-walk test", fig)]
+
+
+add(Analysis("hypersphere", hypersphere_walk, order=40, applies=_applies, report_tokens=_report_tokens,
+             summary_tokens=_summary_tokens, headline=_headline, summary_lines=_summary_lines, figures=_figures))

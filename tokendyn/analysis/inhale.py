@@ -1,7 +1,7 @@
 """The inhale before the sneeze: the cloud's radius contracting, in phases, before it expands."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -9,29 +9,29 @@ import xarray as xr
 
 from tokendyn import format as fmt
 
-from . import _kernels as K
-from ._frames import StoredFrames, stream
-from .base import TokenSelection, annotate, frame_coords, select, selection
+from . import _inhale_kernels as K
+from . import base
+from .base import FrameRange, StoredFrames, TokenSelection, annotate, finish, frame_coords, merge, select, selection, stream
+from .registry import Analysis, ReportFigure, add
 
 _MEASURES = {"mean": 0, "rms": 1, "origin": 2}
 
 
-def radius_curve(ds: xr.Dataset, tokens: TokenSelection = "all", frames: slice | tuple | None = None,
+def radius_curve(ds: xr.Dataset, tokens: TokenSelection = "all", frames: FrameRange = None,
                  measure: str = "mean", progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """R(t): mean (or RMS) distance of the tokens from their centroid, or mean norm ("origin").
 
     One pass over the movie; each block of frames is reduced where it is read (a dask task, or a
     worker of a cluster), so only R(t) travels back."""
-    if measure not in _MEASURES:
-        raise ValueError("measure must be 'mean', 'rms' or 'origin'")
+    base.check_choice(ds, "radius_curve", "measure", measure, tuple(_MEASURES))
     _, rows, positions = selection(ds, tokens, frames)
     source = StoredFrames(ds)
     parts = stream(source, positions, _radius_block, rows, _MEASURES[measure], progress=progress)
-    return np.concatenate(parts)
+    return merge(parts, {"radius": "concat"})["radius"]
 
 
-def _radius_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, measure: int) -> np.ndarray:
-    return K.radius_frames(block, lead, rows, measure)
+def _radius_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, measure: int) -> dict[str, np.ndarray]:
+    return {"radius": K.radius_frames(block, lead, rows, measure)}
 
 
 def _smooth(r: np.ndarray, width: int) -> np.ndarray:
@@ -80,7 +80,7 @@ def inhale(
     ds: xr.Dataset,
     tokens: TokenSelection = "all",
     *,
-    frames: slice | tuple | None = None,
+    frames: FrameRange = None,
     measure: str = "mean",
     smooth: int = 1,
     min_depth: float = 1e-3,
@@ -97,6 +97,8 @@ def inhale(
     minimum before sustained expansion) and ``expansion_step`` (R passes R(0) for good). Events are
     NaN, and ``n_phases`` 0, when there is no inhale.
     """
+    base.check_choice(ds, "inhale", "measure", measure, tuple(_MEASURES))
+    base.check_option(ds, "inhale", "smooth", smooth, base.is_whole(smooth, 0), "a whole number of frames (0 or 1: no smoothing)")
     sub = select(ds, tokens, frames, min_frames=2)
     r = radius_curve(ds, tokens, frames, measure, progress)
     ev = find_inhale(r, smooth=smooth, min_depth=min_depth, tol=tol)
@@ -122,5 +124,45 @@ def inhale(
                                    "step of the global radius minimum before sustained expansion", "steps")
     out["expansion_step"] = annotate(xr.DataArray(to_step(ev["expansion"])),
                                      "step after which R stays above R(0)", "steps")
-    out.attrs.update(analysis="inhale", measure=measure, smooth=smooth, min_depth=min_depth)
-    return out
+    return finish(out, "inhale", measure=measure, smooth=smooth, min_depth=min_depth)
+
+
+# --- in the report and the train summary --------------------------------------------------------
+
+def _headline(inh: xr.Dataset) -> dict[str, Any]:
+    return {"n_phases": int(inh.n_phases),
+            "phases": [{"start": s, "bottom": b, "depth": d} for s, b, d in
+                       zip(inh.phase_start.values, inh.phase_bottom.values, inh.phase_depth.values)],
+            "contraction_start": inh.contraction_start.item(),
+            "minimum_step": inh.minimum_step.item(),
+            "expansion_step": inh.expansion_step.item()}
+
+
+def _summary_lines(ev: xr.Dataset) -> list[tuple[str, str]]:
+    if not int(ev.n_phases):
+        return [("inhale", "no contraction of the radius before it expands")]
+    phases = ", ".join(f"{int(s)}->{int(b)} ({d * 100:.2f}%)" for s, b, d in
+                       zip(ev.phase_start.values, ev.phase_bottom.values, ev.phase_depth.values))
+    return [("inhale", f"{int(ev.n_phases)} contraction phase(s) at steps {phases}; "
+                       f"expansion from step {ev.expansion_step.item():.0f}")]
+
+
+def _figures(inh: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.plot(inh["step"].values, inh.radius.values, lw=1, label="R(t)")
+    ax.plot(inh["step"].values, inh.radius_smoothed.values, lw=1, alpha=0.7, label="smoothed")
+    for s, b in zip(inh.phase_start.values, inh.phase_bottom.values):
+        ax.axvspan(s, b, color="tab:red", alpha=0.15)
+    if np.isfinite(inh.expansion_step.item()):
+        ax.axvline(inh.expansion_step.item(), color="tab:green", ls="--", lw=1, label="expansion")
+    ax.set(xlabel="step", ylabel="mean radius (embedding units)",
+           title=f"{int(inh.n_phases)} contraction phase(s) (shaded)")
+    ax.legend(fontsize=8)
+    return [ReportFigure("radius", "Cloud radius and the inhale", fig)]
+
+
+# the report smooths R(t) over 3 frames (the planted inhale's phases, found within 3 frames)
+add(Analysis("inhale", inhale, order=10, run_options={"smooth": 3}, headline=_headline, summary_lines=_summary_lines,
+             figures=_figures))

@@ -1,7 +1,8 @@
 """Motion on the bfloat16 lattice: gas-like hops, freezing, and the cloud's freeze onset."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -9,23 +10,39 @@ import xarray as xr
 from tokendyn import format as fmt
 from tokendyn.errors import AnalysisError
 
-from . import _kernels as K
-from ._frames import StoredFrames, per_token_array, stream
-from .base import TokenSelection, annotate, class_groups, frame_coords, selection
+from . import _lattice_kernels as K
+from . import base
+from ._frames import PER_TOKEN_CHOICES, StoredFrames, per_token_array
+from .base import FrameRange, TokenSelection, annotate, class_groups, finish, frame_coords, merge, selection, stream
+from .registry import Analysis, ReportFigure, add
 
 
 def _require_bits(sub: xr.Dataset) -> None:
     if "W_bits" not in sub:
         dtype = sub["W"].attrs.get("stored_dtype", str(sub["W"].dtype))
         raise AnalysisError(f"lattice_motion needs a bfloat16 W (its raw bits); this movie's W is {dtype}",
-                            sub.encoding.get("source"))
+                            base.movie_path(sub))
+
+
+def _latest_moves(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The blocks' last moves per token folded in frame order: the frames of each token's last
+    ``depth`` moves, latest first, and whether each was an isolated hop."""
+    last = np.full(parts[0][0].shape, -1, np.int64)
+    small = np.zeros(parts[0][1].shape, bool)
+    for block_last, block_small in parts:
+        K.merge_last_moves(last, small, block_last, block_small)
+    return last, small
+
+
+# the streaming pass's fields; the per-(frame, token) part goes to a sink (or is empty)
+_MERGE = {"class_sums": "concat", "last_moves": _latest_moves, "per_token": "skip"}
 
 
 def lattice_motion(
     ds: xr.Dataset,
     tokens: TokenSelection = "all",
     *,
-    frames: slice | tuple | None = None,
+    frames: FrameRange = None,
     tolerance: int = 0,
     thresholds: Sequence[float] = (0.5, 0.9, 0.99),
     per_token: str = "auto",
@@ -50,6 +67,12 @@ def lattice_motion(
     arrays that read the movie again when computed (memory independent of the number of frames),
     ``"auto"`` holds them up to ``tokendyn.analysis._frames.IN_MEMORY_BYTES`` (256 MiB).
     """
+    name = "lattice_motion"
+    base.check_choice(ds, name, "per_token", per_token, PER_TOKEN_CHOICES)
+    base.check_option(ds, name, "tolerance", tolerance, base.is_whole(tolerance, 0), "a whole number of hops >= 0")
+    base.check_option(ds, name, "thresholds", thresholds, isinstance(thresholds, (Sequence, np.ndarray))
+                 and not isinstance(thresholds, str) and all(base.is_number(t) for t in thresholds),
+                 "a sequence of frozen fractions, e.g. (0.5,0.9)")
     sub, rows, positions = selection(ds, tokens, frames, min_frames=2)
     _require_bits(sub)
     source = StoredFrames(ds)
@@ -62,17 +85,14 @@ def lattice_motion(
 
     # per (frame, token): from the streaming pass below, or lazy (one more read of the movie when computed)
     stacked, collected = per_token_array(per_token, source, positions, _token_block, rows, tail=(n_tokens, 3),
-                                         dtype=np.int32, index=3, before=1)
+                                         dtype=np.int32, field="per_token", before=1)
     out = xr.Dataset(coords=coords)
     # one streaming pass: per (frame, class) sums and each token's last moves
     depth = tolerance + 1
     parts = stream(source, positions, _stream_block, rows, groups, len(names), depth, collected is not None,
                    before=1, progress=progress, sink=collected)
-    sums = np.concatenate([p[0] for p in parts])
-    last = np.full((n_tokens, depth), -1, np.int64)
-    small = np.zeros((n_tokens, depth), bool)
-    for _, block_last, block_small, _ in parts:
-        K.merge_last_moves(last, small, block_last, block_small)
+    got = merge(parts, _MERGE)
+    sums, (last, small) = got["class_sums"], got["last_moves"]
     changed, sites, hop = stacked[..., 0], stacked[..., 1], stacked[..., 2].astype(np.int8)
     out["changed"] = annotate(xr.DataArray(changed, dims=("frame", "token")),
                               "coordinates that changed since the previous frame", "1")
@@ -115,8 +135,7 @@ def lattice_motion(
     out["freeze_onset"] = annotate(
         xr.DataArray(onset, dims=("class", "threshold"), coords={"class": cls, "threshold": list(thresholds)}),
         "fimbulwinter: first step at which the frozen fraction reaches the threshold", "steps")
-    out.attrs.update(analysis="lattice_motion", tolerance=tolerance)
-    return out
+    return finish(out, name, tolerance=tolerance)
 
 
 def _token_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray) -> np.ndarray:
@@ -124,8 +143,9 @@ def _token_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray) -> 
 
 
 def _stream_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, groups: np.ndarray,
-                  n_groups: int, depth: int, keep: bool) -> tuple:
-    return K.lattice_stream(block, lead, start, rows, groups, n_groups, depth, keep)
+                  n_groups: int, depth: int, keep: bool) -> dict[str, Any]:
+    sums, last, small, per = K.lattice_stream(block, lead, start, rows, groups, n_groups, depth, keep)
+    return {"class_sums": sums, "last_moves": (last, small), "per_token": per}
 
 
 def _freeze_frames(last: np.ndarray, small: np.ndarray, tolerance: int, n_frames: int) -> np.ndarray:
@@ -150,3 +170,52 @@ def _freeze_frames(last: np.ndarray, small: np.ndarray, tolerance: int, n_frames
     # a token whose final bits only appear at the last frame has not been seen to freeze
     freeze[freeze == n_frames - 1] = np.nan
     return freeze
+
+
+# --- in the report and the train summary --------------------------------------------------------
+
+def _applies(ds: xr.Dataset, tokens: TokenSelection) -> bool:
+    """Only a bfloat16 movie has a lattice (its raw bits)."""
+    return "W_bits" in ds
+
+
+def _headline(lat: xr.Dataset) -> dict[str, Any]:
+    return {str(c): {"frozen_fraction_last": lat.frozen_fraction.sel(**{"class": c}).values[-1],
+                     "freeze_onset": {str(t): lat.freeze_onset.sel(**{"class": c}, threshold=t).item()
+                                      for t in lat.threshold.values}} for c in lat["class"].values}
+
+
+def _summary_lines(lat: xr.Dataset) -> list[tuple[str, str]]:
+    lines = []
+    for cls in lat["class"].values:
+        frozen = float(lat.frozen_fraction.sel(**{"class": cls}).values[-1])
+        onset = lat.freeze_onset.sel(**{"class": cls}, threshold=0.5).item()
+        when = f"half frozen at step {onset:.0f}" if np.isfinite(onset) else "never half frozen"
+        temp = float(lat.temperature.sel(**{"class": cls}).values[-1])
+        lines.append((f"lattice ({cls:7s})", f"{frozen * 100:.0f}% frozen at the end, {when}; "
+                                              f"final temperature {temp:.3g} sites^2"))
+    return lines
+
+
+def _figures(lat: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for cls in lat["class"].values:
+        colour = colours.get(str(cls))
+        t = lat.temperature.sel(**{"class": cls}).values
+        ok = np.isfinite(t) & (t > 0)
+        axes[0].plot(lat["step"].values[ok], t[ok], lw=1, color=colour, label=str(cls))
+        axes[1].plot(lat["step"].values, lat.frozen_fraction.sel(**{"class": cls}).values, lw=1, color=colour,
+                     label=str(cls))
+        onset = lat.freeze_onset.sel(**{"class": cls}, threshold=0.5).item()
+        if np.isfinite(onset):
+            axes[1].axvline(onset, color=colour, ls=":", lw=1)
+    axes[0].set(xlabel="step", ylabel="temperature (sites^2 per coordinate)", yscale="log")
+    axes[1].set(xlabel="step", ylabel="frozen fraction", ylim=(0, 1.02), title="dotted: half frozen (fimbulwinter onset)")
+    axes[0].legend(fontsize=8)
+    return [ReportFigure("lattice", "bf16 lattice motion and freezing", fig)]
+
+
+add(Analysis("lattice", lattice_motion, order=50, applies=_applies, headline=_headline, summary_lines=_summary_lines,
+             figures=_figures))

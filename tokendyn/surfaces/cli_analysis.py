@@ -17,21 +17,21 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     if args.name is None:
         print(registry.help_text())
         return 0
-    fn = registry.get(args.name)
-    kwargs: dict[str, Any] = registry.parse_options(fn, args.option or [])
+    spec = registry.get(args.name)
+    kwargs: dict[str, Any] = registry.parse_options(spec, args.option or [], movie=args.movie)
     tokens = parse_tokens(args.tokens)
     if tokens is not None:
         kwargs["tokens"] = tokens
     kwargs["frames"] = parse_frames(args.frames)
     ds = open_movie(args.movie)
     with compute_on(args.scheduler, args.workers):
-        result = with_progress(args.name, args.quiet, fn, ds, **kwargs).load()
+        result = with_progress(args.name, args.quiet, spec, ds, **kwargs).load()
     if args.output:
         save_result(result, args.output)
         print(f"wrote {args.output}")
     else:
         scalars = {k: v.item() for k, v in result.data_vars.items() if v.ndim == 0}
-        print(json.dumps({"analysis": fn.__name__, "movie": args.movie, **scalars}, indent=2, default=str))
+        print(json.dumps({"analysis": spec.function.__name__, "movie": args.movie, **scalars}, indent=2, default=str))
     return 0
 
 

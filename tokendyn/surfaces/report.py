@@ -44,24 +44,24 @@ def _move_bar(bar: Any, index: int, done: int, total: int) -> None:
     bar.refresh()
 
 
-def _run_analyses(ds, tokens, frames, progress: bool) -> dict[str, Any]:
-    from tokendyn.analysis import cloud_geometry, comoving_displacement, hypersphere_walk, inhale, lattice_motion
-    from tokendyn.analysis.base import token_mask
+def _jsonable(value: Any) -> Any:
+    """A headline made JSON-friendly all the way down (see :func:`_number`)."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return _number(value)
 
-    classes = ds[fmt.TOKEN_CLASS].values
-    selection = "all" if tokens is None else tokens
-    jobs: list[tuple[str, Callable[..., Any]]] = [
-        ("inhale", lambda progress: inhale(ds, selection, frames=frames, smooth=3, progress=progress)),
-        ("comoving", lambda progress: comoving_displacement(ds, selection, frames=frames, lags=(1, 2, 4, 8, 16),
-                                                            progress=progress)),
-        ("geometry", lambda progress: cloud_geometry(ds, selection, frames=frames, progress=progress)),
-    ]
-    # the hypersphere test is about dead tokens; without enough of them, use the selection
-    walkers = tokens if tokens is not None else ("dead" if (classes == fmt.CLASS_DEAD).sum() >= 2 else "all")
-    if int(token_mask(ds, walkers).sum()) >= 2:
-        jobs.append(("hypersphere", lambda progress: hypersphere_walk(ds, walkers, frames=frames, progress=progress)))
-    if "W_bits" in ds:
-        jobs.append(("lattice", lambda progress: lattice_motion(ds, selection, frames=frames, progress=progress)))
+
+def _run_analyses(ds, tokens, frames, progress: bool) -> dict[str, Any]:
+    """Every registered analysis that applies, run as the registry says, by name."""
+    from tokendyn.analysis import registry
+
+    jobs: list[tuple[str, Callable[..., Any]]] = []
+    for name, spec in registry.analyses().items():
+        selected = spec.report_tokens(ds, tokens)
+        if spec.applies(ds, selected):
+            jobs.append((name, functools.partial(spec.standard_run, ds, selected, frames=frames)))
     results: dict[str, Any] = {}
     bar = None
     if progress:
@@ -71,12 +71,12 @@ def _run_analyses(ds, tokens, frames, progress: bool) -> dict[str, Any]:
                    bar_format="{l_bar}{bar}| {n:.1f}/{total} analyses [{elapsed}<{remaining}{postfix}]")
     for index, (name, job) in enumerate(jobs):
         if bar is None:
-            results[name] = job(None).load()
+            results[name] = job(progress=None).load()
             continue
         bar.set_postfix_str(name)
         # the frames an analysis streams move the bar within its step (cloud_geometry takes
         # seconds on a long movie)
-        results[name] = job(functools.partial(_move_bar, bar, index)).load()
+        results[name] = job(progress=functools.partial(_move_bar, bar, index)).load()
         _move_bar(bar, index, 1, 1)
     if bar is not None:
         bar.close()
@@ -84,12 +84,14 @@ def _run_analyses(ds, tokens, frames, progress: bool) -> dict[str, Any]:
 
 
 def _figures(ds, results: dict[str, Any], proj) -> list[tuple[str, str, str]]:
-    """(id, title, base64 PNG) for every figure that applies."""
+    """(id, title, base64 PNG) for every figure that applies: the loss, each analysis's own
+    figures (from the registry), the cloud in the player's plane."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from scipy import stats
+
+    from tokendyn.analysis import registry
 
     figs = []
     steps_all = ds[fmt.STEP].values
@@ -112,70 +114,10 @@ def _figures(ds, results: dict[str, Any], proj) -> list[tuple[str, str, str]]:
             ax2.set_ylabel("learning rate", color="tab:orange")
         figs.append(("loss", "Loss and learning rate", png_data(fig)))
 
-    inh = results["inhale"]
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.plot(inh["step"].values, inh.radius.values, lw=1, label="R(t)")
-    ax.plot(inh["step"].values, inh.radius_smoothed.values, lw=1, alpha=0.7, label="smoothed")
-    for s, b in zip(inh.phase_start.values, inh.phase_bottom.values):
-        ax.axvspan(s, b, color="tab:red", alpha=0.15)
-    if np.isfinite(inh.expansion_step.item()):
-        ax.axvline(inh.expansion_step.item(), color="tab:green", ls="--", lw=1, label="expansion")
-    ax.set(xlabel="step", ylabel="mean radius (embedding units)",
-           title=f"{int(inh.n_phases)} contraction phase(s) (shaded)")
-    ax.legend(fontsize=8)
-    figs.append(("radius", "Cloud radius and the inhale", png_data(fig)))
-
-    com = results["comoving"]
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    for cls in com["class"].values:
-        y = com.step_displacement_mean.sel(**{"class": cls}).values
-        ok = np.isfinite(y) & (y > 0)
-        ax.plot(com["step"].values[ok], y[ok], lw=1, color=CLASS_COLOURS.get(str(cls)), label=str(cls))
-    ax.set_yscale("log")
-    ax.set(xlabel="step", ylabel="mean step displacement (embedding units)", title="co-moving frame")
-    ax.legend(fontsize=8)
-    figs.append(("comoving", "Co-moving displacement per class", png_data(fig)))
-
-    if "hypersphere" in results:
-        h = results["hypersphere"]
-        d = int(h.attrs["dim"])
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-        counts = h.rho_histogram.values.astype(float)
-        centres = h.rho_bin.values
-        width = centres[1] - centres[0]
-        total = counts.sum()
-        if total > 0:
-            axes[0].bar(centres, counts / (total * width), width=width, alpha=0.6, label="observed")
-        grid = np.linspace(1e-3, 1, 400)
-        axes[0].plot(grid, stats.beta(0.5, (d - 1) / 2).pdf(grid), "k-", lw=1, label=f"Beta(1/2, {(d - 1) / 2:g})")
-        axes[0].set(xlabel="radial fraction rho", ylabel="density", yscale="log", ylim=(1e-3, None),
-                    title=("isotropic" if bool(h.isotropic) else "NOT isotropic")
-                    + f": KS p {float(h.ks_pvalue):.2g}, sign p {float(h.sign_pvalue):.2g}")
-        axes[0].legend(fontsize=8)
-        axes[1].plot(h.lag.values, h.cos_decay.values, "o", ms=3, label="observed")
-        axes[1].plot(h.lag.values, h.cos_decay_predicted.values, "-", label="Brownian on a sphere (fitted D)")
-        axes[1].set(xlabel="lag (frames)", ylabel="mean cos angle", title="angular decay")
-        axes[1].legend(fontsize=8)
-        figs.append(("hypersphere", "Hypersphere random-walk test", png_data(fig)))
-
-    if "lattice" in results:
-        lat = results["lattice"]
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-        for cls in lat["class"].values:
-            colour = CLASS_COLOURS.get(str(cls))
-            t = lat.temperature.sel(**{"class": cls}).values
-            ok = np.isfinite(t) & (t > 0)
-            axes[0].plot(lat["step"].values[ok], t[ok], lw=1, color=colour, label=str(cls))
-            axes[1].plot(lat["step"].values, lat.frozen_fraction.sel(**{"class": cls}).values, lw=1, color=colour,
-                         label=str(cls))
-            onset = lat.freeze_onset.sel(**{"class": cls}, threshold=0.5).item()
-            if np.isfinite(onset):
-                axes[1].axvline(onset, color=colour, ls=":", lw=1)
-        axes[0].set(xlabel="step", ylabel="temperature (sites^2 per coordinate)", yscale="log")
-        axes[1].set(xlabel="step", ylabel="frozen fraction", ylim=(0, 1.02),
-                    title="dotted: half frozen (fimbulwinter onset)")
-        axes[0].legend(fontsize=8)
-        figs.append(("lattice", "bf16 lattice motion and freezing", png_data(fig)))
+    for name, result in results.items():
+        spec = registry.get(name)
+        if spec.figures is not None:
+            figs.extend((fid, title, png_data(fig)) for fid, title, fig in spec.figures(result, CLASS_COLOURS))
 
     # a few frames of the player's projection (one read, one PCA fit for the page)
     shown = np.unique(np.linspace(0, len(proj.steps) - 1, min(4, len(proj.steps))).round().astype(int))
@@ -193,6 +135,8 @@ def _figures(ds, results: dict[str, Any], proj) -> list[tuple[str, str, str]]:
 
 
 def _summary(meta: dict, ds, results: dict[str, Any]) -> dict[str, Any]:
+    from tokendyn.analysis import registry
+
     out: dict[str, Any] = {"movie": meta["path"], "frames": meta["frames"], "steps": meta["steps"],
                            "tokens": meta["tokens"], "tokens_per_class": meta["tokens_per_class"],
                            "dim": meta["dim"], "dtype": meta["dtype"]}
@@ -201,35 +145,10 @@ def _summary(meta: dict, ds, results: dict[str, Any]) -> dict[str, Any]:
         finite = loss[np.isfinite(loss)]
         if finite.size:
             out["loss_first"], out["loss_last"] = float(finite[0]), float(finite[-1])
-    inh = results["inhale"]
-    out["inhale"] = {"n_phases": int(inh.n_phases),
-                     "phases": [{"start": _number(s), "bottom": _number(b), "depth": _number(d)} for s, b, d in
-                                zip(inh.phase_start.values, inh.phase_bottom.values, inh.phase_depth.values)],
-                     "contraction_start": _number(inh.contraction_start.item()),
-                     "minimum_step": _number(inh.minimum_step.item()),
-                     "expansion_step": _number(inh.expansion_step.item())}
-    com = results["comoving"]
-    out["comoving"] = {str(c): {"final_mean_step_displacement": _number(
-        com.step_displacement_mean.sel(**{"class": c}).values[-1])} for c in com["class"].values}
-    if "msd" in com:
-        out["comoving"]["msd"] = {str(c): {int(lag): _number(com.msd.sel(lag=lag, **{"class": c}).item())
-                                           for lag in com.lag.values} for c in com.msd["class"].values}
-    geo = results["geometry"]
-    out["geometry"] = {"radius_mean_first": _number(geo.radius_mean.values[0]),
-                       "radius_mean_last": _number(geo.radius_mean.values[-1]),
-                       "centroid_norm_last": _number(geo.centroid_norm.values[-1])}
-    if "hypersphere" in results:
-        h = results["hypersphere"]
-        out["hypersphere"] = {k: _number(h[k].item()) for k in (
-            "isotropic", "outward_excess", "rho_mean_all", "rho_expected", "ks_pvalue", "sign_pvalue", "t_pvalue",
-            "outward_fraction_all", "step_correlation_mean", "diffusion")}
-        out["hypersphere"]["tokens"] = h.attrs.get("tokens")
-    if "lattice" in results:
-        lat = results["lattice"]
-        out["lattice"] = {str(c): {
-            "frozen_fraction_last": _number(lat.frozen_fraction.sel(**{"class": c}).values[-1]),
-            "freeze_onset": {str(t): _number(lat.freeze_onset.sel(**{"class": c}, threshold=t).item())
-                             for t in lat.threshold.values}} for c in lat["class"].values}
+    for name, result in results.items():
+        spec = registry.get(name)
+        if spec.headline is not None:
+            out[name] = _jsonable(spec.headline(result))
     return out
 
 
@@ -257,7 +176,7 @@ def write_report(movie: str | os.PathLike, output: str | os.PathLike | None = No
                    for k, v in (config.items() if isinstance(config, dict) else []))
     info_rows = "".join(f"<tr><th>{k}</th><td>{html.escape(str(meta[k]))}</td></tr>" for k in
                         ("frames", "steps", "tokens", "tokens_per_class", "dim", "dtype", "matrices", "bytes_on_disk"))
-    body = "\n".join(f'<section id="fig-{fid}"><h2>{html.escape(title)}</h2>'
+    body = "\n".join(f'<section id="fig-{html.escape(fid)}"><h2>{html.escape(title)}</h2>'
                      f'<img alt="{html.escape(title)}" src="data:image/png;base64,{png}"></section>'
                      for fid, title, png in figures)
     headline = html.escape(json.dumps(summary, indent=2, default=_number))

@@ -38,36 +38,19 @@ def movie_summary(path: str | os.PathLike) -> str:
         finite = loss[np.isfinite(loss)]
         if finite.size:
             lines.append(f"  loss                      {finite[0]:.3f} -> {finite[-1]:.3f}")
-    lines += _analysis_lines(ds, classes)
+    lines += _analysis_lines(ds)
     return "\n".join(lines)
 
 
-def _analysis_lines(ds, classes: np.ndarray) -> list[str]:
-    from tokendyn.analysis import hypersphere_walk, inhale, lattice_motion
+def _analysis_lines(ds) -> list[str]:
+    """The registered analyses' lines: each run as the registry says, on each of its selections."""
+    from tokendyn.analysis import registry
 
     lines = []
-    ev = inhale(ds, smooth=3)
-    if int(ev.n_phases):
-        phases = ", ".join(f"{int(s)}->{int(b)} ({d * 100:.2f}%)" for s, b, d in
-                           zip(ev.phase_start.values, ev.phase_bottom.values, ev.phase_depth.values))
-        lines.append(f"  inhale                    {int(ev.n_phases)} contraction phase(s) at steps {phases}; "
-                     f"expansion from step {ev.expansion_step.item():.0f}")
-    else:
-        lines.append("  inhale                    no contraction of the radius before it expands")
-    for name in ("dead", "phantom"):
-        if (classes == fmt.class_code(name)).sum() >= 2 and ds.sizes["frame"] >= 3:
-            h = hypersphere_walk(ds, name)
-            verdict = "isotropic" if bool(h.isotropic) else "NOT isotropic"
-            lines.append(f"  hypersphere walk ({name:7s}) {verdict}: outward excess {float(h.outward_excess):+.3f}, "
-                         f"rho {float(h.rho_mean_all):.4f} vs 1/d {float(h.rho_expected):.4f}, "
-                         f"sign p {float(h.sign_pvalue):.2g}, KS p {float(h.ks_pvalue):.2g}")
-    if "W_bits" in ds:
-        lat = lattice_motion(ds)
-        for cls in lat["class"].values:
-            frozen = float(lat.frozen_fraction.sel(**{"class": cls}).values[-1])
-            onset = lat.freeze_onset.sel(**{"class": cls}, threshold=0.5).item()
-            when = f"half frozen at step {onset:.0f}" if np.isfinite(onset) else "never half frozen"
-            temp = float(lat.temperature.sel(**{"class": cls}).values[-1])
-            lines.append(f"  lattice ({cls:7s})         {frozen * 100:.0f}% frozen at the end, {when}; "
-                         f"final temperature {temp:.3g} sites^2")
+    for spec in registry.analyses().values():
+        if spec.summary_lines is None:
+            continue
+        for tokens in spec.summary_tokens(ds):
+            if spec.applies(ds, tokens):
+                lines += [f"  {label:<25} {text}" for label, text in spec.summary_lines(spec.standard_run(ds, tokens))]
     return lines
