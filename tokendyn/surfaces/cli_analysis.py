@@ -5,7 +5,7 @@ import argparse
 import json
 from typing import Any
 
-from tokendyn.surfaces.cli_common import add_cluster, add_selection, parse_frames, parse_tokens, with_progress
+from tokendyn.surfaces.cli_common import add_pass_arguments, add_selection, parse_frames, parse_tokens, with_progress
 
 
 def cmd_analyse(args: argparse.Namespace) -> int:
@@ -68,17 +68,13 @@ def register(sub: Any) -> None:
     p.add_argument("-o", "--output", help="out.nc (the whole result) or out.csv (per-frame tables)")
     p.add_argument("--option", "-O", action="append", metavar="KEY=VALUE",
                    help="an analysis option, e.g. -O lags=(1,2,4) -O center=centroid (see the list below)")
-    add_selection(p)
-    add_cluster(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_pass_arguments(p)
     p.set_defaults(func=cmd_analyse)
 
     p = sub.add_parser("report", help="run every analysis; write a self-contained HTML report and summary.json")
     p.add_argument("movie")
     p.add_argument("-o", "--output", default=None, metavar="DIR", help="output folder (default: MOVIE.report/)")
-    add_selection(p)
-    add_cluster(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_pass_arguments(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("play", help="animate the token cloud: self-contained HTML player, GIF or MP4")

@@ -70,3 +70,10 @@ def add_selection(p: argparse.ArgumentParser) -> None:
 def add_cluster(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="run on a dask.distributed scheduler")
     p.add_argument("--workers", type=int, default=None, metavar="N", help="start a local cluster of N processes")
+
+
+def add_pass_arguments(p: argparse.ArgumentParser) -> None:
+    """What a command that makes a pass over a movie takes: the selection, where it runs, quiet."""
+    add_selection(p)
+    add_cluster(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
