@@ -26,11 +26,11 @@ ROOT = os.path.dirname(HERE)
 RUNS = (("new", ROOT), ("base", None), ("new2", ROOT))
 
 
-def run(tag: str, tree: str, movie: str, log: str) -> None:
+def run(tag: str, tree: str, movie: str, log: str, frames: int) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([tree, os.environ.get("PYTHONPATH", "")]),
            "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, os.path.join(tree, "benchmarks", "bench_analysis.py"), "--movie", movie,
-           "--repeats", "3", "--ref-frames", "20", "--section", f"scratch-{tag}"]
+           "--repeats", "3", "--ref-frames", "20", "--frames", str(frames), "--section", f"scratch-{tag}"]
     out = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=True).stdout
     with open(log, "a") as f:
         for line in out.splitlines():
@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--base-name", default="baseline", help="how the table names the baseline (its commit)")
     ap.add_argument("--movie", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "tokendyn-d2-bench.h5"))
     ap.add_argument("--log", default="compare.log")
+    ap.add_argument("--frames", type=int, default=2000, help="frames of the benchmark movie (made if missing)")
     ap.add_argument("--from-log", default=None, help="write the section from this log; run nothing")
     ap.add_argument("--section", default="compare")
     ap.add_argument("--machine", default=None, help="the machine the log's runs were made on (with --from-log)")
@@ -73,13 +74,19 @@ def main() -> None:
         if not args.base_tree:
             ap.error("--base-tree is needed to run (or --from-log to tabulate a log)")
         open(args.log, "w").close()
-        for tag, tree in RUNS:
-            run(tag, tree or os.path.abspath(args.base_tree), args.movie, args.log)
+        results = os.path.join(HERE, "RESULTS.md")
+        kept = open(results).read()  # each bench_analysis run writes a scratch section: not kept
+        try:
+            for tag, tree in RUNS:
+                run(tag, tree or os.path.abspath(args.base_tree), args.movie, args.log, args.frames)
+        finally:
+            with open(results, "w") as f:
+                f.write(kept)
     log = args.from_log or args.log
     update_section(args.section, f"""
 ## This tree against {args.base_name}, side by side (`benchmarks/bench_compare.py`, `--section {args.section}`)
 
-{args.machine or machine()}. `bench_analysis.py` of each tree on one 2,000-frame Duckling II movie, run
+{args.machine or machine()}. `bench_analysis.py` of each tree on one Duckling II movie, run
 new, baseline, new again (three timed runs each, median; each analysis against the median of the h5py
 reads made right before it). Values: time / h5py read (seconds in brackets), or peak RSS in MB.
 
