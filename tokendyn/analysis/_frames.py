@@ -24,6 +24,7 @@ import numpy as np
 import xarray as xr
 
 from tokendyn import format as fmt
+from tokendyn.sources.decode import bf16_bits_to_float32
 
 from ._mapped import FrameMap
 
@@ -147,7 +148,7 @@ class StoredFrames:
 def decoded(block: np.ndarray) -> np.ndarray:
     """Float32 values of a stored block (bfloat16 bits, or float32 already)."""
     if block.dtype == np.uint16:
-        return (block.astype(np.uint32) << np.uint32(16)).view(np.float32)
+        return bf16_bits_to_float32(block)
     return block
 
 
