@@ -12,6 +12,7 @@ __all__ = [
     "MovieError",
     "MovieFormatError",
     "MovieVersionError",
+    "MovieLockedError",
     "RecorderError",
     "ConfigError",
     "AnalysisError",
@@ -37,6 +38,10 @@ class MovieFormatError(MovieError):
 
 class MovieVersionError(MovieFormatError):
     """A movie was written with a newer major version of the format than this reader knows."""
+
+
+class MovieLockedError(MovieError):
+    """Another live process is writing the movie (it holds ``<movie>.lock``)."""
 
 
 class RecorderError(TokendynError):
