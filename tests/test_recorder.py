@@ -122,6 +122,63 @@ def test_refuses_to_overwrite_and_bad_usage(tmp_path):
         Recorder(tmp_path / "c.h5", token_class=[0, 1]).capture(0, W=W)
 
 
+_W = np.zeros((4, 3), np.float32)
+
+
+@pytest.mark.parametrize("options, frame, problem", [
+    ({"token_class": [0, 1, 2, 7]}, {}, r"token_class values must be 0 \(live\), 1 \(dead\) or 2 \(phantom\), got 7"),
+    ({"token_class": [0, -1, 2, 1]}, {}, "token_class values .* got -1"),
+    ({"token_class": [0, 1, 2, 0.5]}, {}, "token_class values .* got 0.5"),
+    ({"token_class": ["live", "zombie", "dead", "live"]}, {}, "unknown token class 'zombie'"),
+    ({"token_class": [0, 1]}, {}, r"token_class has shape \(2,\), expected \(4,\)"),
+    ({"token_text": [b"ok", b"\xff\xfe", b"b", b"c"]}, {}, r"token_text\[1\] is not valid UTF-8"),
+    ({"token_text": ["a", "\udcff", "b", "c"]}, {}, r"token_text\[1\] cannot be stored as UTF-8"),
+    ({"token_text": [None, "a", "b", "c"]}, {}, r"token_text\[0\] is NoneType"),
+    ({"token_text": "abcd"}, {}, "not one string"),
+    ({"token_text": ["a"]}, {}, "token_text has 1 entries, expected 4"),
+    ({"token_count": [1, -2, 3, 4]}, {}, "negative count"),
+    ({"token_count": ["a", "b", "c", "d"]}, {}, "token_count must hold whole numbers"),
+    ({}, {"W_bits": 1.0}, r"\['W_bits'\] are reserved"),
+    ({"scalars": ["step"]}, {}, r"\['step'\] are reserved"),
+    ({"scalars": ["a/b"]}, {}, "'a/b' cannot name a scalar"),
+    ({}, {"loss": "text"}, "scalar 'loss' must be a real number, got str"),
+    ({}, {"loss": np.ones(3)}, "scalar 'loss' must be a real number"),
+    ({}, {"step": float("nan")}, "step must be a whole number, got nan"),
+    ({}, {"step": 1.5}, "step must be a whole number, got 1.5"),
+    ({}, {"step": -3}, "step must be at least 0"),
+    ({}, {"time": float("inf")}, "time must be a number of seconds, got inf"),
+    ({}, {"time": "noon"}, "time must be a number of seconds, got 'noon'"),
+    ({}, {"W": None}, "W must be a torch tensor or a numpy array, got NoneType"),
+    ({}, {"W": np.zeros((0, 3), np.float32)}, "at least one token"),
+    ({}, {"W": np.zeros((4, 3), np.int32)}, "W: cannot record an array of dtype int32"),
+    ({"config": "{nope"}, {}, "config is not JSON text"),
+    ({"schedule": "bogus"}, {}, "schedule: unknown schedule 'bogus'"),
+    ({"compression": "zstd"}, {}, "unknown compression 'zstd'"),
+    ({"flush_seconds": float("nan")}, {}, "flush_seconds must be a positive number"),
+    ({"resume_after": float("nan")}, {}, "resume_after must be a whole number"),
+])
+def test_bad_arguments_are_recorder_errors_naming_the_movie(tmp_path, options, frame, problem):
+    path = tmp_path / "bad.h5"
+    with pytest.raises(RecorderError, match=problem) as err:
+        Recorder(path, **options).capture(**{"step": 0, "W": _W, **frame})
+    assert err.value.path == str(path)
+    assert not os.path.exists(path) and not os.path.exists(f"{path}.reserve")
+
+
+def test_an_exception_before_the_first_frame_is_not_replaced_by_the_recorders(tmp_path):
+    with pytest.raises(ZeroDivisionError), Recorder(tmp_path / "with.h5"):
+        1 / 0
+    rec = Recorder(tmp_path / "finally.h5")
+    with pytest.raises(ZeroDivisionError):
+        try:
+            1 / 0
+        finally:
+            rec.close()  # as a training loop's `finally` does
+    assert not os.path.exists(tmp_path / "finally.h5.lock")
+    with pytest.raises(RecorderError, match="closed before any frame"):  # no exception: still said
+        Recorder(tmp_path / "none.h5").close()
+
+
 def test_declared_scalars_may_be_missing_in_a_frame(tmp_path):
     W = torch.zeros(5, 2)
     with Recorder(tmp_path / "s.h5", scalars=["loss", "grad_norm"]) as rec:
@@ -338,6 +395,7 @@ def test_program_ending_without_close_keeps_every_frame(tmp_path, kept):
     assert out.returncode == 0, out.stderr
     ds = tokendyn.open_movie(path)
     assert ds.W.values[:, 0, 0].tolist() == list(range(50))
+    assert not os.path.exists(path + ".lock") and not os.path.exists(path + ".reserve")
 
 
 def test_frames_of_w_lie_one_after_another_in_the_file(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 
 from tokendyn.errors import MovieLockedError
 
@@ -21,6 +22,7 @@ except ImportError:  # pragma: no cover - not POSIX: no locking
     fcntl = None  # type: ignore[assignment]
 
 _RETRY_SECONDS = 0.5  # a reader's probe (writer_pid) holds the lock for microseconds: retry over it
+_HELD: weakref.WeakSet[WriterLock] = weakref.WeakSet()
 
 
 def lock_path(movie: str | os.PathLike) -> str:
@@ -36,6 +38,7 @@ class WriterLock:
 
     def __init__(self, movie: str, fd: int | None):
         self.movie = movie
+        self._path = lock_path(movie)  # absolute now: a later chdir must not move it
         self._fd = fd
 
     @classmethod
@@ -73,7 +76,9 @@ class WriterLock:
             os.close(fd)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        return cls(movie, fd)
+        lock = cls(movie, fd)
+        _HELD.add(lock)
+        return lock
 
     @property
     def held(self) -> bool:
@@ -85,7 +90,7 @@ class WriterLock:
         if self._fd is None:
             return
         try:
-            os.unlink(lock_path(self.movie))  # while still holding it: see _same_file
+            os.unlink(self._path)  # while still holding it: see _same_file
         except OSError:
             pass
         os.close(self._fd)
@@ -97,12 +102,30 @@ class WriterLock:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-    def __del__(self) -> None:
+    def __del__(self) -> None:  # a lock nobody refers to any more: as release(), not leaving its file behind
+        try:
+            self.release()
+        except Exception:  # noqa: BLE001 - at interpreter shutdown the modules may be gone already
+            pass
+
+    def _forget_in_child(self) -> None:
+        """In a forked child: close the inherited descriptor, so that the lock still dies with the
+        process that took it (a flock lasts while any copy of its descriptor is open)."""
         if self._fd is not None:
             try:
                 os.close(self._fd)
             except OSError:
                 pass
+            self._fd = None
+
+
+def _after_fork_in_child() -> None:
+    for lock in list(_HELD):
+        lock._forget_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def writer_pid(movie: str | os.PathLike) -> int | None:

@@ -1,4 +1,5 @@
-"""Disk space while recording: a reserve to close the movie on a full disk, and early stops.
+"""Disk space while recording: a reserve to close the movie on a full disk, early stops, and
+the words for a failed write.
 
 HDF5 cannot close a file when not one more byte fits, so the writer sets some space aside in
 ``<path>.reserve`` while it records, stops before the disk is full, and frees the reserve to
@@ -73,3 +74,16 @@ class DiskSpace:
             raise OSError(28, f"No space left on device ({free} bytes free, a frame needs {frame_bytes})")
         self._unchecked_bytes = 0
         self._check_after = min((free - frame_bytes - 2**20) // 4, _CHECK_SPACE_BYTES)
+
+
+def describe_failure(exc: BaseException, frames_written: int, path: str) -> RecorderError:
+    """The error to raise for a failed write: a full disk said as such, anything else by the frame it hit."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    full_text = str(exc)
+    if getattr(exc, "errno", None) in (27, 28) or any(
+        hint in full_text for hint in ("No space", "File too large", "errno = 28", "errno = 27")
+    ):
+        return RecorderError(f"the disk is full; the movie keeps the {frames_written} frames written before ({text})",
+                             path)
+    return RecorderError(f"writing frame {frames_written} failed: {text}; the movie keeps the "
+                         f"{frames_written} frames written before", path)

@@ -9,39 +9,29 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import sys
 import time as _time
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from tokendyn import format as fmt
 from tokendyn.errors import RecorderError
-from tokendyn.format.layout import config_json
 
-from ._snapshot import DeviceScalars, Slot, SlotPool, _is_torch_tensor, logical_dtype, shape_of, split_scalars
-from .schedule import Schedule, parse_schedule
-from .writer import Frame, FrameWriter
+from . import _checks as checks
+from ._frame import Frame
+from ._movie_file import RUN_ID
+from ._snapshot import DeviceScalars, Slot, SlotPool, _is_torch_tensor, split_scalars
+from .schedule import Schedule
+from .writer import FrameWriter
+
+_COMPRESSIONS = (None, "gzip", "lzf")
 
 
 def _software() -> str:
     from tokendyn._version import __version__
 
     return f"tokendyn {__version__}"
-
-
-def _token_classes(token_class: Any, n_tokens: int, path: str) -> np.ndarray:
-    if token_class is None:
-        return np.zeros(n_tokens, dtype=np.uint8)
-    arr = np.asarray(token_class)
-    if arr.dtype.kind in "US":
-        arr = np.array([fmt.class_code(str(c)) for c in arr], dtype=np.uint8)
-    arr = arr.astype(np.int64)
-    if arr.shape != (n_tokens,):
-        raise RecorderError(f"token_class has shape {arr.shape}, expected ({n_tokens},)", path)
-    if arr.min(initial=0) < 0 or arr.max(initial=0) > fmt.CLASS_PHANTOM:
-        raise RecorderError("token_class values must be 0 (live), 1 (dead) or 2 (phantom)", path)
-    return arr.astype(np.uint8)
 
 
 class Recorder:
@@ -54,7 +44,8 @@ class Recorder:
     token_class
         Per-token class, codes 0/1/2 or names ``"live"``/``"dead"``/``"phantom"``; default all live.
     token_text, token_count
-        Optional per-token text (empty for phantoms) and occurrence count in the training data.
+        Optional per-token text (empty for phantoms; ``str``, or ``bytes`` in UTF-8) and occurrence
+        count in the training data.
     config
         Run configuration (dict, dataclass or JSON text), stored as JSON in the ``config`` attribute.
     title, seed
@@ -75,14 +66,20 @@ class Recorder:
     compression
         ``None`` (default, fastest), ``"gzip"`` (level 1 + shuffle; netCDF-compatible) or ``"lzf"``.
     overwrite
-        Replace an existing file at ``path``; otherwise an existing file is an error.
+        Replace an existing file at ``path``; otherwise an existing file is an error. A movie that
+        another process is writing is never replaced (:class:`~tokendyn.errors.MovieLockedError`).
     resume_after
         Open an existing movie and continue it: frames with ``step > resume_after`` are dropped
-        and later captures must have larger steps.
+        and later captures must have larger steps. A movie whose writer was killed is continued
+        too (it keeps the frames flushed before the kill).
+    expect_run_id
+        With ``resume_after``: the ``run_id`` the movie must have (a checkpoint's). A movie with
+        another one, or none, is refused before anything in it changes.
     swmr
         Write in HDF5 single-writer/multiple-reader mode so other processes can read while the
         run records (default). After a crash such a file opens with tokendyn (or after
-        ``tokendyn repair``).
+        ``tokendyn repair``). A resumed movie whose HDF5 superblock predates SWMR (version < 3) is
+        continued without it, with a warning.
     reserve_bytes
         Disk space set aside in ``<path>.reserve`` while recording. When the disk fills up, the
         recorder stops, frees the reserve and uses it to close the movie cleanly with every frame
@@ -97,11 +94,22 @@ class Recorder:
 
     Attributes
     ----------
+    run_id
+        The movie's ``run_id`` root attribute: a new uuid4 (hex) for a new movie, the file's for a
+        resumed one (``None`` if it has none). A checkpoint stores it to find its movie again.
     frames_written
         Frames the writer has committed.
     wait_seconds
         Time :meth:`capture` spent waiting for a free buffer because the writer was behind: the
         part of a run's time that recording took from it beyond the copies themselves.
+
+    Raises
+    ------
+    MovieLockedError
+        Another live process is writing the movie at ``path`` (the recorder holds
+        ``<path>.lock`` from here until :meth:`close`).
+    RecorderError
+        A bad argument, or a movie that cannot be created or resumed.
 
     Examples
     --------
@@ -128,30 +136,32 @@ class Recorder:
         compression: str | None = fmt.DEFAULT_COMPRESSION,
         overwrite: bool = False,
         resume_after: int | None = None,
+        expect_run_id: str | None = None,
         swmr: bool = True,
         reserve_bytes: int = 8 * 2**20,
         direct_writes: bool | None = None,
     ):
         self.path = os.fspath(path)
-        self.schedule = parse_schedule(schedule)
-        self._token_class = token_class
-        self._token_text = None if token_text is None else [str(t) for t in token_text]
-        self._token_count = None if token_count is None else np.asarray(token_count, dtype=np.int64)
-        self._config = config_json(config)
-        self._title = title
-        self._seed = seed
-        self._scalars = None if scalars is None else list(scalars)
-        if flush_every < 1 or flush_seconds <= 0 or buffer_frames < 1:
-            raise RecorderError("flush_every, flush_seconds and buffer_frames must be positive", path)
-        self.flush_every = int(flush_every)
-        self.flush_seconds = float(flush_seconds)
-        self.buffer_frames = int(buffer_frames)
+        self.schedule = checks.schedule(schedule, self.path)
+        self._token_class = token_class  # checked at the first frame, which gives the number of tokens
+        self._token_text = checks.token_texts(token_text, self.path)
+        self._token_count = checks.token_counts(token_count, self.path)
+        self._config = checks.config_text(config, self.path)
+        self._title = checks.optional_text(title, "title", self.path)
+        self._seed = None if seed is None else checks.whole_number(seed, "seed", self.path, minimum=None)
+        self._scalars = None if scalars is None else checks.scalar_names(scalars, self.path)
+        self.flush_every = checks.whole_number(flush_every, "flush_every", self.path, minimum=1)
+        self.flush_seconds = checks.positive_seconds(flush_seconds, "flush_seconds", self.path)
+        self.buffer_frames = checks.whole_number(buffer_frames, "buffer_frames", self.path, minimum=1)
+        if compression not in _COMPRESSIONS:
+            raise RecorderError(f"unknown compression {compression!r}; use None, 'gzip' or 'lzf'", self.path)
         self.compression = compression
-        self.swmr = swmr
+        self.swmr = bool(swmr)
         self.direct_writes = direct_writes
-        self.reserve_bytes = int(reserve_bytes)
-        self._writer = FrameWriter(self.path, flush_every=self.flush_every, flush_seconds=self.flush_seconds,
-                                   swmr=swmr, reserve_bytes=self.reserve_bytes, direct_writes=direct_writes)
+        self.reserve_bytes = checks.whole_number(reserve_bytes, "reserve_bytes", self.path, minimum=None)
+        after = None if resume_after is None else checks.whole_number(resume_after, "resume_after", self.path,
+                                                                         minimum=-1)
+        self.run_id: str | None = uuid.uuid4().hex
         self._pools: dict[str, SlotPool] = {}
         self._matrices: dict[str, tuple[tuple[int, ...], str]] = {}
         self._closed = False
@@ -163,17 +173,27 @@ class Recorder:
         parent = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(parent):
             raise RecorderError(f"the folder {parent} does not exist", self.path)
-        if resume_after is not None:
-            self._resume(int(resume_after))
-        elif os.path.exists(self.path):
-            if not overwrite:
-                raise RecorderError("a file already exists here; pass overwrite=True to replace it", self.path)
-            try:
-                os.remove(self.path)
-            except OSError as exc:
-                raise RecorderError(f"cannot replace the existing file: {exc}", self.path) from None
         if not os.access(parent, os.W_OK):
             raise RecorderError(f"the folder {parent} is not writable", self.path)
+        if os.path.isdir(self.path):
+            raise RecorderError("this is a folder, not a movie file", self.path)
+        self._writer = FrameWriter(self.path, flush_every=self.flush_every, flush_seconds=self.flush_seconds,
+                                   swmr=self.swmr, reserve_bytes=self.reserve_bytes, direct_writes=direct_writes)
+        self._writer.lock()  # before the old file is replaced or reopened: never another writer's movie
+        try:
+            if after is not None:
+                self._resume(after, expect_run_id)
+            elif os.path.lexists(self.path):
+                if not overwrite:
+                    raise RecorderError("a file already exists here; pass overwrite=True to replace it", self.path)
+                try:
+                    os.remove(self.path)
+                except OSError as exc:
+                    raise RecorderError(f"cannot replace the existing file: {exc.strerror}", self.path) from None
+        except BaseException:
+            self._closed = True
+            self._writer.close()  # lets go of the lock
+            raise
 
     # ------------------------------------------------------------------ public API
     @property
@@ -215,6 +235,8 @@ class Recorder:
         if step not in self.schedule:
             return False
         matrices = {"W": W} if E is None else {"W": W, "E": E}
+        checks.scalar_values(scalars, self.path)
+        time = checks.time_stamp(time, self.path)
         if not self._writer.started:
             self._start(matrices, scalars)
         self._check_frame(matrices, scalars)
@@ -233,13 +255,19 @@ class Recorder:
         self._writer.flush()
 
     def close(self) -> None:
-        """Write every pending frame, flush and close the file. Safe to call twice."""
+        """Write every pending frame, flush and close the file (and let go of its lock). Safe to call twice.
+
+        Closing before any frame is an error, but not while an exception is on its way up (a
+        ``finally`` block, an ``except`` clause): that exception is the one to see.
+        """
         if self._closed:
             return
         self._closed = True
         self._writer.close()
         if not self._writer.started and self._writer.error is None:
-            raise RecorderError("closed before any frame was captured; no movie was written", self.path)
+            if sys.exc_info()[1] is None:
+                raise RecorderError("closed before any frame was captured; no movie was written", self.path)
+            return
         self._writer.raise_pending()
 
     def __enter__(self) -> Recorder:
@@ -259,7 +287,7 @@ class Recorder:
         self._writer.raise_pending()
         if self._closed:
             raise RecorderError("capture() after close()", self.path)
-        step = int(step)
+        step = checks.whole_number(step, "step", self.path)
         if step <= self._last_step:
             raise RecorderError(
                 f"steps must strictly increase: got {step} after {self._last_step}", self.path
@@ -280,43 +308,40 @@ class Recorder:
             )
         for name, x in matrices.items():
             shape, dtype = self._matrices[name]
-            if shape_of(x) != shape or logical_dtype(x) != dtype:
-                raise RecorderError(
-                    f"{name} changed from {dtype}{list(shape)} to {logical_dtype(x)}{list(shape_of(x))}",
-                    self.path,
-                )
+            got_shape, got_dtype = checks.matrix_layout(name, x, self.path)
+            if got_shape != shape or got_dtype != dtype:
+                raise RecorderError(f"{name} changed from {dtype}{list(shape)} to {got_dtype}{list(got_shape)}",
+                                    self.path)
 
     # ------------------------------------------------------------------ opening the movie
-    def _resume(self, after: int) -> None:
-        point = self._writer.resume(after)
+    def _resume(self, after: int, expect_run_id: str | None) -> None:
+        point = self._writer.resume(after, expect_run_id)
         self._matrices = point.matrices
         self._scalars = point.scalars
         self._last_step = point.last_step
         self._time_offset = point.last_time
         self._n_frames = point.frames
+        self.run_id = point.run_id
 
     def _start(self, matrices: Mapping[str, Any], scalars: Mapping[str, Any]) -> None:
         """Fix the movie's layout from the first frame, check the per-token data and create the file."""
         on_gpu = any(_is_torch_tensor(x) and x.device.type == "cuda" for x in matrices.values())
-        for name, x in matrices.items():
-            shape = shape_of(x)
-            if len(shape) != 2:
-                raise RecorderError(f"{name} must be a 2-D (token, dim) matrix, got shape {list(shape)}", self.path)
-            self._matrices[name] = (shape, logical_dtype(x))
-        n_tokens, n_dims = self._matrices["W"][0]
-        for name, (shape, _) in self._matrices.items():
+        layouts = {name: checks.matrix_layout(name, x, self.path) for name, x in matrices.items()}
+        for name, (shape, _) in layouts.items():
+            if len(shape) != 2 or 0 in shape:
+                raise RecorderError(f"{name} must be a 2-D (token, dim) matrix with at least one token and one "
+                                    f"dim, got shape {list(shape)}", self.path)
+        n_tokens, n_dims = layouts["W"][0]
+        for name, (shape, _) in layouts.items():
             if shape != (n_tokens, n_dims):
                 raise RecorderError(f"{name} has shape {list(shape)} but W has {[n_tokens, n_dims]}", self.path)
-        if self._scalars is None:
-            self._scalars = list(scalars)
-        bad = [s for s in self._scalars if s in fmt.RESERVED_NAMES]
-        if bad:
-            raise RecorderError(f"scalar name(s) {bad} are reserved by the format", self.path)
-        classes = _token_classes(self._token_class, n_tokens, self.path)
+        scalar_names = checks.scalar_names(scalars if self._scalars is None else self._scalars, self.path)
+        classes = checks.token_classes(self._token_class, n_tokens, self.path)
         if self._token_text is not None and len(self._token_text) != n_tokens:
             raise RecorderError(f"token_text has {len(self._token_text)} entries, expected {n_tokens}", self.path)
         if self._token_count is not None and self._token_count.shape != (n_tokens,):
             raise RecorderError(f"token_count has shape {self._token_count.shape}, expected ({n_tokens},)", self.path)
+        self._matrices, self._scalars = layouts, scalar_names
         self._writer.create(
             n_tokens=n_tokens,
             n_dims=n_dims,
@@ -335,6 +360,7 @@ class Recorder:
                 "config": self._config,
                 "title": self._title,
                 "seed": self._seed,
+                RUN_ID: self.run_id,
             },
         )
 

@@ -7,7 +7,9 @@ thread writes each frame's matrices as it arrives (straight to disk where it can
 and flushes: a SWMR reader, or the file left by a killed run, only ever counts whole frames. On a
 failed write the thread keeps every frame written whole, shrinks the file to them, closes it and
 holds the error for the front end to raise. Disk space for that last close is set aside in
-``<path>.reserve`` while recording.
+``<path>.reserve`` while recording. The writer holds the movie's lock
+(:class:`tokendyn.movie_lock.WriterLock`) from before the file is created, replaced or reopened
+until it is closed, whichever way that happens.
 """
 from __future__ import annotations
 
@@ -16,9 +18,9 @@ import os
 import queue
 import threading
 import time as _time
+import warnings
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import h5py
@@ -27,11 +29,12 @@ import numpy as np
 from tokendyn import format as fmt
 from tokendyn.errors import RecorderError
 from tokendyn.format.layout import frame_axis_names
+from tokendyn.movie_lock import WriterLock
 
 from ._direct import can_write_direct
+from ._frame import Frame
 from ._movie_file import ResumePoint, Targets, create_movie, reopen_movie
-from ._snapshot import DeviceScalars, Slot, SlotPool
-from ._space import DiskSpace
+from ._space import DiskSpace, describe_failure
 
 _GROW_FRAMES = 64  # the matrices' frame axis grows this many frames at a time
 _GROW_PREALLOCATED = 4  # ... or this many where their chunk space comes with it (direct writes)
@@ -50,42 +53,6 @@ def _close_open_writers() -> None:
             writer.close()
         except Exception:  # noqa: BLE001 - at exit there is nobody left to tell
             pass
-
-
-@dataclass
-class Frame:
-    """One captured frame on its way from the front end to the writer thread.
-
-    Attributes
-    ----------
-    index
-        Position of the frame in the movie.
-    step, time
-        Its optimizer step and time stamp (seconds).
-    scalars
-        Per-frame scalars known at capture time (numbers, or CPU tensors converted on the thread).
-    slots
-        Host buffers holding the frame's matrices, by variable name; each is given back to its
-        pool in ``pools`` once written (or dropped after an error).
-    pools
-        The pools the slots were taken from, by variable name.
-    device_scalars
-        Scalars still on their way off a CUDA device, read on the writer thread.
-    """
-
-    index: int
-    step: int
-    time: float
-    scalars: dict[str, Any]
-    slots: dict[str, Slot] = field(default_factory=dict)
-    pools: Mapping[str, SlotPool] = field(default_factory=dict)
-    device_scalars: DeviceScalars | None = None
-
-    def release(self) -> None:
-        """Give every slot back to its pool (a waiting ``capture`` may then go on)."""
-        for name, slot in self.slots.items():
-            self.pools[name].release(slot)
-        self.slots = {}
 
 
 class FrameWriter:
@@ -113,9 +80,11 @@ class FrameWriter:
 
     Notes
     -----
-    Life cycle: :meth:`create` or :meth:`resume` opens the file and starts the thread; then
-    :meth:`submit` for each frame, :meth:`flush` when wanted, and :meth:`close`. A failure on the
-    thread is raised by the next :meth:`raise_pending` (which :meth:`flush` calls too).
+    Life cycle: :meth:`lock` takes the movie's writer lock; :meth:`create` or :meth:`resume`
+    opens the file and starts the thread; then :meth:`submit` for each frame, :meth:`flush` when
+    wanted, and :meth:`close`. A failure on the thread is raised by the next :meth:`raise_pending`
+    (which :meth:`flush` calls too). The lock is let go once the file is closed: by the thread when
+    a failure ends it, else by :meth:`close`.
     """
 
     def __init__(self, path: str, *, flush_every: int, flush_seconds: float, swmr: bool,
@@ -132,6 +101,7 @@ class FrameWriter:
         self._error: BaseException | None = None
         self._closed = False
         self._space = DiskSpace(path, reserve_bytes)
+        self._lock: WriterLock | None = None
 
     # ------------------------------------------------------------------ interface for the front end
     @property
@@ -143,6 +113,17 @@ class FrameWriter:
     def error(self) -> BaseException | None:
         """The failure that stopped the writer thread, if any."""
         return self._error
+
+    def lock(self) -> None:
+        """Take the movie's writer lock, for as long as this writer lives.
+
+        Raises
+        ------
+        MovieLockedError
+            Another live process writes the movie.
+        """
+        self._lock = WriterLock.acquire(self.path)
+        _OPEN_WRITERS.add(self)  # so that a program ending without close() lets go of it too
 
     def create(self, *, n_tokens: int, n_dims: int, matrices: Mapping[str, str], compression: str | None,
                on_gpu: bool, **layout: Any) -> None:
@@ -158,22 +139,43 @@ class FrameWriter:
             The other keyword arguments of :func:`~tokendyn.format.layout.create_layout`.
         """
         self._space.make_reserve()
-        smallest_frame = n_tokens * n_dims * min(np.dtype(fmt.STORAGE_DTYPES[dtype]).itemsize
-                                                 for dtype in matrices.values())
-        direct = (compression is None and self._direct_for(on_gpu)
-                  and can_write_direct(os.path.dirname(os.path.abspath(self.path)), smallest_frame))
-        self._file = create_movie(self.path, direct=direct, n_tokens=n_tokens, n_dims=n_dims, matrices=matrices,
-                                  compression=compression, **layout)
-        self._launch()
+        try:
+            smallest_frame = n_tokens * n_dims * min(np.dtype(fmt.STORAGE_DTYPES[dtype]).itemsize
+                                                     for dtype in matrices.values())
+            direct = (compression is None and self._direct_for(on_gpu)
+                      and can_write_direct(os.path.dirname(os.path.abspath(self.path)), smallest_frame))
+            self._file = create_movie(self.path, direct=direct, n_tokens=n_tokens, n_dims=n_dims, matrices=matrices,
+                                      compression=compression, **layout)
+            self._launch()
+        except BaseException:
+            self._abandon()
+            raise
 
-    def resume(self, after: int) -> ResumePoint:
-        """Reopen the movie, drop its frames with ``step > after`` and start the writer thread."""
+    def resume(self, after: int, expect_run_id: str | None = None) -> ResumePoint:
+        """Reopen the movie, drop its frames with ``step > after`` and start the writer thread.
+
+        With ``expect_run_id``, a movie whose ``run_id`` differs is refused, unchanged.
+
+        A movie left by a killed writer is reopened too (the lock, taken first, proves that no
+        live process writes it). A movie whose HDF5 superblock is older than version 3 (written by
+        another program) cannot be written in SWMR mode: it is continued without, with a warning.
+        """
         if not os.path.exists(self.path):
             raise RecorderError("cannot resume: the movie does not exist", self.path)
         self._space.make_reserve()
-        self._file, point = reopen_movie(self.path, after)
-        self.frames_written = point.frames
-        self._launch()
+        try:
+            self._file, point = reopen_movie(self.path, after, expect_run_id)
+            if self.swmr and not point.swmr_capable:
+                warnings.warn(f"{self.path}: this movie's HDF5 superblock is older than version 3, so the run "
+                              "continues without SWMR: live readers see the new frames only once it closes, and a "
+                              "crash may leave the file unreadable ('tokendyn repair --in-place' rewrites the movie "
+                              "in a format that allows SWMR)", RuntimeWarning, stacklevel=4)  # the caller of Recorder()
+                self.swmr = False
+            self.frames_written = point.frames
+            self._launch()
+        except BaseException:
+            self._abandon()
+            raise
         return point
 
     def submit(self, frame: Frame) -> None:
@@ -199,6 +201,7 @@ class FrameWriter:
         if self._thread is not None:
             self._queue.put(_STOP)
             self._thread.join()
+        self._unlock()  # after the thread closed the file (if it ran)
         _OPEN_WRITERS.discard(self)
 
     def raise_pending(self) -> None:
@@ -212,6 +215,24 @@ class FrameWriter:
             if isinstance(err, RecorderError):
                 raise err
             raise RecorderError(f"writing the movie failed: {err}", self.path) from err
+
+    # ------------------------------------------------------------------ the file and the lock
+    def _abandon(self) -> None:
+        """After a failed create or reopen: close the file if it was opened and give the reserve back."""
+        if self._file is not None:
+            try:
+                self._file.close()
+            except Exception:  # noqa: BLE001 - already failing; the first error is the one to report
+                pass
+            self._file = None
+        self._space.drop_reserve()
+
+    def _unlock(self) -> None:
+        """Let go of the writer lock (once the file is closed). Called by one thread at a time: the
+        writer thread as it ends, or the front end's thread when there is no writer thread or
+        after joining it."""
+        if self._lock is not None:
+            self._lock.release()
 
     # ------------------------------------------------------------------ the thread
     def _direct_for(self, on_gpu: bool) -> bool:
@@ -274,11 +295,12 @@ class FrameWriter:
                     self._commit(f, out, pending)
             except Exception:  # noqa: BLE001 - the rollback below keeps what was committed
                 pass
-            error = self._describe(exc)
+            error = describe_failure(exc, self.frames_written, self.path)
             if out is not None:
                 out.close()
             out = None  # drop our h5py objects before the file closes
             self._rollback(f, names)
+            self._unlock()
             self._drain()
             self._error = error  # only now: the file is closed before the caller can exit
 
@@ -338,22 +360,6 @@ class FrameWriter:
             pending.clear()
             self.frames_written = stop
         f.flush()
-
-    def _describe(self, exc: BaseException) -> RecorderError:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        full_text = str(exc)
-        if getattr(exc, "errno", None) in (27, 28) or any(
-            hint in full_text for hint in ("No space", "File too large", "errno = 28", "errno = 27")
-        ):
-            return RecorderError(
-                f"the disk is full; the movie keeps the {self.frames_written} frames written before ({text})",
-                self.path,
-            )
-        return RecorderError(
-            f"writing frame {self.frames_written} failed: {text}; the movie keeps the "
-            f"{self.frames_written} frames written before",
-            self.path,
-        )
 
     def _rollback(self, f: h5py.File, names: list[str]) -> None:
         """Shrink every frame-axis dataset to the last complete frame and close the file."""
