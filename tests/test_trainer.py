@@ -1,4 +1,5 @@
 import os
+import re
 
 import numpy as np
 import pytest
@@ -132,7 +133,7 @@ def test_same_seed_same_bits(tmp_path):
 def test_bf16_pure_records_the_parameter_bits_and_keeps_fp32_moments(tmp_path):
     out = str(tmp_path / "pure.h5")
     result = train("tiny", out=out, progress=False, steps=40, precision="bf16-pure", sample_tokens=0)
-    ckpt = torch.load(result.checkpoint, map_location="cpu", weights_only=False)
+    ckpt = torch.load(result.checkpoint, map_location="cpu", weights_only=True)
     w = ckpt["model"]["wte.weight"]
     assert w.dtype == torch.bfloat16
     ds = tokendyn.open_movie(out)
@@ -190,7 +191,7 @@ def test_ctrl_c_stops_cleanly_with_a_valid_movie(tmp_path, monkeypatch):
     ds = tokendyn.open_movie(out)
     assert ds.step.values.tolist() == list(range(11))
     assert tokendyn.check(out).ok
-    assert torch.load(result.checkpoint, map_location="cpu", weights_only=False)["step"] == 10
+    assert torch.load(result.checkpoint, map_location="cpu", weights_only=True)["step"] == 10
 
 
 def test_record_schedule(tmp_path):
@@ -469,7 +470,7 @@ def test_flat_pure_bf16_adamw_state_survives_a_checkpoint(tmp_path):
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, tmp_path / "c.pt")
     twin = _two_group_model()
     twin_opt = PureBF16AdamW(param_groups(twin, 0.1), lr=1e-2)
-    saved = torch.load(tmp_path / "c.pt", weights_only=False)
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)
     twin.load_state_dict(saved["model"])
     twin_opt.load_state_dict(saved["opt"])
     for _ in range(2):
@@ -479,3 +480,114 @@ def test_flat_pure_bf16_adamw_state_survives_a_checkpoint(tmp_path):
         assert torch.equal(p, q)
     state = twin_opt.state[next(twin.parameters())]
     assert float(state["step"]) == 5.0 and state["exp_avg_sq"].dtype == torch.float32  # not cast to bf16 on load
+
+
+@pytest.mark.filterwarnings("ignore:.*NaN/Inf:RuntimeWarning")  # the diverged frame, which the movie keeps
+def test_a_diverged_run_stops_with_one_clear_error_and_keeps_its_movie(tmp_path):
+    from tokendyn.trainers.checkpoint import checkpoint_path
+    from tokendyn.trainers.stopping import TrainingDiverged
+
+    out = str(tmp_path / "diverged.h5")
+    with pytest.raises(TrainingDiverged, match=r"loss diverged at step (\d+)") as caught:
+        train("tiny", out=out, progress=False, steps=30, lr=1e6, sample_tokens=0, checkpoint_every=1e-9)
+    step = int(re.search(r"diverged at step (\d+)", str(caught.value)).group(1))
+    assert caught.value.path == out and 0 < step < 30
+    ds = tokendyn.open_movie(out)
+    assert ds.step.values.tolist() == list(range(step + 1))  # every frame up to the diverged one, closed cleanly
+    w = ds.W.values
+    assert np.isfinite(w[:step]).all() and not np.isfinite(w[step]).all()
+    ckpt = torch.load(checkpoint_path(out), map_location="cpu", weights_only=True)
+    assert ckpt["step"] == step - 1  # the last checkpoint is of finite weights; none of the diverged ones
+    assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
+
+
+def test_cli_diverged_run_is_one_line(tmp_path):
+    out = run_cli("train", "--out", str(tmp_path / "d.h5"), "-q", "--steps", "20", "--set", "lr=1e6", "--no-summary")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "loss diverged at step" in out.stderr.strip().splitlines()[-1]
+
+
+def test_an_error_in_the_loop_is_not_hidden_by_closing_an_empty_movie(tmp_path, monkeypatch):
+    import importlib
+
+    loop = importlib.import_module("tokendyn.trainers.loop")
+
+    def failing(step, **kwargs):
+        raise RuntimeError("the user's loop failed here")
+
+    monkeypatch.setattr(loop, "lr_at", failing)
+    with pytest.raises(RuntimeError, match="the user's loop failed here"):  # not "closed before any frame"
+        train("tiny", out=str(tmp_path / "x.h5"), progress=False, steps=5, record="steps:3")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(steps=0), "steps must be >= 1, got 0"),
+    (dict(steps=2**63), "steps must be below 2\\*\\*63"),
+    (dict(set_values=["lr=inf"]), "lr must be a finite number, got 'inf'"),
+    (dict(set_values=["lr=nan"]), "lr must be a finite number"),
+    (dict(set_values=["lr=1e999"]), "lr must be a finite number, got inf"),
+    (dict(lr=float("nan")), "lr must be a finite number, got nan"),
+    (dict(grad_clip=float("inf")), "grad_clip must be a finite number"),
+    (dict(betas=(2.0, 3.0)), "betas must be in \\[0, 1\\)"),
+    (dict(weight_decay=-1.0), "weight_decay must be >= 0"),
+    (dict(seed=-1), "seed must be in \\[0, 2\\*\\*63\\)"),
+    (dict(eval_every=-1), "eval_every must be >= 0"),
+    (dict(batch=-1), "batch must be >= 1"),
+    (dict(batch=10**9), "needs at least .* GiB"),
+    (dict(context=10**7), "needs at least .* GiB"),
+    (dict(dim=10**8), "needs at least .* GiB"),
+    (dict(layers=10**7), "needs at least .* GiB"),
+    (dict(n_phantom=10**8, dim=512), "needs at least .* GiB"),
+    (dict(vocab_size=10**10), "vocab_size \\+ n_phantom must be below 2\\*\\*31"),
+    (dict(heads=3), "heads \\(3\\) must divide dim \\(64\\)"),
+    (dict(set_values=["precision=fp8"]), "precision must be one of"),
+    (dict(record="dense:x"), "bad record schedule 'dense:x'"),
+    (dict(record="steps:500", steps=10), "records no step of this run"),
+    (dict(checkpoint_every=-1), "checkpoint_every is seconds >= 0"),
+    (dict(checkpoint_every=float("nan")), "checkpoint_every is seconds >= 0"),
+])
+def test_hostile_values_fail_before_training(tmp_path, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        train("tiny", out=str(tmp_path / "x.h5"), progress=False, **kwargs)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(steps="text"), "cannot read steps='text' as int"),
+    (dict(lr={"a": 1}), "cannot read lr={'a': 1} as float"),
+    (dict(steps=[3]), "cannot read steps=\\[3\\] as int"),
+    (dict(betas={"x": 1}), "cannot read betas="),
+    (dict(corpus={"x": 1}), "cannot read corpus="),
+    (dict(device={"a": 1}), "cannot read device="),
+    (dict(record={"a": 1}), "record must be a schedule"),
+    (dict(extra=3), "extra must be a table"),
+])
+def test_config_values_of_the_wrong_type_name_the_field(values, message):
+    """What a TOML or YAML spec can hold: text for a number, a table where a value is expected."""
+    with pytest.raises(ConfigError, match=message):
+        from_preset("tiny", **values).validate()
+    assert from_preset("tiny", steps=3.0, lr=1, betas=[0.8, 0.9]).betas == (0.8, 0.9)  # what is one is taken
+
+
+@pytest.mark.parametrize("body, field", [
+    ('steps = "text"', "steps"),
+    ("steps = 3\n[set.lr]\nx = 1", "lr"),
+    ("steps = 3\n[set.betas]\nx = 1", "betas"),
+])
+def test_a_toml_sweep_spec_with_a_wrong_value_names_the_key(tmp_path, body, field):
+    from tokendyn.runs.sweep import expand, load_spec
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f'preset = "tiny"\n{body}\n')
+    with pytest.raises(ConfigError, match=f"cannot read {field}="):
+        expand(load_spec(str(spec)))
+
+
+def test_cli_hostile_values_are_one_line_errors(tmp_path):
+    for args, message in ((["--steps", "0"], "steps must be >= 1"),
+                          (["--set", "batch=1000000000"], "needs at least"),
+                          (["--record-every", "dense:x", "--checkpoint-every", "30"], "bad record schedule")):
+        out = run_cli("train", "--out", str(tmp_path / "x.h5"), "-q", *args)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1 and message in lines[0] and "Traceback" not in out.stderr, args
+    assert os.listdir(tmp_path) == []

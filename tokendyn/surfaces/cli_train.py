@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 from typing import Any
 
 
@@ -23,7 +24,11 @@ def register(sub: Any) -> None:
     p.add_argument("--set", dest="set_values", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field (repeatable), e.g. --set lr=1e-3 --set tied=false")
     p.add_argument("--overwrite", action="store_true", help="replace an existing movie")
-    p.add_argument("--resume", action="store_true", help="continue the movie from its checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the movie from its checkpoint (a checkpoint "
+                   "of another movie or another config is refused)")
+    p.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
+                   help="write the checkpoint every SECONDS of wall time, atomically, matching the movie "
+                   "flushed so far (default 300; 0: only at the end); a killed run resumes from the last one")
     p.add_argument("--no-summary", action="store_true", help="skip the analysis summary at the end")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
@@ -37,6 +42,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                        ("corpus", args.corpus), ("record", args.record_every), ("seed", args.seed)):
         if value is not None:
             overrides[key] = value
+    if args.checkpoint_every is not None:
+        overrides["checkpoint_every"] = args.checkpoint_every
     result = train(args.preset, out=args.out, overwrite=args.overwrite, resume=args.resume,
                    progress=not args.quiet, set_values=args.set_values, **overrides)
     print(result_text(result))
@@ -45,7 +52,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         print()
         print(movie_summary(result.movie))
-    return 130 if result.interrupted else 0
+    if not result.interrupted:
+        return 0
+    return 128 + (signal.SIGTERM if result.stopped_by == "SIGTERM" else signal.SIGINT)  # the shell's convention
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from tokendyn.errors import ConfigError
 from tokendyn.keyvalue import parse_pairs, parse_value
 
 PRECISIONS = ("fp32", "bf16-mixed", "bf16-pure")
+MAX_STEP = 2**63  # steps are stored as int64
 SCHEDULES = ("linear", "cosine", "constant")
 ROUNDINGS = ("nearest", "stochastic")
 
@@ -68,22 +70,38 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for any inconsistency, before anything is trained."""
+        self._check_types()
         checks = [
             (self.layers >= 1, f"layers must be >= 1, got {self.layers}"),
             (self.dim >= 1 and self.heads >= 1, "dim and heads must be positive"),
             (self.dim % max(self.heads, 1) == 0, f"heads ({self.heads}) must divide dim ({self.dim})"),
             (self.context >= 2, f"context must be >= 2, got {self.context}"),
             (self.batch >= 1, f"batch must be >= 1, got {self.batch}"),
-            (self.steps >= 0, f"steps must be >= 0, got {self.steps}"),
+            (1 <= self.steps < MAX_STEP, f"steps must be >= 1, got {self.steps}" if self.steps < 1
+             else f"steps must be below 2**63 (the movie's step is an int64), got {self.steps}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.init_std > 0, f"init_std must be > 0, got {self.init_std}"),
+            (self.ffn_ratio > 0, f"ffn_ratio must be > 0, got {self.ffn_ratio}"),
+            (0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.grad_clip >= 0, f"grad_clip must be >= 0 (0: no clipping), got {self.grad_clip}"),
+            (all(0 <= b < 1 for b in self.betas), f"betas must be in [0, 1), got {self.betas}"),
             (self.n_phantom >= 0, f"n_phantom must be >= 0, got {self.n_phantom}"),
             (self.vocab_size >= 64, f"vocab_size must be >= 64, got {self.vocab_size}"),
+            (self.vocab_size + self.n_phantom < 2**31,
+             f"vocab_size + n_phantom must be below 2**31 (token ids are int32), got {self.vocab_size + self.n_phantom}"),
+            (self.corpus_chars >= 1, f"corpus_chars must be >= 1, got {self.corpus_chars}"),
+            (self.foreign_chars >= 0, f"foreign_chars must be >= 0, got {self.foreign_chars}"),
+            (0 <= self.seed < 2**63, f"seed must be in [0, 2**63), got {self.seed}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
             (self.rounding in ROUNDINGS, f"rounding must be one of {ROUNDINGS}, got {self.rounding!r}"),
             (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"),
              f"device must be auto, cpu, cuda or mps, got {self.device!r}"),
-            (self.warmup >= 0, "warmup must be >= 0"),
+            (self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}"),
+            (self.eval_every >= 0, f"eval_every must be >= 0 (0: never), got {self.eval_every}"),
+            (self.eval_batches >= 1, f"eval_batches must be >= 1, got {self.eval_batches}"),
+            (self.sample_tokens >= 0, f"sample_tokens must be >= 0, got {self.sample_tokens}"),
             (self.ffn_hidden >= 1, "the MLP width must be positive"),
         ]
         for ok, message in checks:
@@ -91,12 +109,40 @@ class TrainConfig:
                 raise ConfigError(message)
         if self.corpus is not None and not os.path.exists(self.corpus):
             raise ConfigError("the corpus does not exist", self.corpus)
+        if self.tokenizer_json is not None and not os.path.isfile(self.tokenizer_json):
+            raise ConfigError("the tokenizer.json does not exist", self.tokenizer_json)
+        self._check_record()
+
+    def _check_types(self) -> None:
+        """Every field holds a value of its type (a TOML or YAML spec may give any): else name the field."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "record":
+                ok = isinstance(value, (str, list, tuple)) or (isinstance(value, int) and not isinstance(value, bool))
+                kind = "a schedule (N, 'dense:K,every:M', 'steps:a,b,c' or a list of steps)"
+            elif f.name == "extra":
+                ok, kind = isinstance(value, dict), "a table (dict)"
+            else:
+                ok, kind = _has_type(value, str(f.type)), str(f.type)
+            if not ok:
+                raise ConfigError(f"{f.name} must be {kind}, got {value!r} ({type(value).__name__})")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name} must be a finite number, got {value!r}")
+        if not all(math.isfinite(b) for b in self.betas):
+            raise ConfigError(f"betas must be finite numbers, got {self.betas!r}")
+
+    def _check_record(self) -> None:
+        """The record schedule parses and records at least one step of the run."""
         from tokendyn.recorder.schedule import parse_schedule
 
         try:
-            parse_schedule(self.record)
-        except ValueError as exc:
-            raise ConfigError(f"bad record schedule: {exc}") from None
+            schedule = parse_schedule(self.record)
+            recorded = any(step in schedule for step in range(min(self.steps, 100_000) + 1))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(f"bad record schedule {self.record!r} ({exc}); use N, 'dense:K,every:M' or "
+                              "'steps:a,b,c'") from None
+        if not recorded and self.steps <= 100_000:
+            raise ConfigError(f"the record schedule {self.record!r} records no step of this run (0 to {self.steps})")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -138,14 +184,47 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def from_preset(name: str, **overrides: Any) -> TrainConfig:
-    """A config from a preset name, with keyword overrides."""
-    if name not in PRESETS:
+    """A config from a preset name, with keyword overrides (Python values, e.g. from a TOML or YAML
+    spec: an int for a float field is taken, ``"text"`` for ``steps`` is an error naming the field)."""
+    if not isinstance(name, str) or name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    values = {**PRESETS[name], **overrides}
-    unknown = set(values) - set(_BASE) - {"extra", "betas"}
+    unknown = set(overrides) - set(_BASE) - {"extra", "betas"}
     if unknown:
         raise ConfigError(f"unknown config field(s): {', '.join(sorted(unknown))}")
-    return TrainConfig(preset=name, **values)
+    return TrainConfig(preset=name, **{**PRESETS[name], **coerce_values(overrides)})
+
+
+def coerce_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Config values made the types of their fields (``steps=1e3`` -> 1000, ``betas=[0.9, 0.95]``
+    -> a tuple); a value that cannot be is a :class:`ConfigError` naming the field."""
+    types = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for key, value in values.items():
+        if key in ("record", "extra", "preset"):  # checked by validate(): a schedule may be an int or a list
+            out[key] = value
+        else:
+            out[key] = _coerce(types[key], value, key)
+    return out
+
+
+def _has_type(value: Any, kind: str) -> bool:
+    """Whether ``value`` is of the annotated type ``kind`` (``"int"``, ``"str | None"``, ``"tuple[float, float]"``)."""
+    if value is None:
+        return "None" in kind
+    if "bool" in kind:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if "tuple" in kind:
+        return isinstance(value, tuple) and len(value) == kind.count("float") and \
+            all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if "int" in kind and "float" not in kind:
+        return isinstance(value, int)
+    if "float" in kind:
+        return isinstance(value, (int, float))
+    if "str" in kind:
+        return isinstance(value, str)
+    return True
 
 
 def _coerce(field_type: Any, value: Any, key: str) -> Any:
@@ -172,8 +251,12 @@ def _coerce(field_type: Any, value: Any, key: str) -> Any:
                 raise ValueError(value)
             return int(value)
         if "float" in kind:
+            if isinstance(value, str) and value.strip().lower().lstrip("+-") in ("inf", "infinity", "nan"):
+                raise ConfigError(f"{key} must be a finite number, got {value!r}")
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(value)
+            if not math.isfinite(value):
+                raise ConfigError(f"{key} must be a finite number, got {value!r}")
             return float(value)
         if "str" in kind and not isinstance(value, str):
             raise ValueError(value)

@@ -108,7 +108,23 @@ class Batches:
         return window[:, :-1], window[:, 1:]
 
     def state(self) -> dict:
-        return self.rng.bit_generator.state
+        """The generator's state as plain Python data (str, int, list, dict), which a checkpoint read
+        with ``weights_only=True`` keeps."""
+        return _plain(self.rng.bit_generator.state)
 
     def set_state(self, state: dict) -> None:
+        """Continue from a :meth:`state`; a state of another bit generator is a ``ValueError``."""
+        if not isinstance(state, dict) or state.get("bit_generator") != type(self.rng.bit_generator).__name__:
+            raise ValueError(f"not a {type(self.rng.bit_generator).__name__} state")
         self.rng.bit_generator.state = state
+
+
+def _plain(value):
+    """numpy scalars and arrays inside a bit generator's state, as Python ints and lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -18,6 +18,7 @@ from .evaluate import heldout_loss
 from .graphed import GraphedStep
 from .model import GPT
 from .optim import lr_at
+from .stopping import DivergenceWatch, StopSignals
 
 if TYPE_CHECKING:
     from tokendyn.recorder import Recorder
@@ -51,61 +52,95 @@ class Reached:
     heldout: float  # the last held-out loss evaluated (nan if none was due)
     interrupted: bool
     seconds: float  # from the first step to the movie's last frame written
+    stopped_by: str | None = None  # "SIGINT" (Ctrl-C) or "SIGTERM" when interrupted
 
 
-def run_steps(run: Run, recorder: Recorder | None, *, progress: bool, say: Callable[[str], None]) -> Reached:
+def run_steps(run: Run, recorder: Recorder | None, *, progress: bool, say: Callable[[str], None],
+              checkpoint: Callable[[int], None] | None = None, checkpoint_every: float = 0.0) -> Reached:
     """Train steps ``start_step + 1`` to ``cfg.steps``, recording the frame of step 0 first on a fresh run.
 
-    Ctrl-C drops the step in progress and stops. Either way the progress bar and the recorder are
-    closed before the time is taken, so the movie holds every finished step and the throughput
-    counts the writing of its last frames.
+    Ctrl-C or SIGTERM stops after the step in progress (a second Ctrl-C at once). Every
+    ``checkpoint_every`` seconds of wall time (0: never) ``checkpoint(step)`` is called after a
+    step. A loss or gradient norm that is not finite raises
+    :class:`~tokendyn.trainers.stopping.TrainingDiverged`. Whichever way the steps end, the
+    progress bar and the recorder are closed (the movie keeps every frame captured); the time is
+    taken after, so the throughput counts the writing of the last frames.
     """
     cfg, start = run.cfg, run.start_step
     capture = frame_capture(run, recorder)
-    interrupted = False
-    loss_value = float("nan")
+    watch = DivergenceWatch(run.device, recorder.path if recorder is not None else None)
+    stopped_by = None
+    completed, done_loss = start, None  # the last step completed, and its loss
     heldout = float("nan")
-    step = start
     t_start = time.perf_counter()
     shown = 0.0
     bar = None
-    try:
-        if start == 0:
-            record_step_zero(run, capture)
-        graphed = capture_graph(run, say) if run.cuda_graphs and cfg.steps > start else None
-        if progress:
-            bar = progress_bar(cfg.steps, start)
-        t_start = time.perf_counter()  # throughput counts the steps, not the set-up before them
-        for step in range(start + 1, cfg.steps + 1):
-            lr = lr_at(step, base=cfg.lr, warmup=cfg.warmup, total=cfg.steps, schedule=cfg.schedule,
-                       min_ratio=cfg.min_lr_ratio)
-            if graphed is not None:
-                graphed(lr)
-                loss, grad_norm = graphed.loss, graphed.grad_norm
-            else:
-                loss, grad_norm = eager_step(run, lr)
-            extra = {}
-            if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
-                heldout = extra["heldout_loss"] = heldout_loss(run.model, run.data, cfg, run.device, run.autocast)
-            capture(step, loss, grad_norm, lr=lr, **extra)
-            if bar is not None and (time.perf_counter() - shown >= SHOW_EVERY_SECONDS or step == cfg.steps):
-                shown = time.perf_counter()
-                loss_value = float(loss.detach())
-                bar.set_postfix_str(progress_text(loss_value, run.data.unigram_entropy, heldout))
-            if bar is not None:
-                bar.update(1)
-        loss_value = float(loss.detach()) if cfg.steps > start else loss_value
-    except KeyboardInterrupt:
-        interrupted = True
-        step = step - 1 if step > start else start  # the step in progress did not finish
-        say(f"\ninterrupted: stopping cleanly at step {step}")
-    finally:
+    with StopSignals() as signals:
+        try:
+            if start == 0:
+                record_step_zero(run, capture)
+            graphed = capture_graph(run, say) if run.cuda_graphs and cfg.steps > start else None
+            if progress:
+                bar = progress_bar(cfg.steps, start)
+            t_start = time.perf_counter()  # throughput counts the steps, not the set-up before them
+            checkpointed = time.monotonic()
+            for step in range(start + 1, cfg.steps + 1):
+                if signals.received:
+                    stopped_by = signals.received
+                    break
+                lr = lr_at(step, base=cfg.lr, warmup=cfg.warmup, total=cfg.steps, schedule=cfg.schedule,
+                           min_ratio=cfg.min_lr_ratio)
+                if graphed is not None:
+                    graphed(lr)
+                    loss, grad_norm = graphed.loss, graphed.grad_norm
+                else:
+                    loss, grad_norm = eager_step(run, lr)
+                extra = {}
+                if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+                    heldout = extra["heldout_loss"] = heldout_loss(run.model, run.data, cfg, run.device, run.autocast)
+                capture(step, loss, grad_norm, lr=lr, **extra)
+                watch.update(step, loss, grad_norm)
+                completed, done_loss = step, loss
+                if time.perf_counter() - shown >= SHOW_EVERY_SECONDS or step == cfg.steps:
+                    shown = time.perf_counter()
+                    watch.check()  # on an accelerator: reads the device, as the bar does
+                    if bar is not None:
+                        bar.set_postfix_str(progress_text(float(loss.detach()), run.data.unigram_entropy, heldout))
+                if bar is not None:
+                    bar.update(1)
+                if checkpoint is not None and checkpoint_every > 0 and step < cfg.steps \
+                        and time.monotonic() - checkpointed >= checkpoint_every:
+                    watch.check()  # never a checkpoint of diverged weights
+                    checkpoint(step)
+                    checkpointed = time.monotonic()
+            watch.check()
+        except KeyboardInterrupt:  # a second Ctrl-C, or one raised by the code: the step in progress is dropped
+            stopped_by = "SIGINT"
+        except BaseException:
+            close_quietly(bar, recorder, say)  # the loop's own error is the one to see
+            raise
+        if stopped_by is not None:
+            say(f"\ninterrupted ({stopped_by}): stopping cleanly at step {completed}")
         if bar is not None:
             bar.close()
         if recorder is not None:
             recorder.close()
-    return Reached(step=step, loss=loss_value, heldout=heldout, interrupted=interrupted,
-                   seconds=time.perf_counter() - t_start)
+    loss_value = float(done_loss.detach()) if done_loss is not None else float("nan")
+    return Reached(step=completed, loss=loss_value, heldout=heldout, interrupted=stopped_by is not None,
+                   seconds=time.perf_counter() - t_start, stopped_by=stopped_by)
+
+
+def close_quietly(bar: Any, recorder: Recorder | None, say: Callable[[str], None]) -> None:
+    """Close the bar and the recorder while another error is on its way; a recorder error is only told."""
+    from tokendyn.errors import RecorderError
+
+    if bar is not None:
+        bar.close()
+    if recorder is not None:
+        try:
+            recorder.close()
+        except RecorderError as exc:
+            say(f"(closing the movie also failed: {exc})")
 
 
 def eager_step(run: Run, lr: float) -> tuple[torch.Tensor, torch.Tensor]:

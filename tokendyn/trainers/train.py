@@ -22,7 +22,15 @@ import torch
 from tokendyn.errors import ConfigError
 from tokendyn.recorder import Recorder
 
-from .checkpoint import checkpoint_path, resume_from, save_checkpoint
+from .checkpoint import (
+    MovieState,
+    check_resumable,
+    checkpoint_path,
+    load_checkpoint,
+    movie_state_on_disk,
+    restore,
+    save_checkpoint,
+)
 from .config import TrainConfig, apply_overrides, from_preset
 from .data import Batches, TokenData, build
 from .evaluate import generate_sample, heldout_loss
@@ -30,9 +38,11 @@ from .graphed import make_capturable_optimizer
 from .loop import Run, run_steps
 from .model import GPT
 from .optim import PureBF16AdamW, param_groups
+from .sizing import check_fits
 
 SCALARS = ["loss", "lr", "grad_norm", "heldout_loss"]
 WAIT_WORTH_SAYING = 0.05  # the share of a run spent waiting for the movie's writer that the summary names
+CHECKPOINT_EVERY = 300.0  # seconds of wall time between checkpoints: what a killed run loses at most
 
 
 @dataclass
@@ -53,6 +63,7 @@ class TrainResult:
     device: str
     seconds: float = float("nan")  # wall time of the training loop
     recording_wait_seconds: float = 0.0  # of which the loop waited for the recorder's writer
+    stopped_by: str | None = None  # "SIGINT" (Ctrl-C) or "SIGTERM" when interrupted
 
 
 def train(
@@ -61,6 +72,7 @@ def train(
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     resume: bool = False,
+    checkpoint_every: float = CHECKPOINT_EVERY,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     set_values: list[str] | None = None,
@@ -79,6 +91,11 @@ def train(
     overwrite, resume
         Replace an existing movie, or continue it from its checkpoint (frames after the
         checkpoint's step are dropped, so none is duplicated; raise ``steps`` to train longer).
+        A checkpoint of another movie at the same path, or of a run with another config (but for
+        ``steps``, ``device``, ``record`` and what is evaluated), is refused.
+    checkpoint_every
+        Seconds of wall time between checkpoints written during the run (atomically, after the
+        movie is flushed, so a killed run resumes from the last one); 0: only at the end.
     progress
         Show a progress bar with the loss, the unigram baseline and steps/s.
     set_values
@@ -94,20 +111,31 @@ def train(
     say = log or _to_stderr
     cfg = resolve_config(config, set_values or [], overrides)
     out = None if out is None else os.fspath(out)
+    if resume and out is None:
+        raise ConfigError("resume continues a movie: give the movie to continue (out=..., --out)")
+    if not (isinstance(checkpoint_every, (int, float)) and math.isfinite(checkpoint_every) and checkpoint_every >= 0):
+        raise ConfigError(f"checkpoint_every is seconds >= 0 (0: only at the end), got {checkpoint_every!r}")
     check_output(out, overwrite, resume)
+    ckpt, start_step, movie_before = None, 0, MovieState(run_id=None, frames=0)
+    if resume:  # refuse a checkpoint that does not belong here before anything is built
+        assert out is not None
+        ckpt = load_checkpoint(checkpoint_path(out))
+        movie_before = movie_state_on_disk(out, ckpt["step"])
+        start_step = check_resumable(ckpt, checkpoint_path(out), cfg=cfg, movie=out, movie_state=movie_before)
     device = resolve_device(cfg.device)
+    check_fits(cfg, device)
 
     torch.manual_seed(cfg.seed)
     data = build_data(cfg)
+    check_fits(cfg, device, data.vocab_rows)
     batches = Batches(data.train, cfg.batch, cfg.context, seed=cfg.seed)
     model = build_model(cfg, data, device)
     cuda_graphs = cfg.cuda_graphs and device.type == "cuda"
     optimizer, lr_tensor = build_optimizer(model, cfg, device, capturable=cuda_graphs)
-    start_step = 0
-    if resume:
+    if ckpt is not None:
         assert out is not None
-        start_step = resume_from(out, steps=cfg.steps, model=model, optimizer=optimizer, lr_tensor=lr_tensor,
-                                 batches=batches, device=device)
+        restore(ckpt, checkpoint_path(out), model=model, optimizer=optimizer, lr_tensor=lr_tensor, batches=batches,
+                device=device)
     forward_model = torch.compile(model) if cfg.compile and device.type == "cuda" else model
     autocast = autocast_for(cfg, device)
     run = Run(cfg, device, data, batches, model, forward_model, optimizer, lr_tensor, autocast, cuda_graphs,
@@ -118,13 +146,23 @@ def train(
         f"{cfg.precision} on {device}, {len(data.train):,} training tokens")
     say(f"unigram baseline (entropy of the training tokens): {data.unigram_entropy:.3f} nats/token")
 
-    recorder = None if out is None else open_recorder(out, run, overwrite=overwrite, resume=resume)
-    reached = run_steps(run, recorder, progress=progress, say=say)  # closes the recorder
+    recorder = None if out is None else open_recorder(out, run, overwrite=overwrite, resume=resume,
+                                                    expect_run_id=movie_before.run_id)
 
-    ckpt_path = None
-    if out is not None:
-        ckpt_path = save_checkpoint(out, step=reached.step, model=model, optimizer=optimizer, batches=batches,
-                                    device=device, config=cfg.to_dict())
+    def checkpoint(step: int, *, closed: bool = False) -> str | None:
+        """The checkpoint at ``step``, matching the movie flushed up to it (none before the movie exists)."""
+        assert out is not None and recorder is not None
+        if not closed:
+            recorder.flush()
+        if recorder.frames_written == 0 and not resume:
+            return None
+        state = MovieState(run_id=movie_run_id(recorder, movie_before), frames=recorder.frames_written)
+        return save_checkpoint(out, step=step, movie_state=state, cfg=cfg, model=model, optimizer=optimizer,
+                               batches=batches, device=device)
+
+    reached = run_steps(run, recorder, progress=progress, say=say, checkpoint=None if out is None else checkpoint,
+                        checkpoint_every=float(checkpoint_every))  # closes the recorder
+    ckpt_path = None if out is None else checkpoint(reached.step, closed=True)
     sample = ""
     if not reached.interrupted and cfg.sample_tokens > 0:
         sample = generate_sample(model, data, cfg, device, autocast)
@@ -138,7 +176,14 @@ def train(
         steps_per_second=steps_done / reached.seconds if reached.seconds > 0 else float("nan"), sample=sample,
         interrupted=reached.interrupted, n_params=model.n_params(), tokens_per_class=classes, device=str(device),
         seconds=reached.seconds, recording_wait_seconds=recorder.wait_seconds if recorder is not None else 0.0,
+        stopped_by=reached.stopped_by,
     )
+
+
+def movie_run_id(recorder: Recorder, before: MovieState) -> str | None:
+    """The ``run_id`` of the movie being recorded (kept by a resumed movie)."""
+    run_id = getattr(recorder, "run_id", None)
+    return before.run_id if run_id is None else str(run_id)
 
 
 def _to_stderr(text: str) -> None:
@@ -235,15 +280,20 @@ def tokens_per_class(data: TokenData) -> dict[str, int]:
     return {name: int(np.sum(data.token_class == i)) for i, name in enumerate(("live", "dead", "phantom"))}
 
 
-def open_recorder(out: str, run: Run, *, overwrite: bool, resume: bool) -> Recorder:
-    """The movie's recorder, its config attribute the run's config and what it was trained with."""
+def open_recorder(out: str, run: Run, *, overwrite: bool, resume: bool, expect_run_id: str | None = None) -> Recorder:
+    """The movie's recorder, its config attribute the run's config and what it was trained with.
+
+    Resuming, the recorder refuses (before truncating anything) a movie whose ``run_id`` is not
+    ``expect_run_id``, the checkpoint's: another process may have replaced the file since it was checked.
+    """
     cfg, data = run.cfg, run.data
     run_config = {**cfg.to_dict(), "vocab_rows": data.vocab_rows, "n_params": run.model.n_params(),
                   "unigram_entropy": data.unigram_entropy, "tokenizer": data.tokenizer.source,
                   "device": str(run.device), "torch": torch.__version__}
     return Recorder(out, token_class=data.token_class, token_text=data.token_text, token_count=data.token_count,
                     config=run_config, seed=cfg.seed, title=f"tokendyn {cfg.preset}", schedule=cfg.record,
-                    scalars=SCALARS, overwrite=overwrite, resume_after=run.start_step if resume else None)
+                    scalars=SCALARS, overwrite=overwrite, resume_after=run.start_step if resume else None,
+                    expect_run_id=expect_run_id if resume else None)
 
 
 def result_text(result: TrainResult) -> str:
