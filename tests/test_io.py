@@ -109,3 +109,33 @@ def test_compressed_movie_round_trip(tmp_path):
     assert np.array_equal(tokendyn.open_movie(path).W_bits.values, frames)
     with xr.open_dataset(path, engine="h5netcdf") as ds:
         assert np.array_equal(ds.W.values, frames)
+
+
+def _rewrite(path):
+    """Rewrite the movie file in place, as a rerun of a training in the same process does."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f["x"] = np.arange(3)
+
+
+def test_closing_the_dataset_releases_the_file(tmp_path):
+    path = write_movie(str(tmp_path / "c.h5"), random_bf16_frames(3, 8, 2))
+    other = tokendyn.open_movie(path)
+    ds = tokendyn.open_movie(path)
+    ds.W.values  # the reads leave a cached handle open
+    ds.close()
+    _rewrite(path)  # "unable to truncate a file which is already open" while a handle is left
+    write_movie(path, random_bf16_frames(3, 8, 2, seed=1), overwrite=True)
+    # a Dataset still open on the path reads the file that is there now
+    np.testing.assert_array_equal(other.W_bits.values, random_bf16_frames(3, 8, 2, seed=1))
+
+
+def test_open_movie_is_a_context_manager_that_releases_the_file(tmp_path):
+    path = write_movie(str(tmp_path / "w.h5"), random_bf16_frames(3, 8, 2))
+    with tokendyn.open_movie(path) as ds:
+        assert ds.W.values.shape == (3, 8, 2)
+    _rewrite(path)
+    with xr.open_dataset(write_movie(str(tmp_path / "e.h5"), random_bf16_frames(3, 8, 2)), engine="tokendyn") as ds:
+        ds.W.values
+    _rewrite(str(tmp_path / "e.h5"))

@@ -42,6 +42,9 @@ RESERVED_NAMES = frozenset(
      *MATRIX_VARIABLES, *NONFINITE.values()}
 )
 
+# Names readers give what they derive (a bfloat16 matrix's raw bits): no stored variable may take them.
+READER_NAMES = frozenset(f"{name}_bits" for name in MATRIX_VARIABLES)
+
 TOKEN_CLASSES = ("live", "dead", "phantom")
 CLASS_LIVE, CLASS_DEAD, CLASS_PHANTOM = 0, 1, 2
 FLAG_VALUES = np.array([CLASS_LIVE, CLASS_DEAD, CLASS_PHANTOM], dtype=np.uint8)

@@ -12,19 +12,21 @@ import os
 from .base import MovieSource
 
 
-def open_source(path: str | os.PathLike, *, live: bool = False) -> MovieSource:
+def open_source(path: str | os.PathLike, *, live: bool = False, strict: bool = True) -> MovieSource:
     """Open the movie at ``path`` with the source that reads it, its header checked.
 
-    A zarr copy (a directory, :func:`~tokendyn.sources.zarr.is_zarr_movie`) opens as a
-    :class:`~tokendyn.sources.zarr.ZarrSource`; anything else as an HDF5 movie
+    A folder opens as a zarr copy (:class:`~tokendyn.sources.zarr.ZarrSource`, which names what is
+    wrong with a folder that is not one); anything else as an HDF5 movie
     (:class:`~tokendyn.sources.h5.H5Source`), which names what is wrong with a file that is not
     one. ``live`` (follow a run still recording) applies to HDF5 movies; zarr copies are static.
+    Either refuses a movie whose data lies outside it; ``strict=False`` (``check`` only) leaves
+    that and the header to the caller.
     """
-    from .zarr import ZarrSource
-
     path = os.path.abspath(os.fspath(path))
-    if ZarrSource.can_open(path):
-        return ZarrSource(path)
+    if os.path.isdir(path):
+        from .zarr import ZarrSource
+
+        return ZarrSource(path, strict=strict)
     from .h5 import H5Source
 
-    return H5Source(path, live=live)
+    return H5Source(path, live=live, strict=strict)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -74,12 +74,16 @@ class MovieSource(abc.ABC):
         The ``(major, minor)`` format version, checked when the source was opened.
     swmr
         Whether reads go through HDF5 SWMR (a movie open for writing, live or crashed).
+    stored_bytes
+        The movie's size on disk (what declared sizes are held against:
+        :func:`tokendyn.format.structure.fits_in`).
     """
 
     path: str
     attrs: dict[str, Any]
     header: tuple[int, int]
     swmr: bool = False
+    stored_bytes: int = 0
 
     @classmethod
     @abc.abstractmethod
@@ -93,6 +97,12 @@ class MovieSource(abc.ABC):
     @abc.abstractmethod
     def __getitem__(self, name: str) -> StoredArray:
         """The stored array ``name`` (read through it only while the source is open)."""
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The stored array (or group) ``name``, or ``default`` when the movie has none."""
+        if name not in self:
+            return default
+        return self[name]
 
     @abc.abstractmethod
     def text(self, name: str) -> np.ndarray:
@@ -109,6 +119,24 @@ class MovieSource(abc.ABC):
     def direct_frames(self, name: str, shape: tuple[int, ...], dtype: Any) -> DirectFrames | None:
         """Where the frames of ``name`` can be read straight from the file, or ``None`` (then only
         through dask: the default)."""
+        return None
+
+    def foreign_data(self) -> list[str]:
+        """Every variable whose data lies outside the movie (each names it); a source opened with
+        its default ``contained=True`` has refused such a movie already."""
+        return []
+
+    def missing_chunks(self) -> list[str]:
+        """Every stored chunk the movie's arrays lack, as ``"name/key"`` (default: none can be)."""
+        return []
+
+    def storage(self, name: str) -> dict[str, object]:
+        """How the array ``name`` is stored: ``{"compression": text, "chunks": list or None}``."""
+        return {"compression": "unknown", "chunks": None}
+
+    def release(self) -> Callable[[], None] | None:
+        """A picklable function that releases what reads of this movie leave open in the process
+        that calls it (cached file handles), for :meth:`xarray.Dataset.close`; None: nothing to."""
         return None
 
     @contextlib.contextmanager

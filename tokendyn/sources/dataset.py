@@ -23,6 +23,7 @@ from dask.base import tokenize
 from tokendyn import format as fmt
 from tokendyn.errors import MovieFormatError
 from tokendyn.format.layout import complete_frames
+from tokendyn.format.structure import check_structure, token_class_problem
 
 from . import open_source
 from .base import DirectFrames, MovieSource, attr_text
@@ -45,14 +46,12 @@ def _frame_chunks(chunks: Any, frame_bytes: int, n_frames: int) -> int:
     return min(k, n_frames)
 
 
-def _matrix(src: MovieSource, name: str, n: int, frames_per_chunk: int,
+def _matrix(src: MovieSource, name: str, logical: str, n: int, frames_per_chunk: int,
             direct: dict[str, DirectFrames]) -> dict[str, xr.Variable]:
-    """The Dataset variables of the matrix ``name``; where the source can read its frames
+    """The Dataset variables of the matrix ``name`` (stored as ``logical``, its dtype checked by
+    :func:`~tokendyn.format.structure.check_structure`); where the source can read its frames
     straight from the file, the record of that goes into ``direct``."""
     arr = src[name]
-    logical = attr_text(arr.attrs.get("dtype", arr.dtype.name))
-    if logical not in fmt.STORAGE_DTYPES:
-        raise MovieFormatError(f"{name} has unsupported dtype {logical!r}", src.path)
     shape = (n,) + tuple(arr.shape[1:])
     chunks = (frames_per_chunk, -1, -1)
     token = tokenize(src.path, name, shape, np.dtype(arr.dtype).str, chunks, src.swmr)
@@ -138,7 +137,11 @@ def open_movie(
         A newer major version of the format.
     """
     with open_source(path, live=live) as source:
-        return build_dataset(source, chunks=chunks, live=live)
+        ds = build_dataset(source, chunks=chunks, live=live)
+    release = source.release()
+    if release is not None:
+        ds.set_close(release)  # ds.close() (and ``with open_movie(p) as ds``) frees the cached handles
+    return ds
 
 
 def build_dataset(src: MovieSource, *, chunks: int | Mapping[str, int] | None = None,
@@ -149,34 +152,31 @@ def build_dataset(src: MovieSource, *, chunks: int | Mapping[str, int] | None = 
     path = src.path
     direct: dict[str, DirectFrames] = {}
     with src.errors():
-        for required in (fmt.STEP, "W", fmt.TOKEN_CLASS):
-            if required not in src:
-                raise MovieFormatError(f"the movie has no {required!r} variable", path)
+        shape = check_structure(src, path, src.stored_bytes)
         step_all = src[fmt.STEP][...]
         n = complete_frames(step_all)
         if n == 0:
             raise MovieFormatError("the movie holds zero complete frames", path)
-        w = src["W"]
-        if w.ndim != 3 or w.shape[0] < n:
-            raise MovieFormatError(f"W has shape {w.shape}; expected ({n}, token, dim) or more frames", path)
-        n_tokens, n_dims = w.shape[1], w.shape[2]
+        n_tokens, n_dims = shape.tokens, shape.dims
         per_chunk = _frame_chunks(chunks, n_tokens * n_dims * 4, n)
         data_vars: dict[str, xr.Variable] = {}
-        for name in fmt.MATRIX_VARIABLES:
-            if name in src:
-                if src[name].shape[1:] != (n_tokens, n_dims):
-                    raise MovieFormatError(f"{name} has shape {src[name].shape[1:]} but W has {(n_tokens, n_dims)}", path)
-                data_vars.update(_matrix(src, name, n, per_chunk, direct))
+        for name, logical in shape.matrices.items():
+            if src[name].shape[0] < n:
+                raise MovieFormatError(f"{name} has {src[name].shape[0]} frames but 'step' has {n} complete ones", path)
+            data_vars.update(_matrix(src, name, logical, n, per_chunk, direct))
         coords: dict[str, Any] = {
             fmt.DIM_FRAME: (fmt.DIM_FRAME, np.arange(n, dtype=np.int64)),
             fmt.STEP: (fmt.DIM_FRAME, step_all[:n].astype(np.int64), {"long_name": "optimizer step"}),
             fmt.DIM_TOKEN: (fmt.DIM_TOKEN, np.arange(n_tokens, dtype=np.int64)),
             fmt.DIM_DIM: (fmt.DIM_DIM, np.arange(n_dims, dtype=np.int64)),
         }
-        tc = src[fmt.TOKEN_CLASS]
+        classes = src[fmt.TOKEN_CLASS][...]
+        problem = token_class_problem(classes)
+        if problem:
+            raise MovieFormatError(problem, path)
         coords[fmt.TOKEN_CLASS] = (
             fmt.DIM_TOKEN,
-            tc[...].astype(np.uint8),
+            classes.astype(np.uint8),
             {"flag_values": list(fmt.FLAG_VALUES), "flag_meanings": fmt.FLAG_MEANINGS},
         )
         if fmt.TOKEN_TEXT in src:

@@ -9,32 +9,50 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import h5py
 import numpy as np
 
 from tokendyn import format as fmt
-from tokendyn.errors import MovieError
+from tokendyn.errors import MovieError, MovieFormatError
+from tokendyn.format.containment import h5_foreign_data, require_h5_contained
 from tokendyn.format.header import check_header
 from tokendyn.format.layout import frame_axis_names
+from tokendyn.format.structure import decode_token_text
 
 from .base import DirectFrames, MovieSource, attr_text
 
 _LOCKED_HINTS = ("already open for write", "consistency flags", "unable to lock file")
 
 
-def open_readonly(path: str | os.PathLike, *, swmr: bool | None = None) -> h5py.File:
+def open_readonly(path: str | os.PathLike, *, swmr: bool | None = None, contained: bool = True) -> h5py.File:
     """Open an HDF5 file read-only.
 
     ``swmr=None`` tries a plain open first and falls back to an SWMR read open, which is how a
     movie whose SWMR writer crashed (its consistency flags still set) or is still live can be read.
+    With ``contained`` (the default), a file with data outside it (external storage, virtual
+    datasets, external, soft or user-defined links) is refused with a :class:`MovieError` naming the
+    variable, before anything of it is read (:func:`tokendyn.format.containment.h5_foreign_data`);
+    ``check`` opens with ``contained=False`` to list those problems itself.
     """
-    path = os.fspath(path)
+    f = _open_file(os.fspath(path), swmr)
+    if contained:
+        try:
+            with h5_errors(path):
+                require_h5_contained(f, path)
+        except BaseException:
+            f.close()
+            raise
+    return f
+
+
+def _open_file(path: str, swmr: bool | None) -> h5py.File:
     if not os.path.exists(path):
         raise MovieError("no such file", path)
     if os.path.isdir(path):
@@ -182,15 +200,19 @@ class H5Source(MovieSource):
         too, through an SWMR read open.
     live
         Open through HDF5 SWMR, to follow a run that is still recording.
+    strict
+        Check the header and refuse a file whose data lies outside it (the default); ``False`` only
+        for ``check``, which does both itself (listing those variables, :meth:`foreign_data`).
     """
 
-    def __init__(self, path: str | os.PathLike, *, live: bool = False):
+    def __init__(self, path: str | os.PathLike, *, live: bool = False, strict: bool = True):
         self.path = os.path.abspath(os.fspath(path))
         forget_handles(self.path)  # a cached handle would show this open stale metadata
-        self.file = open_readonly(self.path, swmr=True if live else None)
+        self.file = open_readonly(self.path, swmr=True if live else None, contained=strict)
+        self.stored_bytes = os.path.getsize(self.path)
         try:
             with h5_errors(self.path):
-                self.header = check_header(self.file.attrs, self.path)
+                self.header = check_header(self.file.attrs, self.path) if strict else (0, 0)
                 self.attrs = {k: attr_text(v) for k, v in self.file.attrs.items()}
         except BaseException:
             self.close()
@@ -208,7 +230,26 @@ class H5Source(MovieSource):
         return self.file[name]
 
     def text(self, name: str) -> np.ndarray:
-        return np.asarray(self.file[name].asstr()[...], dtype=object)
+        values, problem = decode_token_text(self.file[name][...])
+        if problem:
+            raise MovieFormatError(problem, self.path)
+        return values
+
+    def foreign_data(self) -> list[str]:
+        with h5_errors(self.path):
+            return h5_foreign_data(self.file)
+
+    def storage(self, name: str) -> dict[str, object]:
+        dset = self.file[name]
+        if dset.compression is None:
+            compression = "none"
+        else:
+            opts = f" {dset.compression_opts}" if dset.compression_opts is not None else ""
+            compression = f"{dset.compression}{opts}" + (" + shuffle" if dset.shuffle else "")
+        return {"compression": compression, "chunks": list(dset.chunks) if dset.chunks else None}
+
+    def release(self) -> Callable[[], None]:
+        return functools.partial(forget_handles, self.path)
 
     def frame_series(self) -> list[str]:
         return frame_axis_names(self.file) if fmt.DIM_FRAME in self.file else []

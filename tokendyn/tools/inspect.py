@@ -1,4 +1,9 @@
-"""``info`` and ``check``: describe a movie, and list every way it breaks the spec."""
+"""``info`` and ``check``: describe a movie, and list every way it breaks the spec.
+
+Both take an HDF5 movie or its zarr copy (through :func:`tokendyn.sources.open_source`) and hold it
+to the structural rules of :mod:`tokendyn.format.structure`, the ones ``open_movie`` refuses on:
+``info`` raises at the first, ``check`` lists every one, and more of the spec besides.
+"""
 from __future__ import annotations
 
 import json
@@ -7,77 +12,64 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import h5py
 import numpy as np
 
 from tokendyn import format as fmt
 from tokendyn.errors import MovieFormatError, MovieVersionError
-from tokendyn.format.header import check_format_name, check_header, check_version
-from tokendyn.format.layout import complete_frames, frame_axis_names
-from tokendyn.sources.base import attr_text
-from tokendyn.sources.h5 import h5_errors, open_readonly
-
-
-def _compression(dset: h5py.Dataset) -> str:
-    if dset.compression is None:
-        return "none"
-    opts = f" {dset.compression_opts}" if dset.compression_opts is not None else ""
-    return f"{dset.compression}{opts}" + (" + shuffle" if dset.shuffle else "")
+from tokendyn.format.containment import RULE
+from tokendyn.format.header import check_format_name, check_version
+from tokendyn.format.layout import complete_frames
+from tokendyn.format.structure import MovieShape, check_structure, decode_token_text, structure_problems, token_class_problem
+from tokendyn.sources import open_source
+from tokendyn.sources.base import MovieSource, attr_text
 
 
 def info(path: str | os.PathLike) -> dict[str, Any]:
-    """Describe a movie without reading its matrices.
+    """Describe a movie (an HDF5 file or a zarr copy) without reading its matrices.
 
     Returns a dict: frames, step range, tokens per class, dims, dtype, bytes on disk and per frame,
     compression, matrices, scalars and the root attributes.
     """
     path = os.fspath(path)
-    f = open_readonly(path)
-    try:
-        with h5_errors(path):
-            return _info(f, path)
-    finally:
-        f.close()
+    with open_source(path) as src, src.errors():
+        return _info(src, path)
 
 
-def _info(f: h5py.File, path: str) -> dict[str, Any]:
-    check_header(f.attrs, path)
-    if "W" not in f or fmt.STEP not in f:
-        raise MovieFormatError("the movie has no 'W' or 'step' variable", path)
-    steps = f[fmt.STEP][...]
+def _info(src: MovieSource, path: str) -> dict[str, Any]:
+    shape = check_structure(src, path, src.stored_bytes)
+    steps = src[fmt.STEP][...]
     n = complete_frames(steps)
-    w = f["W"]
-    classes = f[fmt.TOKEN_CLASS][...] if fmt.TOKEN_CLASS in f else np.zeros(w.shape[1], np.uint8)
-    matrices = [m for m in fmt.MATRIX_VARIABLES if m in f]
-    logical = str(attr_text(w.attrs.get("dtype", w.dtype.name)))
-    frame_bytes = sum(int(np.prod(f[m].shape[1:])) * f[m].dtype.itemsize for m in matrices)
-    disk = os.path.getsize(path)
-    scalars = [
-        name for name in frame_axis_names(f)
-        if name not in fmt.RESERVED_NAMES or name == fmt.TIME
-    ]
-    attrs = {k: attr_text(v) for k, v in f.attrs.items() if k != "config"}
-    config = attr_text(f.attrs.get("config", "{}"))
+    classes = src[fmt.TOKEN_CLASS][...]
+    problem = token_class_problem(classes)
+    if problem:
+        raise MovieFormatError(problem, path)
+    if fmt.TOKEN_TEXT in src:
+        src.text(fmt.TOKEN_TEXT)  # invalid UTF-8 is an error here as in open_movie
+    frame_bytes = sum(shape.tokens * shape.dims * fmt.STORAGE_DTYPES[d].itemsize for d in shape.matrices.values())
+    disk = src.stored_bytes
+    scalars = [name for name in src.frame_series() if name not in fmt.RESERVED_NAMES or name == fmt.TIME]
+    attrs = {k: v for k, v in src.attrs.items() if k != "config"}
+    storage = src.storage("W")
     return {
         "path": os.path.abspath(path),
         "format_version": attrs.get("format_version"),
         "frames": n,
         "incomplete_frames": int(steps.shape[0] - n),
         "steps": [int(steps[0]), int(steps[n - 1])] if n else None,
-        "tokens": int(w.shape[1]),
-        "dim": int(w.shape[2]),
+        "tokens": shape.tokens,
+        "dim": shape.dims,
         "tokens_per_class": {c: int(np.sum(classes == i)) for i, c in enumerate(fmt.TOKEN_CLASSES)},
-        "dtype": logical,
-        "matrices": matrices,
+        "dtype": shape.matrices["W"],
+        "matrices": list(shape.matrices),
         "scalars": scalars,
         "bytes_on_disk": disk,
         "bytes_per_frame": frame_bytes,
         "disk_bytes_per_frame": disk / n if n else None,
-        "compression": _compression(w),
-        "chunks": list(w.chunks) if w.chunks else None,
-        "swmr_open_needed": bool(getattr(f, "swmr_mode", False)),
+        "compression": storage["compression"],
+        "chunks": storage["chunks"],
+        "swmr_open_needed": src.swmr,
         "attrs": attrs,
-        "config": _parse_json(config, path),
+        "config": _parse_json(src.attrs.get("config", "{}"), path),
     }
 
 
@@ -109,7 +101,10 @@ def check(
     scan_values: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> CheckReport:
-    """List every violation of the W-movie spec in ``path``.
+    """List every violation of the W-movie spec in ``path`` (an HDF5 movie or a zarr copy).
+
+    A movie whose data lies outside it (external storage, virtual datasets, links; symbolic links
+    out of a zarr store) is listed as such and nothing else of it is read.
 
     Parameters
     ----------
@@ -120,53 +115,73 @@ def check(
     """
     path = os.fspath(path)
     report = CheckReport(os.path.abspath(path))
-    f = open_readonly(path)  # missing / non-HDF5 / corrupted files raise here
-    try:
-        with h5_errors(path):
-            _check(f, path, report, scan_values, progress)
-    finally:
-        f.close()
+    # missing / unreadable files raise here; the header and the rest are listed below
+    with open_source(path, strict=False) as src, src.errors():
+        _check(src, path, report, scan_values, progress)
     return report
 
 
-def _check(f: h5py.File, path: str, report: CheckReport, scan_values: bool, progress: Any) -> None:
+def _check(src: MovieSource, path: str, report: CheckReport, scan_values: bool, progress: Any) -> None:
     p = report.problems.append
+    foreign = src.foreign_data()
+    if foreign:  # reading any of it would read another file (or hang on a FIFO)
+        for problem in foreign:
+            p(f"{problem}: {RULE}")
+        return
     try:
-        check_format_name(f.attrs, path)
+        check_format_name(src.attrs, path, "zarr group" if os.path.isdir(path) else "HDF5 file")
     except MovieFormatError as exc:  # not a W-movie at all: nothing below applies
         p(exc.problem)
         return
     try:
-        check_version(f.attrs, path)
+        check_version(src.attrs, path)
     except MovieVersionError as exc:  # a newer major version: the v1 rules below may not apply
         p(exc.problem)
         return
     except MovieFormatError as exc:  # an unreadable or unreleased version: check the rest anyway
         p(exc.problem)
-    if getattr(f, "swmr_mode", False):
+    if src.swmr:
         report.notes.append(
             "the file was left open for writing (a live or crashed SWMR writer); plain h5py/xarray "
             "cannot open it until the writer closes or 'tokendyn repair' makes a clean copy"
         )
+    _check_attrs(src, p)
+    shape, problems = structure_problems(src, src.stored_bytes)
+    report.problems.extend(problems)
+    missing = src.missing_chunks()
+    report.problems.extend(missing)
+    for scale in (fmt.DIM_FRAME, fmt.DIM_TOKEN, fmt.DIM_DIM):
+        if scale not in src:
+            p(f"dimension-scale dataset {scale!r} is missing")
+        elif getattr(src[scale], "is_scale", True) is False:
+            p(f"dataset {scale!r} is not an HDF5 dimension scale")
+    if shape is None:
+        return
+    if missing:  # reading the arrays would stop at the first missing chunk
+        report.notes.append("the values were not checked: chunks are missing")
+        return
+    n = _check_steps(src, report)
+    _check_frame_axes(src, shape, report)
+    _check_tokens(src, shape, p)
+    if scan_values and n:
+        _scan_nonfinite(src, shape, n, p, progress)
+
+
+def _check_attrs(src: MovieSource, p: Callable[[str], None]) -> None:
     for key in ("created", "software", "config"):
-        if key not in f.attrs:
+        if key not in src.attrs:
             p(f"root attribute {key!r} is missing")
-    if "config" in f.attrs:
+    if "config" in src.attrs:
         try:
-            json.loads(attr_text(f.attrs["config"]))
+            json.loads(src.attrs["config"])
         except (TypeError, ValueError):
             p("root attribute 'config' is not valid JSON text")
-    for scale in (fmt.DIM_FRAME, fmt.DIM_TOKEN, fmt.DIM_DIM):
-        if scale not in f:
-            p(f"dimension-scale dataset {scale!r} is missing")
-        elif not f[scale].is_scale:
-            p(f"dataset {scale!r} is not an HDF5 dimension scale")
-    if "W" not in f or fmt.STEP not in f:
-        p("variable 'W' or 'step' is missing")
-        return
-    steps = f[fmt.STEP][...]
-    if steps.dtype.kind not in "iu":
-        p(f"'step' has dtype {steps.dtype}, expected int64")
+
+
+def _check_steps(src: MovieSource, report: CheckReport) -> int:
+    """The step rules; return the number of complete frames."""
+    p = report.problems.append
+    steps = src[fmt.STEP][...]
     n = complete_frames(steps)
     trailing = steps[n:]
     if np.any(trailing != fmt.STEP_FILL):
@@ -183,77 +198,66 @@ def _check(f: h5py.File, path: str, report: CheckReport, scan_values: bool, prog
         report.notes.append(f"frame 0 is step {good[0]}, not the initialization (step 0)")
     if n and good.min() < 0:
         p("negative step values")
-    n_frames_axis = steps.shape[0]
-    shape = None
-    for name in fmt.MATRIX_VARIABLES:
-        if name not in f:
-            continue
-        m = f[name]
-        if m.ndim != 3:
-            p(f"{name} must be 3-D (frame, token, dim), has shape {m.shape}")
-            continue
-        if shape is None:
-            shape = m.shape[1:]
-        elif m.shape[1:] != shape:
-            p(f"{name} has shape {m.shape[1:]} per frame but W has {shape}")
-        logical = attr_text(m.attrs.get("dtype", m.dtype.name))
-        if logical not in fmt.STORAGE_DTYPES:
-            p(f"{name} has unsupported dtype attribute {logical!r}")
-        elif m.dtype != fmt.STORAGE_DTYPES[logical]:
-            p(f"{name} declares dtype {logical} but is stored as {m.dtype} (expected {fmt.STORAGE_DTYPES[logical]})")
-        if m.shape[0] < n_frames_axis:
-            p(f"{name} has {m.shape[0]} frames but 'step' has {n_frames_axis}")
-        elif m.shape[0] > n_frames_axis:
+    return n
+
+
+def _check_frame_axes(src: MovieSource, shape: MovieShape, report: CheckReport) -> None:
+    p = report.problems.append
+    for name in shape.matrices:
+        m = src[name]
+        if m.shape[0] < shape.frames:
+            p(f"{name} has {m.shape[0]} frames but 'step' has {shape.frames}")
+        elif m.shape[0] > shape.frames:
             report.notes.append(
-                f"{name} has {m.shape[0] - n_frames_axis} frame(s) beyond the last step written "
+                f"{name} has {m.shape[0] - shape.frames} frame(s) beyond the last step written "
                 "(a live or interrupted writer); readers ignore them"
             )
-        if m.maxshape[0] is not None:
+        maxshape = getattr(m, "maxshape", None)  # HDF5 only: a zarr array can always grow
+        if maxshape is not None and maxshape[0] is not None:
             p(f"{name}'s frame axis is not unlimited")
-    if shape is None:
-        return
-    n_tokens, n_dims = shape
-    for name in frame_axis_names(f):
+    for name in src.frame_series():
         if name in fmt.MATRIX_VARIABLES:
             continue
-        if f[name].shape[0] != n_frames_axis:
-            p(f"{name!r} has {f[name].shape[0]} frames but 'step' has {n_frames_axis}")
-    if fmt.DIM_TOKEN in f and f[fmt.DIM_TOKEN].shape != (n_tokens,):
-        p(f"'token' has {f[fmt.DIM_TOKEN].shape[0]} entries, W has {n_tokens} tokens")
-    elif fmt.DIM_TOKEN in f and not np.array_equal(f[fmt.DIM_TOKEN][...], np.arange(n_tokens)):
-        p("'token' does not hold the ids 0..V-1")
-    if fmt.DIM_DIM in f and f[fmt.DIM_DIM].shape != (n_dims,):
-        p(f"'dim' has {f[fmt.DIM_DIM].shape[0]} entries, W has {n_dims} dims")
-    if fmt.TOKEN_CLASS not in f:
-        p("'token_class' is missing")
-    else:
-        tc = f[fmt.TOKEN_CLASS]
-        if tc.shape != (n_tokens,):
-            p(f"'token_class' has shape {tc.shape}, expected ({n_tokens},)")
-        elif np.any(tc[...] > fmt.CLASS_PHANTOM):
-            p("'token_class' holds values other than 0 (live), 1 (dead), 2 (phantom)")
-        if attr_text(tc.attrs.get("flag_meanings", "")) != fmt.FLAG_MEANINGS:
-            p(f"'token_class' lacks flag_meanings = {fmt.FLAG_MEANINGS!r}")
-    for name in (fmt.TOKEN_TEXT, fmt.TOKEN_COUNT):
-        if name in f and f[name].shape != (n_tokens,):
-            p(f"{name!r} has shape {f[name].shape}, expected ({n_tokens},)")
-    if fmt.TOKEN_COUNT in f and np.any(f[fmt.TOKEN_COUNT][...] < 0):
-        p("'token_count' holds negative counts")
-    if scan_values and n:
-        _scan_nonfinite(f, n, p, progress)
+        length = src[name].shape[0] if src[name].shape else 0
+        if length != shape.frames:
+            p(f"{name!r} has {length} frames but 'step' has {shape.frames}")
 
 
-def _scan_nonfinite(f: h5py.File, n: int, problem: Callable[[str], None], progress: Any) -> None:
-    for name in fmt.MATRIX_VARIABLES:
-        if name not in f:
+def _check_tokens(src: MovieSource, shape: MovieShape, p: Callable[[str], None]) -> None:
+    n_tokens, n_dims = shape.tokens, shape.dims
+    for scale, size in ((fmt.DIM_TOKEN, n_tokens), (fmt.DIM_DIM, n_dims)):
+        arr = src.get(scale)
+        if arr is None or not hasattr(arr, "shape"):
             continue
-        m = f[name]
-        logical = attr_text(m.attrs.get("dtype", m.dtype.name))
-        if logical not in fmt.STORAGE_DTYPES or m.dtype != fmt.STORAGE_DTYPES[logical]:
-            continue
+        if tuple(arr.shape) != (size,):
+            p(f"{scale!r} has {arr.shape[0] if arr.shape else 0} entries, W has {size} {scale}s")
+        elif scale == fmt.DIM_TOKEN and not np.array_equal(arr[...], np.arange(n_tokens)):
+            p("'token' does not hold the ids 0..V-1")
+    tc = src[fmt.TOKEN_CLASS]
+    if tuple(tc.shape) == (n_tokens,) and tc.dtype.kind in "iu":
+        problem = token_class_problem(tc[...])
+        if problem:
+            p(problem)
+    if attr_text(tc.attrs.get("flag_meanings", "")) != fmt.FLAG_MEANINGS:
+        p(f"'token_class' lacks flag_meanings = {fmt.FLAG_MEANINGS!r}")
+    for name, kinds in ((fmt.TOKEN_TEXT, "OSUT"), (fmt.TOKEN_COUNT, "iu")):
+        arr = src.get(name)
+        if arr is None or not hasattr(arr, "shape") or tuple(arr.shape) != (n_tokens,) or arr.dtype.kind not in kinds:
+            continue  # the structural rules listed it
+        if name == fmt.TOKEN_TEXT:
+            problem = decode_token_text(arr[...])[1]
+            if problem:
+                p(problem)
+        elif np.any(arr[...] < 0):
+            p("'token_count' holds negative counts")
+
+
+def _scan_nonfinite(src: MovieSource, shape: MovieShape, n: int, problem: Callable[[str], None], progress: Any) -> None:
+    for name, logical in shape.matrices.items():
+        m = src[name]
         bad_frames = []
         total = 0
-        block = max(1, (64 << 20) // max(1, m.dtype.itemsize * int(np.prod(m.shape[1:]))))
+        block = max(1, (64 << 20) // max(1, m.dtype.itemsize * shape.tokens * shape.dims))
         for start in range(0, n, block):
             stop = min(n, start + block)
             data = m[start:stop]
