@@ -334,7 +334,7 @@ def test_token_and_frame_selection(walk):
     mask = np.zeros(ds.sizes["token"], bool)
     mask[:4] = True
     assert comoving_displacement(ds, tokens=mask, lags=None).sizes["token"] == 4
-    with pytest.raises(AnalysisError, match="holds 0 tokens"):
+    with pytest.raises(AnalysisError, match="holds 0 of the movie.s 128 tokens"):
         comoving_displacement(ds, tokens="live")
     with pytest.raises(AnalysisError, match="unknown token class"):
         comoving_displacement(ds, tokens="zombie")

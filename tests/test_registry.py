@@ -262,8 +262,8 @@ def test_option_errors_name_the_movie_and_the_option(name, kwargs, option, movie
 
 @pytest.mark.parametrize("option, message", [
     ("center=foo", "hypersphere_walk's center must be 'origin' or 'centroid', not 'foo'"),
-    ("alpha=foo", "hypersphere_walk's alpha must be a number, not 'foo'"),
-    ("max_lag=2.5", "hypersphere_walk's max_lag must be a whole number, not 2.5"),
+    ("alpha=foo", "hypersphere_walk's alpha must be a number between 0 and 1, not 'foo'"),
+    ("max_lag=2.5", "hypersphere_walk's max_lag must be a whole number of frames >= 1, not 2.5"),
 ])
 def test_the_cli_prints_option_errors_without_a_traceback(option, message, movie, capsys):
     assert cli.main(["analyse", movie[0], "hypersphere", "-O", option, "-q"]) == 2

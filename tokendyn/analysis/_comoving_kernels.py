@@ -49,9 +49,11 @@ def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
     ``lags[0]`` must be 1), given the centroid of the reference rows in every frame of the block.
 
     Returns the centroid drift per frame, per frame and group the mean, median and max of the step
-    displacement (NaN for the first frame of the selection), per lag and group the sums of
-    ``|y(t) - y(t - lag)|^2`` and their counts, over the pairs whose later frame is in this block,
-    and with ``keep`` the per-(frame, token) array of :func:`comoving_tokens` (else an empty one)."""
+    displacement (NaN for the first frame of the selection, and where a token's step is not
+    finite), per lag and group the sums of ``|y(t) - y(t - lag)|^2`` and their counts, over the
+    pairs whose later frame is in this block and whose both frames are finite, with ``keep`` the
+    per-(frame, token) array of :func:`comoving_tokens` (else an empty one), and per frame the
+    number of tokens whose co-moving position is not finite (NaN or infinite: a diverged run)."""
     _wide_vectors()
     m, _, d = block.shape
     n = rows.shape[0]
@@ -69,6 +71,7 @@ def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
     ring = lags.max() + 1  # rows kept per token: this frame's and the last max(lags) frames'
     y = np.empty((ring, d))
     per = np.empty((m - lead if keep else 0, n, 2), np.float32)
+    nonfinite = np.zeros(m - lead, np.int64)
     # token by token: each of a token's co-moving rows is decoded once into a ring of the last
     # max(lags) + 1 frames, and every lag reads its past row from there (measured 5.5-6.1 instead
     # of 8.1 s of one core per 2,000 Duckling II frames, where each lag decoded the past rows
@@ -80,6 +83,7 @@ def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
         if j + 2 < n:
             prefetch_row(block, rows[j + 2])  # the token after next: its rows arrive while this one runs
         ref = y0[j]
+        finite_before = False
         for t in range(m):
             frame = block[t]
             yt = y[t % ring]
@@ -103,18 +107,31 @@ def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
                 for k in range(d):
                     v = yt[k] - past[k]
                     acc += v * v
-                sums[li, g] += acc
-                counts[li, g] += 1
+                if np.isfinite(acc):
+                    sums[li, g] += acc
+                    counts[li, g] += 1
                 if lag == 1:
                     steps[t - lead, j] = np.sqrt(acc)
+            # is this position finite? After a finite one, exactly when the step from it is (no
+            # bf16 values overflow a float64 sum); else, by its own sum: once per block and token
+            # on a run that did not diverge, so the loops above stay as they were
+            if t > lead and finite_before:
+                finite_before = np.isfinite(steps[t - lead, j])
+            else:
+                total = 0.0
+                for k in range(d):
+                    total += yt[k]
+                finite_before = np.isfinite(total)
+            if not finite_before:
+                nonfinite[t - lead] += 1
     if keep:
         per[:, :, 0] = steps
     if lags[0] == 1:
         for t in range(max(lead, 1), m):
             for g in range(n_groups):
                 sel = steps[t - lead][groups == g]
-                if sel.shape[0]:
+                if sel.shape[0] and np.all(np.isfinite(sel)):
                     stats[t - lead, g, 0] = sel.mean()
                     stats[t - lead, g, 1] = np.median(sel)
                     stats[t - lead, g, 2] = sel.max()
-    return drift, stats, sums, counts, per
+    return drift, stats, sums, counts, per, nonfinite

@@ -24,9 +24,11 @@ import numpy as np
 import xarray as xr
 
 from tokendyn import format as fmt
+from tokendyn.errors import AnalysisError
 from tokendyn.sources.decode import bf16_bits_to_float32
 
 from ._mapped import FrameMap
+from ._options import shown
 
 BLOCK_BYTES = 8 * 2**20  # stored bytes per block (4 Duckling II frames of bf16; measured best of 1-8)
 POOL_BYTES = 64 * 2**20  # buffers kept between passes
@@ -326,8 +328,6 @@ def keep_in_memory(per_token: str, nbytes: int) -> bool:
     them (``per_token="memory"``, or ``"auto"`` up to :data:`IN_MEMORY_BYTES`) rather than as
     lazy arrays that read the movie again when computed (``"lazy"``)."""
     if per_token not in PER_TOKEN_CHOICES:
-        from tokendyn.errors import AnalysisError
-
         raise AnalysisError(f"per_token must be 'auto', 'memory' or 'lazy', not {per_token!r}")
     return per_token == "memory" or (per_token == "auto" and nbytes <= IN_MEMORY_BYTES)
 
@@ -378,11 +378,31 @@ def lazy(source: StoredFrames, frames: np.ndarray, kernel: Callable[..., np.ndar
                          meta=np.empty((0,) * (1 + len(tail)), dtype))
 
 
-def frame_positions(ds: xr.Dataset, frames: slice | tuple | None) -> np.ndarray:
-    """Positions on the Dataset's frame axis of a frame range (``slice`` or ``(start, stop)``)."""
-    n = ds.sizes[fmt.DIM_FRAME]
+def frame_slice(ds: xr.Dataset, frames: slice | tuple | None) -> slice:
+    """A frame range (``slice``, ``(start, stop[, step])`` or ``None``) as a slice of the Dataset's
+    frame axis, checked: whole numbers or ``None``, running forward (a step of 1 or more)."""
     if frames is None:
-        return np.arange(n, dtype=np.int64)
-    if isinstance(frames, tuple):
-        frames = slice(*frames)
-    return np.arange(n, dtype=np.int64)[frames]
+        return slice(None)
+    parts = frames if isinstance(frames, tuple) else (frames.start, frames.stop, frames.step) \
+        if isinstance(frames, slice) else None
+    whole = lambda v: v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)))  # noqa: E731
+    if parts is None or not 1 <= len(parts) <= 3 or not all(whole(v) for v in parts):
+        raise AnalysisError(f"frames must be a slice or (start, stop[, step]) of whole numbers, e.g. 0:500, "
+                            f"not {shown(frames)}", ds.encoding.get("source"))
+    cut = slice(*parts)
+    if cut.step is not None and cut.step < 1:
+        raise AnalysisError(f"the frames {describe_frames(cut)} must run forward (a step of 1 or more)",
+                            ds.encoding.get("source"))
+    return cut
+
+
+def describe_frames(cut: slice) -> str:
+    """``slice(5, 5)`` -> ``"5:5"`` (how ``--frames`` writes it)."""
+    text = f"{'' if cut.start is None else cut.start}:{'' if cut.stop is None else cut.stop}"
+    return text + (f":{cut.step}" if cut.step not in (None, 1) else "")
+
+
+def frame_positions(ds: xr.Dataset, frames: slice | tuple | None) -> np.ndarray:
+    """Positions on the Dataset's frame axis of a frame range (see :func:`frame_slice`)."""
+    n = ds.sizes[fmt.DIM_FRAME]
+    return np.arange(n, dtype=np.int64)[frame_slice(ds, frames)]

@@ -48,13 +48,16 @@ def angular_sums(block: np.ndarray, lead: int, start: int, sample_rows: np.ndarr
                 if lag > g:
                     continue
                 total = 0.0
+                pairs = 0
                 for u in range(tile):
                     dot = np.float32(0.0)
                     for k in range(d):
                         dot += unit[t, u, k] * unit[t - lag, u, k]
-                    total += dot
+                    if np.isfinite(dot):
+                        total += dot
+                        pairs += 1
                 ang_sum[li] += total
-                ang_n[li] += tile
+                ang_n[li] += pairs
 
 
 STEP_TILE = 32  # tokens whose rows walk through a block's frames together (their state: 64 KiB)
@@ -69,13 +72,15 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
     ``origin``: then about the origin). Returns per
     frame (rho mean, outward fraction, mean a, mean radius change; NaN for the first frame of the
     selection), the histogram of radial fractions, the sums ``acc`` = [sum a, sum a^2, sum |D|^2,
-    steps, outward, inward, sum cos, sum cos^2, cosines, sum r] and, for the tokens at
-    ``sample_rows``, the sums of cos(r_hat(t), r_hat(t - lag)) and their counts per lag."""
+    steps, outward, inward, sum cos, sum cos^2, cosines, sum r, radii], for the tokens at
+    ``sample_rows`` the sums of cos(r_hat(t), r_hat(t - lag)) and their counts per lag, and per
+    frame the number of tokens whose position is not finite (NaN or infinite: a diverged run).
+    Steps from or to such a position take no part in any sum or count."""
     _wide_vectors()
     m, _, d = block.shape
     n = rows.shape[0]
     hist = np.zeros(bins, np.int64)
-    acc = np.zeros(10)
+    acc = np.zeros(11)
     ang_sum = np.zeros(lags.shape[0])
     ang_n = np.zeros(lags.shape[0], np.int64)
     angular_sums(block, lead, start, sample_rows, cents, origin, lags, ang_sum, ang_n)
@@ -86,6 +91,8 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
     a_sum = np.zeros(frames)
     a_n = np.zeros(frames, np.int64)
     dr_sum = np.zeros(frames)
+    step_n = np.zeros(frames, np.int64)  # finite steps arriving at each frame
+    nonfinite = np.zeros(frames, np.int64)
     # a tile of tokens walks through the block's frames: each row is decoded once, and each
     # token's position, last step, |x|^2 and |step|^2 are kept for the next frame (frame by frame,
     # the rows of t-1 and t-2 were decoded again: 1.09 instead of 0.90 ms a Duckling II frame)
@@ -114,7 +121,11 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
                         r2 += v * v
                     r2_before[u] = r2
                     if t >= lead:  # the selection's first frame: no step yet, but its radius counts
-                        acc[9] += np.sqrt(r2)
+                        if np.isfinite(r2):
+                            acc[9] += np.sqrt(r2)
+                            acc[10] += 1
+                        else:
+                            nonfinite[t - lead] += 1
                     continue
                 r2 = 0.0
                 dot = 0.0
@@ -136,11 +147,16 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
                 if t < lead:
                     continue
                 tl = t - lead
+                if not np.isfinite(r2):  # this position, and the steps from and to it, are undefined
+                    nonfinite[tl] += 1
+                    continue
                 r1 = np.sqrt(r2)
                 acc[9] += r1
-                if g < 1:
+                acc[10] += 1
+                if g < 1 or not np.isfinite(r0sq):
                     continue
                 r0 = np.sqrt(r0sq)
+                step_n[tl] += 1
                 dr_sum[tl] += r1 - r0
                 if r0 > 0:
                     a = dot / r0
@@ -162,7 +178,7 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
                         hist[min(int(rho * bins), bins - 1)] += 1
                 if g >= 2 and t > first + 1:  # a step before this one, in this block
                     den = np.sqrt(dd) * np.sqrt(pp)
-                    if den > 0:
+                    if den > 0 and np.isfinite(den) and np.isfinite(num):
                         cv = num / den
                         acc[6] += cv
                         acc[7] += cv * cv
@@ -171,7 +187,7 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
     for tl in range(frames):
         if start + tl >= 1:
             per[tl, 0] = rho_sum[tl] / rho_n[tl] if rho_n[tl] else np.nan
-            per[tl, 1] = outward[tl] / n
+            per[tl, 1] = outward[tl] / step_n[tl] if step_n[tl] else np.nan
             per[tl, 2] = a_sum[tl] / a_n[tl] if a_n[tl] else np.nan
-            per[tl, 3] = dr_sum[tl] / n
-    return per, hist, acc, ang_sum, ang_n
+            per[tl, 3] = dr_sum[tl] / step_n[tl] if step_n[tl] else np.nan
+    return per, hist, acc, ang_sum, ang_n, nonfinite

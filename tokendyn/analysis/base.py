@@ -14,8 +14,14 @@ that returns an :class:`xarray.Dataset`, registered once with
    (``"concat"`` along frames, ``"sum"``, ``"skip"``, or a function of the list).
 4. **A named Dataset out.** :func:`finish` names the result (``attrs["analysis"]``) and checks that
    every variable carries ``long_name`` and ``units`` (:func:`annotate` sets them).
-5. **Option errors.** :func:`check_option` and :func:`check_choice` raise
-   :class:`~tokendyn.errors.AnalysisError` naming the movie and the option.
+5. **Options checked.** :func:`accepts` declares a :class:`Rule` per option (:func:`whole`,
+   :func:`number`, :func:`choice`, :func:`sequence`, :func:`token_rule`) and checks them before
+   the analysis runs; a value they refuse, and any tokendyn error raised while it runs, is an
+   :class:`~tokendyn.errors.AnalysisError` naming the movie (:func:`check_option` for checks
+   that need the movie, e.g. a frame index inside it).
+6. **Diverged frames marked.** :func:`mark_nonfinite` adds ``nonfinite_frame(frame)``: where W
+   held a NaN or an infinity the analysis read. Per-frame results are NaN there; sums over
+   frames leave out the steps that are not finite.
 
 Per-(frame, token) results come from the same pass when they fit
 :data:`~tokendyn.analysis._frames.IN_MEMORY_BYTES` (:func:`per_token_array`), else stay lazy.
@@ -32,12 +38,15 @@ import xarray as xr
 from tokendyn import format as fmt
 from tokendyn.errors import AnalysisError
 
-from ._frames import StoredFrames, decoded, frame_positions, lazy, per_token_array, stream
+from ._frames import StoredFrames, decoded, describe_frames, frame_positions, frame_slice, lazy, per_token_array, stream
+from ._options import Rule, accepts, check_option, choice, is_number, is_whole, movie_path, number, sequence, shown, whole
+from ._options import tokens as token_rule
 
 __all__ = ["TokenSelection", "FrameRange", "Selected", "BlockKernel", "Reducer", "select", "selection",
            "token_mask", "merge", "finish", "check_result", "check_option", "check_choice", "is_whole",
            "is_number", "movie_path", "annotate", "class_groups", "frame_coords", "StoredFrames", "stream",
-           "lazy", "per_token_array", "decoded"]
+           "lazy", "per_token_array", "decoded", "Rule", "accepts", "whole", "number", "choice", "sequence",
+           "token_rule", "mark_nonfinite", "enough"]
 
 TokenSelection: TypeAlias = str | Sequence[int] | npt.NDArray[np.bool_] | npt.NDArray[np.integer] | None
 """Which tokens: ``"all"`` (or ``None``), a class name (``"live"``, ``"dead"``, ``"phantom"``),
@@ -92,32 +101,31 @@ class BlockKernel(Protocol):
     def __call__(self, block: np.ndarray, lead: int, start: int, /, *args: Any) -> Any: ...
 
 
-def movie_path(ds: xr.Dataset) -> str | None:
-    """The file a Dataset was opened from, for error messages (``None`` for one made in memory)."""
-    return ds.encoding.get("source")
-
-
-def token_mask(ds: xr.Dataset, tokens: TokenSelection = "all") -> np.ndarray:
-    """Boolean mask over the Dataset's tokens for a selection."""
+def token_mask(ds: xr.Dataset, tokens: TokenSelection = "all", what: str = "the token selection") -> np.ndarray:
+    """Boolean mask over the Dataset's tokens for a selection (``what`` names it in errors, e.g.
+    ``"comoving_displacement's reference"``)."""
     n = ds.sizes[fmt.DIM_TOKEN]
     if tokens is None or (isinstance(tokens, str) and tokens == "all"):
         return np.ones(n, bool)
     if isinstance(tokens, str):
         if tokens not in fmt.TOKEN_CLASSES:
-            raise AnalysisError(f"unknown token class {tokens!r}; use all, live, dead, phantom, ids or a mask",
-                                movie_path(ds))
+            raise AnalysisError(f"unknown token class {shown(tokens)} in {what}; use all, live, dead, phantom, "
+                                "token ids or a mask", movie_path(ds))
         return ds[fmt.TOKEN_CLASS].values == fmt.class_code(tokens)
-    arr = np.asarray(tokens)
+    if not token_rule().fits(tokens):
+        raise AnalysisError(f"{what} must be {token_rule().expected}, not {shown(tokens)}", movie_path(ds))
+    arr = np.atleast_1d(np.asarray(tokens))
     if arr.dtype == bool:
         if arr.shape != (n,):
-            raise AnalysisError(f"a token mask needs {n} entries, got {arr.shape}", movie_path(ds))
+            raise AnalysisError(f"{what} is a mask of {arr.size} entries; a token mask needs {n} (one per token)",
+                                movie_path(ds))
         return arr
     ids = ds[fmt.DIM_TOKEN].values
-    mask = np.isin(ids, arr.astype(np.int64))
-    missing = np.setdiff1d(arr, ids)
+    missing = np.setdiff1d(arr, ids) if arr.size else arr
     if missing.size:
-        raise AnalysisError(f"token ids not in the movie: {missing[:5].tolist()}", movie_path(ds))
-    return mask
+        raise AnalysisError(f"{what} holds token ids not in the movie (ids 0..{n - 1}): {shown(missing[:5].tolist())}",
+                            movie_path(ds))
+    return np.isin(ids, arr.astype(np.int64))
 
 
 def select(ds: xr.Dataset, tokens: TokenSelection = "all", frames: FrameRange = None,
@@ -127,29 +135,36 @@ def select(ds: xr.Dataset, tokens: TokenSelection = "all", frames: FrameRange = 
 
 
 def _select(ds: xr.Dataset, mask: np.ndarray, tokens: TokenSelection, frames: FrameRange,
-            min_tokens: int, min_frames: int) -> xr.Dataset:
+            min_tokens: int, min_frames: int, what: str = "the token selection") -> xr.Dataset:
     if "W" not in ds:
         raise AnalysisError("the Dataset has no W; open it with tokendyn.open_movie", movie_path(ds))
-    if mask.sum() < min_tokens:
-        raise AnalysisError(f"the selection {tokens!r} holds {int(mask.sum())} tokens; this analysis needs {min_tokens}",
-                            movie_path(ds))
-    sub = ds.isel({fmt.DIM_TOKEN: np.flatnonzero(mask)})
-    if frames is not None:
-        if isinstance(frames, tuple):
-            frames = slice(*frames)
-        sub = sub.isel({fmt.DIM_FRAME: frames})
-    if sub.sizes[fmt.DIM_FRAME] < min_frames:
-        raise AnalysisError(f"the frame range holds {sub.sizes[fmt.DIM_FRAME]} frames; this analysis needs {min_frames}",
-                            movie_path(ds))
+    held = int(mask.sum())
+    if held < min_tokens:
+        raise AnalysisError(f"{what} {shown(tokens)} holds {held} of the movie's {mask.size} tokens; "
+                            f"this analysis needs at least {min_tokens}", movie_path(ds))
+    cut = frame_slice(ds, frames)
+    sub = ds.isel({fmt.DIM_TOKEN: np.flatnonzero(mask), fmt.DIM_FRAME: cut})
+    held, total = sub.sizes[fmt.DIM_FRAME], ds.sizes[fmt.DIM_FRAME]
+    if held < min_frames:
+        which = f"the movie holds {total}" if cut == slice(None) else \
+            f"the frames {describe_frames(cut)} hold {held} of the movie's {total}"
+        raise AnalysisError(f"{which} frames; this analysis needs at least {min_frames}", movie_path(ds))
     return sub
 
 
+def enough(ds: xr.Dataset, tokens: TokenSelection = "all", min_tokens: int = 1, min_frames: int = 1) -> bool:
+    """Whether a selection of the movie holds enough tokens and frames for an analysis (an
+    :attr:`~tokendyn.analysis.registry.Analysis.applies` for the report and the summaries)."""
+    return int(token_mask(ds, tokens).sum()) >= min_tokens and ds.sizes[fmt.DIM_FRAME] >= min_frames
+
+
 def selection(ds: xr.Dataset, tokens: TokenSelection = "all", frames: FrameRange = None,
-              min_tokens: int = 1, min_frames: int = 1) -> Selected:
+              min_tokens: int = 1, min_frames: int = 1, what: str = "the token selection") -> Selected:
     """:func:`select`, plus the positions of the selected tokens (``rows``) and frames
-    (``positions``) in ``ds``: what the kernels index the stored frames with."""
-    mask = token_mask(ds, tokens)
-    sub = _select(ds, mask, tokens, frames, min_tokens, min_frames)
+    (``positions``) in ``ds``: what the kernels index the stored frames with. ``what`` names the
+    token selection in errors (e.g. ``"comoving_displacement's reference"``)."""
+    mask = token_mask(ds, tokens, what)
+    sub = _select(ds, mask, tokens, frames, min_tokens, min_frames, what)
     return Selected(sub, np.flatnonzero(mask).astype(np.int64), frame_positions(ds, frames))
 
 
@@ -197,29 +212,10 @@ def finish(out: xr.Dataset, analysis: str, **attrs: Any) -> xr.Dataset:
     return out
 
 
-def is_whole(value: Any, minimum: int | None = None) -> bool:
-    """Whether ``value`` is a whole number (not a bool, not a float), at least ``minimum``."""
-    whole = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-    return whole and (minimum is None or value >= minimum)
-
-
-def is_number(value: Any) -> bool:
-    """Whether ``value`` is a real number (an int or a float, not a bool)."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-
-
-def check_option(ds: xr.Dataset, analysis: str, option: str, value: Any, ok: bool, expected: str) -> None:
-    """Unless ``ok``: :class:`~tokendyn.errors.AnalysisError` ``"MOVIE: ANALYSIS's OPTION must be
-    EXPECTED, not VALUE"``."""
-    if not ok:
-        raise AnalysisError(f"{analysis}'s {option} must be {expected}, not {value!r}", movie_path(ds))
-
-
 def check_choice(ds: xr.Dataset, analysis: str, option: str, value: Any, choices: Sequence[str]) -> None:
     """:func:`check_option` for an option that takes one of a few words."""
-    quoted = [repr(c) for c in choices]
-    expected = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
-    check_option(ds, analysis, option, value, isinstance(value, str) and value in choices, expected)
+    rule = choice(*choices)
+    check_option(ds, analysis, option, value, rule.fits(value), rule.expected)
 
 
 def class_groups(classes: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -228,6 +224,17 @@ def class_groups(classes: np.ndarray) -> tuple[np.ndarray, list[str]]:
     lookup = np.full(len(fmt.TOKEN_CLASSES), -1, np.int64)
     lookup[present] = np.arange(len(present))
     return lookup[classes.astype(np.int64)], [fmt.TOKEN_CLASSES[c] for c in present]
+
+
+def mark_nonfinite(out: xr.Dataset, nonfinite: np.ndarray) -> xr.Dataset:
+    """``out`` with the frames marked where the W values the analysis read held a NaN or an
+    infinity (a diverged run): ``nonfinite_frame(frame)``, and their number in
+    ``attrs["nonfinite_frames"]``."""
+    flags = np.asarray(nonfinite, bool)
+    out["nonfinite_frame"] = annotate(xr.DataArray(flags, dims=fmt.DIM_FRAME),
+                                      "W held a NaN or an infinity where this analysis read it", "1")
+    out.attrs["nonfinite_frames"] = int(flags.sum())
+    return out
 
 
 def annotate(var: xr.DataArray, long_name: str, units: str) -> xr.DataArray:

@@ -1,6 +1,7 @@
 """Displacement in the co-moving frame: token motion with the cloud's own drift taken out."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -19,7 +20,8 @@ from .registry import Analysis, ReportFigure, add
 
 # the streaming pass's fields; the per-(frame, token) part goes to a sink (or is empty)
 _MERGE = {"centroid_drift": "concat", "step_stats": "concat", "msd_sums": "sum", "msd_counts": "sum",
-          "per_token": "skip"}
+          "per_token": "skip", "nonfinite": "concat"}
+LAG_LIMIT = 2**31  # lags at or beyond this are refused: no movie holds that many frames
 
 
 def centroid_of(ds: xr.Dataset, reference: TokenSelection = "all", frames: FrameRange = None) -> np.ndarray:
@@ -40,11 +42,17 @@ def _tokens_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, re
 
 def _stream_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, centroids: SharedCentroids,
                   groups: np.ndarray, n_groups: int, lags: np.ndarray, y0: np.ndarray, keep: bool) -> dict[str, Any]:
-    drift, stats, sums, counts, per = K.comoving_stream(block, lead, start, rows, centroids.of(block, lead, start),
-                                                        groups, n_groups, lags, y0, keep)
-    return {"centroid_drift": drift, "step_stats": stats, "msd_sums": sums, "msd_counts": counts, "per_token": per}
+    drift, stats, sums, counts, per, nonfinite = K.comoving_stream(block, lead, start, rows,
+                                                                   centroids.of(block, lead, start), groups, n_groups,
+                                                                   lags, y0, keep)
+    return {"centroid_drift": drift, "step_stats": stats, "msd_sums": sums, "msd_counts": counts, "per_token": per,
+            "nonfinite": nonfinite}
 
 
+@base.accepts(reference=base.token_rule(), ref_frame=base.whole(expected="a frame index (a whole number)"),
+              lags=base.sequence(base.Rule("", lambda lag: base.is_whole(lag, 1) and lag < LAG_LIMIT),
+                                 f"None or whole numbers of frames from 1 to {LAG_LIMIT - 1}, e.g. (1,2,4)", none=True),
+              per_token=base.choice(*PER_TOKEN_CHOICES))
 def comoving_displacement(
     ds: xr.Dataset,
     tokens: TokenSelection = "all",
@@ -64,7 +72,11 @@ def comoving_displacement(
     - ``displacement_from_ref(frame, token)`` = ``|y_i(t) - y_i(t0)|``, t0 = ``ref_frame``;
     - ``step_displacement_mean/median/max(frame, class)`` over the selected tokens of each class;
     - ``centroid_drift(frame)`` = ``|c(t) - c(t-1)|``;
-    - ``msd(lag, class)`` = mean over tokens and t of ``|y_i(t+lag) - y_i(t)|^2`` (lags in frames).
+    - ``msd(lag, class)`` = mean over tokens and t of ``|y_i(t+lag) - y_i(t)|^2`` (lags in frames;
+      NaN for a lag as long as the frames analysed);
+    - ``nonfinite_frame(frame)``: a selected token's co-moving position is NaN or infinite there
+      (a diverged run). The per-frame values that need such a position are NaN; the MSD leaves
+      out the pairs that hold one.
 
     A global translation of the whole cloud leaves every co-moving quantity unchanged. Everything is
     computed in one streaming pass holding ``max(lags)`` frames, except with ``per_token="lazy"``:
@@ -77,19 +89,16 @@ def comoving_displacement(
     Units are those of W ("embedding units").
     """
     name = "comoving_displacement"
-    base.check_choice(ds, name, "per_token", per_token, PER_TOKEN_CHOICES)
-    base.check_option(ds, name, "lags", lags, lags is None or (isinstance(lags, (Sequence, np.ndarray)) and not isinstance(
-        lags, str) and all(base.is_whole(lag, 1) for lag in lags)), "None or whole numbers of frames >= 1, e.g. (1,2,4)")
-    base.check_option(ds, name, "ref_frame", ref_frame, base.is_whole(ref_frame), "a frame index (a whole number)")
     sub, rows, positions = selection(ds, tokens, frames, min_frames=2)
-    _, ref_rows, _ = selection(ds, reference, frames)
+    _, ref_rows, _ = selection(ds, reference, frames, what=f"{name}'s reference")
     source = StoredFrames(ds)
     classes = sub[fmt.TOKEN_CLASS].values
     groups, names = class_groups(classes)
     coords = {**frame_coords(sub), fmt.DIM_TOKEN: sub[fmt.DIM_TOKEN].values,
               fmt.TOKEN_CLASS: (fmt.DIM_TOKEN, classes)}
-    requested = sorted(set(int(lag) for lag in (lags if lags is not None else ())))
-    all_lags = np.asarray(sorted(set(requested) | {1}), np.int64)  # lag 1 gives the step statistics
+    requested = np.asarray(sorted(set(int(lag) for lag in (lags if lags is not None else ()))), np.int64)
+    # lag 1 gives the step statistics; a lag as long as the selection has no pair (its MSD is NaN)
+    all_lags = np.union1d(requested[requested < len(positions)], [1]).astype(np.int64)
 
     t0 = int(ref_frame)
     base.check_option(ds, name, "ref_frame", ref_frame, -len(positions) <= t0 < len(positions),
@@ -118,12 +127,13 @@ def comoving_displacement(
         out[f"step_displacement_{stat}"] = annotate(
             xr.DataArray(stats[..., j], dims=("frame", "class"), coords={"class": names}),
             f"{stat} co-moving step displacement per class", unit)
-    if requested:
-        keep = np.isin(all_lags, requested)
+    if requested.size:
         with np.errstate(invalid="ignore", divide="ignore"):
-            msd = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)[keep]
-        var = xr.DataArray(msd, dims=("lag", "class"), coords={"lag": all_lags[keep], "class": names})
-        out["msd"] = annotate(var, "co-moving mean squared displacement", "embedding units^2")
+            by_lag = dict(zip(all_lags.tolist(), np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)))
+        msd = np.stack([by_lag.get(lag, np.full(len(names), np.nan)) for lag in requested.tolist()])
+        var = xr.DataArray(msd, dims=("lag", "class"), coords={"lag": requested, "class": names})
+        out["msd"] = annotate(var, "co-moving mean squared displacement (over the finite pairs)", "embedding units^2")
+    out = base.mark_nonfinite(out, got["nonfinite"] > 0)
     return finish(out, name, reference=str(reference), ref_frame=t0)
 
 
@@ -152,4 +162,5 @@ def _figures(com: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
     return [ReportFigure("comoving", "Co-moving displacement per class", fig)]
 
 
-add(Analysis("comoving", comoving_displacement, order=20, headline=_headline, figures=_figures))
+add(Analysis("comoving", comoving_displacement, order=20, applies=functools.partial(base.enough, min_frames=2),
+             headline=_headline, figures=_figures))

@@ -1,6 +1,7 @@
 """The shape of the token cloud, frame by frame."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,7 +39,8 @@ def _geometry_block(block: np.ndarray, lead: int, start: int, ordered: np.ndarra
     radii = acquire_buffer(m, (n,), np.dtype(np.float64))
     try:
         K.geometry_frames(block, ordered, offsets, extra, y[:m], radii[:m], cents)
-        pv = _principal_variances(block, y, offsets, class_rows, k) if k else np.empty((m, len(class_rows), 0))
+        finite = np.isfinite(cents).all(axis=1)  # every selected value of the frame is finite
+        pv = _principal_variances(block, y, offsets, class_rows, k, finite) if k else np.empty((m, len(class_rows), 0))
         rmean = radii[:m].mean(axis=1)
         rrms = np.sqrt((radii[:m] ** 2).mean(axis=1))
         rq = np.quantile(radii[:m], quantiles, axis=1).T
@@ -50,7 +52,8 @@ def _geometry_block(block: np.ndarray, lead: int, start: int, ordered: np.ndarra
         if start + j in nn_at:
             s = decoded(block[j:j + 1])[0, sample].astype(np.float64)
             sq = (s ** 2).sum(1)
-            dist2 = sq[:, None] + sq[None, :] - 2 * s @ s.T
+            with np.errstate(invalid="ignore"):  # inf - inf in a diverged frame: NaN, as it should be
+                dist2 = sq[:, None] + sq[None, :] - 2 * s @ s.T
             np.fill_diagonal(dist2, np.inf)
             nn.append((start + j, np.sqrt(np.maximum(dist2.min(1), 0)).mean()))
     cnorm = np.linalg.norm(cents, axis=1)
@@ -59,10 +62,11 @@ def _geometry_block(block: np.ndarray, lead: int, start: int, ordered: np.ndarra
 
 
 def _principal_variances(block: np.ndarray, y: np.ndarray, offsets: np.ndarray, class_rows: list,
-                         k: int) -> np.ndarray:
+                         k: int, finite: np.ndarray) -> np.ndarray:
     """Top-``k`` principal variances per frame and class, (frames, classes, k): from the float32
     centred values ``y`` where that is accurate enough (see :data:`FLOAT32_SPREAD`), else in
-    float64 from the stored frame."""
+    float64 from the stored frame: also where float32 overflowed on a frame whose values are all
+    finite (``finite``; a frame that is not stays NaN)."""
     m, d = block.shape[0], block.shape[2]
     nc = len(class_rows)
     if nc == 0:
@@ -75,13 +79,18 @@ def _principal_variances(block: np.ndarray, y: np.ndarray, offsets: np.ndarray, 
             np.matmul(yc.T, yc, out=product)  # BLAS syrk, without the GIL
             top_eigenvalues(product, pv[j, c])  # the top k only, in float64, without the GIL
             pv[j, c] /= yc.shape[0]
-    for j, c in zip(*np.nonzero(pv[..., 0] > FLOAT32_SPREAD * pv[..., -1])):
+    overflowed = ~np.isfinite(pv).all(axis=-1) & finite[:, None]  # in float32, not in the stored values
+    for j, c in zip(*np.nonzero((pv[..., 0] > FLOAT32_SPREAD * pv[..., -1]) | overflowed)):
         rows = class_rows[c]
         xc = K.centered(block[j], rows, np.empty((rows.size, d)))
         top_eigenvalues(xc.T @ xc / rows.size, pv[j, c])
     return pv
 
 
+@base.accepts(k=base.whole(0, "a whole number >= 0 (0: no principal variances)"),
+              quantiles=base.sequence(base.number(0, 1), "a sequence of numbers from 0 to 1, e.g. (0.1,0.5,0.9)"),
+              nn_frames=base.whole(0, "a whole number of frames >= 0"),
+              nn_tokens=base.whole(2, "a whole number of tokens >= 2"), seed=base.whole(0))
 def cloud_geometry(
     ds: xr.Dataset,
     tokens: TokenSelection = "all",
@@ -103,14 +112,9 @@ def cloud_geometry(
     One streaming pass. The principal variances come from float32 covariances where those hold
     1e-6 relative (a class whose ``k``-th variance is at least a quarter of its first), else from
     float64 ones (see :data:`FLOAT32_SPREAD`); they are most of the cost, and ``k=0`` leaves them
-    out (``principal_variance`` then has no components)."""
+    out (``principal_variance`` then has no components). Frames where a selected value is NaN or
+    infinite (a diverged run) are marked in ``nonfinite_frame``; what they reach there is NaN."""
     name = "cloud_geometry"
-    base.check_option(ds, name, "k", k, base.is_whole(k, 0), "a whole number >= 0 (0: no principal variances)")
-    base.check_option(ds, name, "quantiles", quantiles, isinstance(quantiles, (Sequence, np.ndarray))
-                 and not isinstance(quantiles, str) and all(base.is_number(q) and 0 <= q <= 1 for q in quantiles),
-                 "a sequence of numbers between 0 and 1, e.g. (0.1,0.5,0.9)")
-    base.check_option(ds, name, "nn_frames", nn_frames, base.is_whole(nn_frames, 0), "a whole number of frames >= 0")
-    base.check_option(ds, name, "nn_tokens", nn_tokens, base.is_whole(nn_tokens, 2), "a whole number of tokens >= 2")
     sub, rows, positions = selection(ds, tokens, frames, min_tokens=2)
     n_frames, n, d = len(positions), rows.size, sub.sizes[fmt.DIM_DIM]
     classes = sub[fmt.TOKEN_CLASS].values
@@ -144,7 +148,8 @@ def cloud_geometry(
     out["nn_distance"] = annotate(xr.DataArray(nn, dims="nn_frame",
                                                coords={"nn_frame": nn_at, "nn_step": ("nn_frame", steps[nn_at])}),
                                   f"mean nearest-neighbour distance ({sample.size} tokens)", u)
-    return finish(out, name)
+    # the centroid sums every selected value: it is finite exactly where they all are
+    return finish(base.mark_nonfinite(out, ~np.isfinite(cnorm)), name)
 
 
 def _at_frames(found: list[list[tuple[int, float]]], nn_at: np.ndarray) -> np.ndarray:
@@ -163,4 +168,4 @@ def _headline(geo: xr.Dataset) -> dict[str, Any]:
             "centroid_norm_last": geo.centroid_norm.values[-1]}
 
 
-add(Analysis("geometry", cloud_geometry, order=30, headline=_headline))
+add(Analysis("geometry", cloud_geometry, order=30, applies=functools.partial(base.enough, min_tokens=2), headline=_headline))

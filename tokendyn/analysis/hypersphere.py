@@ -9,31 +9,36 @@ import xarray as xr
 from scipy import stats
 
 from tokendyn import format as fmt
+from tokendyn.errors import AnalysisError
 
 from . import _hypersphere_kernels as K
 from . import base
 from ._centroids import SharedCentroids
-from .base import FrameRange, StoredFrames, TokenSelection, annotate, finish, frame_coords, merge, selection, stream, token_mask
+from .base import FrameRange, StoredFrames, TokenSelection, annotate, finish, frame_coords, merge, selection, stream
 from .registry import Analysis, ReportFigure, add
 
 _BINS = 20_000  # resolution of the streamed radial-fraction histogram used for the KS test
 # the sums the kernel accumulates over a block's steps, in the order of its ``acc`` array
 _SUMS = ("radial_sum", "radial_sq_sum", "step_sq_sum", "steps", "outward_steps", "inward_steps",
-         "cos_sum", "cos_sq_sum", "cosines", "radius_sum")
+         "cos_sum", "cos_sq_sum", "cosines", "radius_sum", "radii")
 _MERGE = {"per_frame": "concat", "rho_histogram": "sum", **dict.fromkeys(_SUMS, "sum"),
-          "angle_sum": "sum", "angle_pairs": "sum"}
+          "angle_sum": "sum", "angle_pairs": "sum", "nonfinite": "concat"}
 
 
 def _walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, centre: SharedCentroids,
                 sample_rows: np.ndarray, lags: np.ndarray, bins: int) -> dict[str, Any]:
     origin = centre.rows.size == 0
     cents = np.zeros((0, block.shape[2])) if origin else centre.of(block, lead, start)
-    per, hist, acc, ang_sum, ang_n = K.sphere_walk_block(block, lead, start, rows, cents, origin, sample_rows, lags,
-                                                         bins)
+    per, hist, acc, ang_sum, ang_n, nonfinite = K.sphere_walk_block(block, lead, start, rows, cents, origin,
+                                                                    sample_rows, lags, bins)
     return {"per_frame": per, "rho_histogram": hist, **dict(zip(_SUMS, acc)), "angle_sum": ang_sum,
-            "angle_pairs": ang_n}
+            "angle_pairs": ang_n, "nonfinite": nonfinite}
 
 
+@base.accepts(center=base.choice("origin", "centroid"),
+              alpha=base.number(0, 1, open_low=True, open_high=True, expected="a number between 0 and 1"),
+              max_lag=base.whole(1, "a whole number of frames >= 1"), angle_tokens=base.whole(1),
+              seed=base.whole(0))
 def hypersphere_walk(
     ds: xr.Dataset,
     tokens: TokenSelection = "dead",
@@ -62,14 +67,15 @@ def hypersphere_walk(
     tokens, drawn with ``seed``; every token when there are fewer); and a verdict: ``isotropic`` (no test
     rejects at ``alpha``) and
     ``outward_excess`` = mean a / RMS ``|D|`` (effect size; 0 under isotropy).
+
+    Frames where a position is NaN or infinite (a diverged run) are marked in
+    ``nonfinite_frame``; the steps from and to such a position take no part in any statistic.
     """
     name = "hypersphere_walk"
-    base.check_choice(ds, name, "center", center, ("origin", "centroid"))
-    base.check_option(ds, name, "alpha", alpha, base.is_number(alpha) and 0 < alpha < 1, "a number between 0 and 1")
-    base.check_option(ds, name, "max_lag", max_lag, base.is_whole(max_lag, 1), "a whole number of frames >= 1")
-    base.check_option(ds, name, "angle_tokens", angle_tokens, base.is_whole(angle_tokens, 1), "a whole number >= 1")
     sub, rows, positions = selection(ds, tokens, frames, min_tokens=1, min_frames=3)
     n, d = rows.size, sub.sizes[fmt.DIM_DIM]
+    if d < 2:
+        raise AnalysisError(f"{name} needs W of 2 or more dimensions (a sphere in {d} has no directions to walk)")
     if center == "origin":
         center_rows = np.empty(0, np.int64)
     else:
@@ -96,7 +102,7 @@ def hypersphere_walk(
     s_a, s_a2, s_len2 = got["radial_sum"], got["radial_sq_sum"], got["step_sq_sum"]
     n_steps, n_out, n_in = int(got["steps"]), int(got["outward_steps"]), int(got["inward_steps"])
     cos_sum, cos_sq, n_cos = got["cos_sum"], got["cos_sq_sum"], int(got["cosines"])
-    radius_sum, radius_n = got["radius_sum"], n_frames * n
+    radius_sum, radius_n = got["radius_sum"], int(got["radii"])
 
     n_rho = int(hist.sum())
     beta = stats.beta(0.5, (d - 1) / 2)
@@ -114,12 +120,13 @@ def hypersphere_walk(
     cos_mean = cos_sum / max(n_cos, 1)
     cos_sd = float(np.sqrt(max(cos_sq / max(n_cos, 1) - cos_mean ** 2, 0)))
     decay = np.where(ang_n > 0, ang_sum / np.maximum(ang_n, 1), np.nan)
-    r_mean = radius_sum / max(radius_n, 1)
+    r_mean = radius_sum / radius_n if radius_n else np.nan
     # fit <cos theta(tau)> = exp(-(d-1) D tau / r^2) by least squares on log through the origin
     good = (decay > 0) & np.isfinite(decay)
     slope = float(np.sum(lags[good] * -np.log(decay[good])) / np.sum(lags[good] ** 2)) if good.any() else np.nan
-    diffusion = slope * r_mean ** 2 / (d - 1) if np.isfinite(slope) else np.nan
-    predicted = np.exp(-(d - 1) * diffusion * lags / r_mean ** 2) if np.isfinite(diffusion) else np.full(lags.size, np.nan)
+    diffusion = slope * r_mean ** 2 / (d - 1) if np.isfinite(slope) and np.isfinite(r_mean) else np.nan
+    predicted = np.exp(-(d - 1) * diffusion * lags / r_mean ** 2) if np.isfinite(diffusion) and r_mean > 0 \
+        else np.full(lags.size, np.nan)
     rms_len = np.sqrt(s_len2 / max(n_steps, 1))
     pvalues = [p for p in (ks_p, sign_p, t_p) if np.isfinite(p)]
     isotropic = bool(pvalues) and min(pvalues) >= alpha
@@ -148,14 +155,15 @@ def hypersphere_walk(
     out["isotropic"] = scalar(isotropic, f"consistent with an isotropic walk (no test rejects at alpha={alpha})", "1")
     out["outward_excess"] = scalar(mean_a / rms_len if rms_len > 0 else np.nan,
                                    "outward excess: mean radial component / RMS step length", "1")
+    out = base.mark_nonfinite(out, got["nonfinite"] > 0)
     return finish(out, name, center=center, dim=d, steps_tested=n_steps, tokens=str(tokens))
 
 
 # --- in the report and the train summary --------------------------------------------------------
 
 def _applies(ds: xr.Dataset, tokens: TokenSelection) -> bool:
-    """A walk needs two tokens and three frames (two steps)."""
-    return int(token_mask(ds, tokens).sum()) >= 2 and ds.sizes[fmt.DIM_FRAME] >= 3
+    """A walk needs two tokens, three frames (two steps) and two dimensions."""
+    return base.enough(ds, tokens, min_tokens=2, min_frames=3) and ds.sizes[fmt.DIM_DIM] >= 2
 
 
 def _report_tokens(ds: xr.Dataset, tokens: TokenSelection) -> TokenSelection:

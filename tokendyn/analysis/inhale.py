@@ -1,6 +1,7 @@
 """The inhale before the sneeze: the cloud's radius contracting, in phases, before it expands."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,6 +36,9 @@ def _radius_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, me
 
 
 def _smooth(r: np.ndarray, width: int) -> np.ndarray:
+    """Moving average over ``width`` frames (at most the curve's length), the ends held; a window
+    that holds a NaN is NaN."""
+    width = min(int(width), r.size)
     if width <= 1:
         return r.copy()
     pad = width // 2
@@ -48,17 +52,24 @@ def find_inhale(r: np.ndarray, *, smooth: int = 1, min_depth: float = 1e-3, tol:
     A contraction phase is a maximal run of frames where the smoothed radius falls by more than
     ``tol`` (relative to R(0)) per frame, kept when it falls by at least ``min_depth`` of its value at
     the phase start. Expansion begins at the first frame after which R stays above R(0) for good.
+    Frames where R is NaN or infinite (a diverged run) are in no phase and are not the minimum;
+    "for good" is over the frames where R is finite. With R(0) not finite there are no events.
     """
-    rs = _smooth(r, smooth)
+    rs = _smooth(np.asarray(r, float), smooth)
     n = rs.size
+    finite = np.isfinite(rs)
+    if n == 0 or not finite[0]:
+        return {"phases": [], "minimum": None, "expansion": None, "smoothed": rs}
     r0 = rs[0]
     above = rs > r0
     expansion = None
-    if above[-1]:
-        below = np.flatnonzero(~above)
+    last = np.flatnonzero(finite)[-1]
+    if above[last]:
+        below = np.flatnonzero(finite & ~above)
         expansion = int(below[-1] + 1) if below.size else 0
     end = expansion if expansion is not None else n
-    falling = np.diff(rs[:end]) < -tol * abs(r0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        falling = np.diff(rs[:end]) < -tol * abs(r0)  # False where either frame is not finite
     phases = []
     t = 0
     while t < falling.size:
@@ -72,10 +83,14 @@ def find_inhale(r: np.ndarray, *, smooth: int = 1, min_depth: float = 1e-3, tol:
                 phases.append({"start": start, "bottom": bottom, "depth": float(depth)})
         else:
             t += 1
-    minimum = int(np.argmin(rs[:end])) if end > 0 else None
+    minimum = int(np.nanargmin(np.where(finite[:end], rs[:end], np.nan))) if finite[:end].any() else None
     return {"phases": phases, "minimum": minimum, "expansion": expansion, "smoothed": rs}
 
 
+@base.accepts(measure=base.choice(*_MEASURES),
+              smooth=base.whole(0, "a whole number of frames (0 or 1: no smoothing)"),
+              min_depth=base.number(0, 1, expected="a fraction of the radius from 0 to 1"),
+              tol=base.number(0, expected="a finite number >= 0 (a fraction of R(0) per frame)"))
 def inhale(
     ds: xr.Dataset,
     tokens: TokenSelection = "all",
@@ -91,16 +106,18 @@ def inhale(
 
     R(t) is the mean distance of the selected tokens from their centroid (``measure="rms"``: RMS;
     ``"origin"``: mean norm). With optional moving-average smoothing of ``smooth`` frames, returns
-    the curve ``radius`` and ``radius_smoothed`` (frame) and the events, as steps: ``phase_start``,
+    the curve ``radius`` and ``radius_smoothed`` (frame; ``smooth`` is at most the number of frames)
+    and the events, as steps: ``phase_start``,
     ``phase_bottom``, ``phase_depth`` (phase; depth relative to R at the phase start),
     ``n_phases``, ``contraction_start`` (the first phase's start), ``minimum_step`` (the global
     minimum before sustained expansion) and ``expansion_step`` (R passes R(0) for good). Events are
-    NaN, and ``n_phases`` 0, when there is no inhale.
+    NaN, and ``n_phases`` 0, when there is no inhale. Frames where W holds a NaN or an infinity
+    (a diverged run) are marked in ``nonfinite_frame``; R is not finite there and they take no part in
+    the events (see :func:`find_inhale`).
     """
-    base.check_choice(ds, "inhale", "measure", measure, tuple(_MEASURES))
-    base.check_option(ds, "inhale", "smooth", smooth, base.is_whole(smooth, 0), "a whole number of frames (0 or 1: no smoothing)")
     sub = select(ds, tokens, frames, min_frames=2)
     r = radius_curve(ds, tokens, frames, measure, progress)
+    smooth = min(int(smooth), r.size)  # a moving average is at most as wide as the curve
     ev = find_inhale(r, smooth=smooth, min_depth=min_depth, tol=tol)
     steps = sub[fmt.STEP].values.astype(float)
     phases = ev["phases"]
@@ -124,7 +141,9 @@ def inhale(
                                    "step of the global radius minimum before sustained expansion", "steps")
     out["expansion_step"] = annotate(xr.DataArray(to_step(ev["expansion"])),
                                      "step after which R stays above R(0)", "steps")
-    return finish(out, "inhale", measure=measure, smooth=smooth, min_depth=min_depth)
+    # R(t) is not finite exactly where a selected token's position is not (a diverged frame)
+    return finish(base.mark_nonfinite(out, ~np.isfinite(r)), "inhale", measure=measure, smooth=smooth,
+                  min_depth=float(min_depth))
 
 
 # --- in the report and the train summary --------------------------------------------------------
@@ -164,5 +183,5 @@ def _figures(inh: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
 
 
 # the report smooths R(t) over 3 frames (the planted inhale's phases, found within 3 frames)
-add(Analysis("inhale", inhale, order=10, run_options={"smooth": 3}, headline=_headline, summary_lines=_summary_lines,
-             figures=_figures))
+add(Analysis("inhale", inhale, order=10, applies=functools.partial(base.enough, min_frames=2), run_options={"smooth": 3},
+             headline=_headline, summary_lines=_summary_lines, figures=_figures))

@@ -35,9 +35,12 @@ def _latest_moves(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarra
 
 
 # the streaming pass's fields; the per-(frame, token) part goes to a sink (or is empty)
-_MERGE = {"class_sums": "concat", "last_moves": _latest_moves, "per_token": "skip"}
+_MERGE = {"class_sums": "concat", "last_moves": _latest_moves, "per_token": "skip", "nonfinite": "concat"}
 
 
+@base.accepts(tolerance=base.whole(0, "a whole number of hops >= 0"),
+              thresholds=base.sequence(base.number(0, 1), "a sequence of frozen fractions from 0 to 1, e.g. (0.5,0.9)"),
+              per_token=base.choice(*PER_TOKEN_CHOICES))
 def lattice_motion(
     ds: xr.Dataset,
     tokens: TokenSelection = "all",
@@ -62,19 +65,20 @@ def lattice_motion(
     ``freeze_onset(class, threshold)``, the first step at which the frozen fraction reaches each
     threshold ("fimbulwinter"); NaN if never. Raises :class:`AnalysisError` unless W is bfloat16.
 
+    A move from or to a NaN or an infinity (a diverged run) is not a lattice move: ``changed``,
+    ``sites`` and ``hop`` are -1 there, it is in none of the per-class fractions (taken over the
+    tokens whose move is defined; NaN where none is), and it keeps the token from freezing.
+    ``nonfinite_frame`` marks the frames where a selected token holds one.
+
     ``per_token`` chooses how the per-(frame, token) variables are made: ``"memory"`` computes them
     in the one streaming pass and holds them (12 bytes per frame and token), ``"lazy"`` makes dask
     arrays that read the movie again when computed (memory independent of the number of frames),
     ``"auto"`` holds them up to ``tokendyn.analysis._frames.IN_MEMORY_BYTES`` (256 MiB).
     """
     name = "lattice_motion"
-    base.check_choice(ds, name, "per_token", per_token, PER_TOKEN_CHOICES)
-    base.check_option(ds, name, "tolerance", tolerance, base.is_whole(tolerance, 0), "a whole number of hops >= 0")
-    base.check_option(ds, name, "thresholds", thresholds, isinstance(thresholds, (Sequence, np.ndarray))
-                 and not isinstance(thresholds, str) and all(base.is_number(t) for t in thresholds),
-                 "a sequence of frozen fractions, e.g. (0.5,0.9)")
     sub, rows, positions = selection(ds, tokens, frames, min_frames=2)
     _require_bits(sub)
+    tolerance = min(int(tolerance), len(positions))  # no token makes more hops than there are frames
     source = StoredFrames(ds)
     n_tokens = rows.size
     steps = sub[fmt.STEP].values
@@ -93,6 +97,7 @@ def lattice_motion(
                    before=1, progress=progress, sink=collected)
     got = merge(parts, _MERGE)
     sums, (last, small) = got["class_sums"], got["last_moves"]
+    defined = sums[..., 3]
     changed, sites, hop = stacked[..., 0], stacked[..., 1], stacked[..., 2].astype(np.int8)
     out["changed"] = annotate(xr.DataArray(changed, dims=("frame", "token")),
                               "coordinates that changed since the previous frame", "1")
@@ -101,8 +106,9 @@ def lattice_motion(
                             "sites")
     out["moved"] = annotate(xr.DataArray(changed > 0, dims=("frame", "token")), "token moved", "1")
     out["hop"] = annotate(xr.DataArray(hop, dims=("frame", "token")),
-                          "0 still, 1 lattice-scale hop (all coordinates within 1 site), 2 larger motion", "1")
-    out["hop"].attrs.update(flag_values=[0, 1, 2], flag_meanings="still lattice_hop larger_motion")
+                          "0 still, 1 lattice-scale hop (all coordinates within 1 site), 2 larger motion, "
+                          "-1 from or to a NaN or an infinity", "1")
+    out["hop"].attrs.update(flag_values=[-1, 0, 1, 2], flag_meanings="nonfinite still lattice_hop larger_motion")
 
     n_frames = len(steps)
     freeze_frame = _freeze_frames(last, small, tolerance, n_frames)
@@ -114,7 +120,13 @@ def lattice_motion(
     cls = xr.Variable("class", names)
     per_class = {name: groups == g for g, name in enumerate(names)}
     count = np.array([per_class[name].sum() for name in names], float)
-    by_class = lambda v: xr.DataArray(v / count, dims=("frame", "class"), coords={"class": cls})  # noqa: E731
+    defined[0] = count  # the first frame has no move to it: each fraction is 0 there
+
+    def by_class(v: np.ndarray) -> xr.DataArray:
+        share = np.full(v.shape, np.nan)
+        np.divide(v, defined, out=share, where=defined > 0)
+        return xr.DataArray(share, dims=("frame", "class"), coords={"class": cls})
+
     out["temperature"] = annotate(by_class(sums[..., 0]),
                                   "temperature: mean squared lattice sites moved per coordinate", "sites^2")
     out["moving_fraction"] = annotate(by_class(sums[..., 1]), "fraction of tokens that moved", "1")
@@ -135,6 +147,7 @@ def lattice_motion(
     out["freeze_onset"] = annotate(
         xr.DataArray(onset, dims=("class", "threshold"), coords={"class": cls, "threshold": list(thresholds)}),
         "fimbulwinter: first step at which the frozen fraction reaches the threshold", "steps")
+    out = base.mark_nonfinite(out, got["nonfinite"] > 0)
     return finish(out, name, tolerance=tolerance)
 
 
@@ -144,8 +157,8 @@ def _token_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray) -> 
 
 def _stream_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, groups: np.ndarray,
                   n_groups: int, depth: int, keep: bool) -> dict[str, Any]:
-    sums, last, small, per = K.lattice_stream(block, lead, start, rows, groups, n_groups, depth, keep)
-    return {"class_sums": sums, "last_moves": (last, small), "per_token": per}
+    sums, last, small, per, nonfinite = K.lattice_stream(block, lead, start, rows, groups, n_groups, depth, keep)
+    return {"class_sums": sums, "last_moves": (last, small), "per_token": per, "nonfinite": nonfinite}
 
 
 def _freeze_frames(last: np.ndarray, small: np.ndarray, tolerance: int, n_frames: int) -> np.ndarray:
@@ -175,8 +188,8 @@ def _freeze_frames(last: np.ndarray, small: np.ndarray, tolerance: int, n_frames
 # --- in the report and the train summary --------------------------------------------------------
 
 def _applies(ds: xr.Dataset, tokens: TokenSelection) -> bool:
-    """Only a bfloat16 movie has a lattice (its raw bits)."""
-    return "W_bits" in ds
+    """Only a bfloat16 movie has a lattice (its raw bits); a move needs two frames."""
+    return "W_bits" in ds and base.enough(ds, tokens, min_frames=2)
 
 
 def _headline(lat: xr.Dataset) -> dict[str, Any]:

@@ -26,10 +26,10 @@ import xarray as xr
 from tokendyn.errors import AnalysisError
 from tokendyn.keyvalue import parse_pairs
 
+from ._options import COMMON, rules_of, shown
 from .base import TokenSelection, check_result
 
 ENTRY_POINT_GROUP = "tokendyn.analyses"
-COMMON = ("ds", "tokens", "frames", "progress")  # the arguments every analysis takes; the rest are options
 
 F = TypeVar("F", bound=Callable[..., xr.Dataset])
 
@@ -203,8 +203,10 @@ def first_paragraph(fn: Callable[..., Any]) -> str:
 
 def parse_options(fn: Callable[..., Any] | Analysis, pairs: list[str], movie: str | None = None) -> dict[str, Any]:
     """``["lags=(1,2,4)", "center=centroid"]`` -> keyword arguments, checked against the signature:
-    each key must be an option, and each value of the kind of its default (a number, a whole
-    number, a word, a sequence; ``None`` where the annotation allows it). Errors name ``movie``."""
+    each key must be an option, and each value must fit the option's rule (see
+    :func:`tokendyn.analysis.base.accepts`) or, for an analysis that declares none, be of the kind
+    of its default (a number, a whole number, a word, a sequence; ``None`` where the annotation
+    allows it). Errors name ``movie``."""
     fn = fn.function if isinstance(fn, Analysis) else fn
     known = options(fn)
     try:
@@ -212,13 +214,16 @@ def parse_options(fn: Callable[..., Any] | Analysis, pairs: list[str], movie: st
     except ValueError as exc:
         raise AnalysisError(str(exc), movie) from None
     parameters = inspect.signature(fn).parameters
+    rules = rules_of(fn)
     for key, value in out.items():
         if key not in known:
             raise AnalysisError(f"{fn.__name__} has no option {key!r}; its options: {', '.join(known) or 'none'}",
                                 movie)
-        expected = _kind_mismatch(value, known[key], str(parameters[key].annotation))
+        rule = rules.get(key)
+        expected = (None if rule.fits(value) else rule.expected) if rule else \
+            _kind_mismatch(value, known[key], str(parameters[key].annotation))
         if expected:
-            raise AnalysisError(f"{fn.__name__}'s {key} must be {expected}, not {value!r}", movie)
+            raise AnalysisError(f"{fn.__name__}'s {key} must be {expected}, not {shown(value)}", movie)
     return out
 
 

@@ -1,10 +1,12 @@
 """Sweeps: many training runs from one spec, each a task on a dask cluster, with a summary table
 and plots. A sweep directory holds ``runs/<id>.h5`` (movie), ``runs/<id>.json`` (metrics, written
-last, so a run counts as done only once it exists) and ``sweep.csv/.md/.html``; running the same
-spec again skips the finished runs."""
+last, so a run counts as done only once it exists) and ``sweep.csv/.md/.html``. Running a spec
+again skips the runs finished with the same config (each result carries a hash of its run's whole
+config): a changed spec runs again exactly the runs it changed."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import html
 import itertools
 import json
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tokendyn.errors import ConfigError
+from tokendyn.errors import ConfigError, TokendynError
 
 BUILTIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sweeps")
 SPEC_KEYS = {"name", "preset", "presets", "steps", "seeds", "precision", "grid", "set", "record", "device"}
@@ -25,57 +27,124 @@ GRID_KEYS = {"layers", "dim", "heads", "ffn", "ffn_ratio", "batch", "context", "
 
 @dataclasses.dataclass
 class Run:
-    """One training run of a sweep."""
+    """One training run of a sweep; ``config_hash`` identifies everything its result depends on
+    (its whole resolved config), so a result made from another spec is never taken for it."""
 
     run_id: str
     preset: str
     overrides: dict[str, Any]
+    config_hash: str = ""
 
 
 def builtin_specs() -> list[str]:
     return sorted(os.path.splitext(f)[0] for f in os.listdir(BUILTIN) if f.endswith(".yaml"))
 
 
+def spec_path(source: str) -> str:
+    """The file of a spec: ``source`` itself, or the built-in spec of that name."""
+    if not os.path.exists(source) and source in builtin_specs():
+        return os.path.join(BUILTIN, source + ".yaml")
+    return source
+
+
 def load_spec(source: str) -> dict[str, Any]:
     """A spec from a YAML or TOML file, or the name of a built-in one (``efficiency-cliff``,
-    ``architecture``)."""
-    path = source
-    if not os.path.exists(source) and source in builtin_specs():
-        path = os.path.join(BUILTIN, source + ".yaml")
-    if not os.path.exists(path):
+    ``architecture``), checked through: its keys and their types, and every run it expands to
+    (:func:`expand`). Every problem is one :class:`ConfigError` naming the file."""
+    path = spec_path(source)
+    if not os.path.isfile(path):
         raise ConfigError(f"no sweep spec file or built-in spec of that name (built-in: {', '.join(builtin_specs())})",
                           source)
-    with open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the sweep spec ({exc.strerror or exc})", path) from None
+    spec = _parse(raw, path)
+    _check_shape(spec, path)
+    spec.setdefault("name", os.path.splitext(os.path.basename(path))[0])
+    expand(spec, path)  # every run's config is checked before anything trains
+    return spec
+
+
+def _parse(raw: bytes, path: str) -> Any:
     try:
         if path.endswith(".toml"):
             try:
                 import tomllib
             except ImportError:  # Python 3.10
                 import tomli as tomllib
-            spec = tomllib.loads(raw.decode("utf-8"))
+            errors: tuple[type[Exception], ...] = (tomllib.TOMLDecodeError,)
         else:
             import yaml
 
-            spec = yaml.safe_load(raw)
-    except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
-        raise ConfigError(f"cannot parse the sweep spec ({str(exc).splitlines()[0]})", path) from None
+            errors = (yaml.YAMLError,)
+    except ImportError as exc:
+        package = "PyYAML" if exc.name == "yaml" else exc.name
+        raise TokendynError(f"reading a sweep spec needs {package}: pip install 'tokendyn[distributed]'") from None
+    try:
+        text = raw.decode("utf-8")
+        return tomllib.loads(text) if path.endswith(".toml") else yaml.load(text, Loader=_unique_key_loader())
+    except (UnicodeDecodeError, ValueError, RecursionError, *errors) as exc:
+        first = " ".join(str(exc).replace(' in "<unicode string>",', "").split())  # one line, however it wraps
+        raise ConfigError(f"cannot parse the sweep spec ({first[:300]})", path) from None
+
+
+def _unique_key_loader() -> type:
+    """PyYAML's safe loader (no Python objects, no code), refusing a key given twice in one mapping
+    (plain PyYAML keeps the last one)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    twice = key in seen
+                except TypeError:  # unhashable: the safe loader refuses it below
+                    continue
+                if twice:
+                    raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                            key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
+def _check_shape(spec: Any, path: str) -> None:
+    """The spec's keys and the types of their values (the values themselves are the configs' to check)."""
     if not isinstance(spec, dict):
         raise ConfigError("a sweep spec is a mapping (name, preset or presets, grid, ...)", path)
     unknown = set(spec) - SPEC_KEYS
     if unknown:
-        raise ConfigError(f"unknown sweep spec key(s) {sorted(unknown)}; keys: {sorted(SPEC_KEYS)}", path)
+        raise ConfigError(f"unknown sweep spec key(s) {sorted(map(str, unknown))}; keys: {sorted(SPEC_KEYS)}", path)
+    words = lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, str) for x in v)  # noqa: E731
+    wholes = lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, int) and not isinstance(x, bool)  # noqa: E731
+                                                                for x in v)
+    kinds = {"name": (lambda v: isinstance(v, str) and bool(v), "a word"),
+             "preset": (lambda v: isinstance(v, str), "a preset name"),
+             "presets": (words, "a list of preset names, e.g. [tiny, duckling]"),
+             "seeds": (wholes, "a list of whole numbers, e.g. [0, 1, 2]"),
+             "grid": (lambda v: isinstance(v, dict), "a mapping of config fields to lists of values"),
+             "set": (lambda v: isinstance(v, dict), "a mapping of config fields to values")}
+    for key, (fits, expected) in kinds.items():
+        if key in spec and not fits(spec[key]):
+            raise ConfigError(f"the sweep spec's {key} must be {expected}, not {spec[key]!r}"[:300], path)
     bad_grid = set(spec.get("grid") or {}) - GRID_KEYS
     if bad_grid:
-        raise ConfigError(f"cannot sweep over {sorted(bad_grid)}; grid keys: {sorted(GRID_KEYS)}", path)
+        raise ConfigError(f"cannot sweep over {sorted(map(str, bad_grid))}; grid keys: {sorted(GRID_KEYS)}", path)
+    empty = [key for key, values in (spec.get("grid") or {}).items() if values == [] or isinstance(values, dict)]
+    if empty:
+        raise ConfigError(f"the grid's {empty[0]} must be a value or a non-empty list of values", path)
     if not spec.get("preset") and not spec.get("presets"):
         raise ConfigError("a sweep spec needs preset: NAME or presets: [NAMES]", path)
-    spec.setdefault("name", os.path.splitext(os.path.basename(path))[0])
-    return spec
 
 
-def expand(spec: dict[str, Any]) -> list[Run]:
-    """Every run of a spec: presets x grid x seeds, each config validated before anything trains."""
+def expand(spec: dict[str, Any], path: str | None = None) -> list[Run]:
+    """Every run of a spec: presets x grid x seeds, each config validated before anything trains
+    (errors name ``path``, the spec's file, and the run)."""
     from tokendyn.trainers.config import from_preset
 
     presets = spec.get("presets") or [spec["preset"]]
@@ -94,12 +163,39 @@ def expand(spec: dict[str, Any]) -> list[Run]:
                 if seed is not None:
                     overrides["seed"] = int(seed)
                 parts = [preset] + [f"{k}{v}" for k, v in zip(keys, values)] + ([f"seed{seed}"] if seed is not None else [])
-                cfg = from_preset(preset, **overrides)
-                cfg.validate()
-                runs.append(Run("-".join(str(p) for p in parts), preset, overrides))
-    if len({r.run_id for r in runs}) != len(runs):
-        raise ConfigError("the spec expands to duplicate runs")
+                run_id = "-".join(str(p) for p in parts)
+                try:
+                    cfg = from_preset(preset, **overrides)
+                    cfg.validate()
+                except ConfigError as exc:
+                    raise ConfigError(f"run {run_id}: {exc.problem}", path or exc.path) from None
+                runs.append(Run(run_id, preset, overrides, config_hash(cfg.to_dict())))
+    seen: set[str] = set()
+    twice = [r.run_id for r in runs if r.run_id in seen or seen.add(r.run_id)]
+    if twice:
+        raise ConfigError(f"the spec expands to the run {twice[0]!r} more than once (a value given twice in "
+                          "presets, the grid or seeds)", path)
     return runs
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A short hash of a resolved config: what a run's result depends on."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def finished_result(run: Run, run_dir: str) -> dict[str, Any] | None:
+    """The metrics a finished run left in ``run_dir``, or ``None`` where there are none, or where
+    they were made from another config (the spec changed since: the run must run again)."""
+    path = os.path.join(run_dir, run.run_id + ".json")
+    try:
+        with open(path) as f:
+            metrics = json.load(f)
+    except (OSError, ValueError):  # none, unreadable or not JSON: not a result, so it runs (again)
+        return None
+    if not isinstance(metrics, dict) or metrics.get("config_hash") != run.config_hash:
+        return None
+    return metrics
 
 
 def run_one(run: Run, run_dir: str) -> dict[str, Any]:
@@ -124,7 +220,7 @@ def run_one(run: Run, run_dir: str) -> dict[str, Any]:
         "unigram_entropy": result.unigram_entropy,
         "escapes_unigram": bool(result.final_loss < result.unigram_entropy),
         "loss_curve": {"step": ds.step.values.tolist(), "loss": [float(v) for v in ds["loss"].values]},
-        "movie": movie, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "movie": movie, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "config_hash": run.config_hash,
     }
     tmp = os.path.join(run_dir, run.run_id + ".json.tmp")
     with open(tmp, "w") as f:
@@ -226,19 +322,25 @@ def run_sweep(source: str, out_dir: str, *, workers: int = 1, scheduler: str | N
     from tokendyn.cluster import compute_on
 
     say = log or (lambda text: print(text, file=sys.stderr))
+    path = spec_path(source)
     spec = load_spec(source)
-    runs = expand(spec)
+    runs = expand(spec, path)
     run_dir = os.path.join(os.path.abspath(out_dir), "runs")
     os.makedirs(run_dir, exist_ok=True)
-    done = {r.run_id for r in runs if os.path.exists(os.path.join(run_dir, r.run_id + ".json"))}
-    todo = [r for r in runs if r.run_id not in done]
-    say(f"sweep {spec['name']}: {len(runs)} runs, {len(done)} already finished, {len(todo)} to run")
+    todo = [r for r in runs if finished_result(r, run_dir) is None]
+    stale = [r for r in todo if os.path.isfile(os.path.join(run_dir, r.run_id + ".json"))]
+    for r in stale:  # made from another spec: gone before the run starts again, so never reported
+        os.remove(os.path.join(run_dir, r.run_id + ".json"))
+    done = len(runs) - len(todo)
+    say(f"sweep {spec['name']}: {len(runs)} runs, {done} already finished, {len(todo)} to run"
+        + (f" ({len(stale)} of them changed in the spec since they ran)" if stale else ""))
     if todo:
         with compute_on(scheduler, workers or 1) as client:
             from distributed import as_completed
             from tqdm.auto import tqdm
 
-            futures = {client.submit(run_one, r, run_dir, key=f"tokendyn-run-{r.run_id}", pure=False): r for r in todo}
+            futures = {client.submit(run_one, r, run_dir, key=f"tokendyn-run-{r.run_id}-{r.config_hash}", pure=False): r
+                       for r in todo}
             with tqdm(total=len(todo), desc="sweep", unit="run", file=sys.stderr) as bar:
                 for future in as_completed(futures):
                     run = futures[future]
@@ -248,13 +350,8 @@ def run_sweep(source: str, out_dir: str, *, workers: int = 1, scheduler: str | N
                     except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others
                         say(f"run {run.run_id} failed: {exc}")
                     bar.update(1)
-    results = []
-    for r in runs:
-        path = os.path.join(run_dir, r.run_id + ".json")
-        if os.path.exists(path):
-            with open(path) as f:
-                results.append(json.load(f))
+    results = [metrics for metrics in (finished_result(r, run_dir) for r in runs) if metrics is not None]
     if not results:
         raise ConfigError("no run of the sweep finished", out_dir)
     paths = summarize(spec, results, os.path.abspath(out_dir))
-    return {"spec": spec, "runs": len(runs), "finished": len(results), "skipped": len(done), **paths}
+    return {"spec": spec, "runs": len(runs), "finished": len(results), "skipped": done, **paths}
