@@ -9,7 +9,7 @@ from typing import Any
 
 from tokendyn._version import __version__
 from tokendyn.errors import TokendynError
-from tokendyn.surfaces.cli_common import with_progress
+from tokendyn.surfaces.cli_common import terminal_text, with_progress
 
 
 def _human_bytes(n: float) -> str:
@@ -49,7 +49,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     title = data["attrs"].get("title")
     if title:
         lines.insert(1, f"title        {title}")
-    print("\n".join(lines))
+    print("\n".join(terminal_text(line) for line in lines))
     return 0
 
 
@@ -58,13 +58,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     report = with_progress("scanning frames", args.quiet, check, args.path, scan_values=not args.no_scan)
     for note in report.notes:
-        print(f"note: {note}")
+        print(terminal_text(f"note: {note}"))
     for problem in report.problems:
-        print(f"problem: {problem}")
+        print(terminal_text(f"problem: {problem}"))
     if report.ok:
-        print(f"{report.path}: OK, a valid W-movie")
+        print(terminal_text(f"{report.path}: OK, a valid W-movie"))
         return 0
-    print(f"{report.path}: {len(report.problems)} problem(s)")
+    print(terminal_text(f"{report.path}: {len(report.problems)} problem(s)"))
     return 1
 
 
@@ -72,7 +72,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
     from tokendyn.tools.repair import repair
 
     out = with_progress("copying frames", args.quiet, repair, args.path, args.output, in_place=args.in_place)
-    print(f"wrote a clean copy: {out}")
+    print(terminal_text(f"wrote a clean copy: {out}"))
     return 0
 
 
@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except TokendynError as exc:
-        print(f"tokendyn: error: {exc}", file=sys.stderr)
+        print(terminal_text(f"tokendyn: error: {exc}"), file=sys.stderr)  # one line, whatever the file held
         return 2
     except KeyboardInterrupt:
         print("tokendyn: interrupted", file=sys.stderr)

@@ -10,6 +10,19 @@ from typing import Any
 from tokendyn.errors import TokendynError
 
 
+def terminal_text(value: Any) -> str:
+    """``value`` as text safe to print: every character that is not printable (terminal escape
+    sequences, carriage returns, newlines, bidirectional overrides) written as ``repr`` writes it.
+
+    Everything a movie holds (its file name, title, config, token texts) and every error message
+    that quotes it goes through this before it reaches the user's terminal.
+    """
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def progress_bar(desc: str, quiet: bool = False) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     """A tqdm bar driven by ``update(done, total)`` calls, and the function that closes it."""
     if quiet:

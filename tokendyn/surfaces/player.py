@@ -7,6 +7,7 @@ pause, scrub; works offline), a GIF (Pillow, through matplotlib), or an MP4 (nee
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
 import shutil
@@ -144,7 +145,7 @@ def player_fragment(proj: Projection, *, element_id: str = "tdplayer", fps: int 
     }
     legend = " ".join(f'<span style="color:{c}">&#9632; {name}</span>' for name, c in CLASS_COLOURS.items()
                       if name in set(proj.classes))
-    payload = json.dumps(data).replace("</", "<\\/")
+    payload = json_for_script(data)
     fitted_on = "on all shown frames" if proj.fit == "all" else "on frame " + proj.fit
     return f"""<div class="tdplayer" id="{element_id}">
 <canvas width="{size}" height="{size}" style="border:1px solid #ccc"></canvas>
@@ -156,6 +157,16 @@ explaining {proj.explained[0] * 100:.1f}% + {proj.explained[1] * 100:.1f}% of th
 <script type="application/json">{payload}</script>
 <script>{_PLAYER_JS % {"id": element_id}}</script>
 </div>"""
+
+
+_SCRIPT_UNSAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
+def json_for_script(data: Any) -> str:
+    """``data`` as JSON safe inside a ``<script>`` element: ``<``, ``>`` and ``&`` written as
+    ``\\uXXXX`` escapes (``json.dumps`` already escapes every other non-ASCII character, the
+    JavaScript line separators included), so no string from a movie can end the element."""
+    return json.dumps(data).translate(_SCRIPT_UNSAFE)
 
 
 def _animate(proj: Projection, path: str, fps: int, trace: Sequence[int]) -> None:
@@ -214,9 +225,9 @@ def play(movie: str | os.PathLike, output: str | os.PathLike | None = None, *, t
     proj = project(ds, tokens=tokens, frames=frames, fit=fit, max_frames=max_frames, trace=trace)
     if ext == ".html":
         page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>tokendyn play: {os.path.basename(movie)}</title></head>
+<html lang="en"><head><meta charset="utf-8"><title>tokendyn play: {html.escape(os.path.basename(movie))}</title></head>
 <body style="font-family:sans-serif">
-<h1>{os.path.basename(movie)}: the token cloud</h1>
+<h1>{html.escape(os.path.basename(movie))}: the token cloud</h1>
 {player_fragment(proj, fps=fps, trace=trace)}
 </body></html>
 """
