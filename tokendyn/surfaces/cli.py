@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -136,14 +137,32 @@ def _register_analysis(sub: Any) -> None:
 _EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_train, _register_analysis]
 
 
+# The optional packages a command may need, and the extra of pyproject.toml that installs each.
+OPTIONAL_EXTRAS = {"torch": "train", "tokenizers": "train", "zarr": "distributed", "distributed": "distributed",
+                   "yaml": "distributed", "tomli": "distributed", "selenium": "test"}
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *_args: Any, **_kwargs: Any) -> str:
+    """A warning as one escaped line, like the errors (not Python's two lines with the source)."""
+    return terminal_text(f"tokendyn: warning: {message}") + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tokendyn`` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.formatwarning = _one_line_warning
     try:
         return int(args.func(args) or 0)
     except TokendynError as exc:
         print(terminal_text(f"tokendyn: error: {exc}"), file=sys.stderr)  # one line, whatever the file held
+        return 2
+    except ModuleNotFoundError as exc:
+        extra = OPTIONAL_EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(terminal_text(f"tokendyn: error: {args.command if hasattr(args, 'command') else 'this command'} needs "
+                            f"the optional package {exc.name!r}: pip install 'tokendyn[{extra}]'"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tokendyn: interrupted", file=sys.stderr)

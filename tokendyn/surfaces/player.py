@@ -35,13 +35,32 @@ class Projection:
     classes: np.ndarray  # class names per token
     explained: np.ndarray  # variance fraction of the two components (on the fit data)
     fit: str
+    finite: np.ndarray | None = None  # per shown frame: all of W finite (a diverged run's frames are not)
+
+    def __post_init__(self) -> None:
+        if self.finite is None:
+            self.finite = np.isfinite(self.xy).all(axis=(1, 2))
 
 
 def project(ds: Any, *, tokens: Any = "all", frames: slice | None = None, fit: str | int = "all",
             max_frames: int = 200, max_tokens: int = 3000, trace: Sequence[int] | None = None,
             seed: int = 0) -> Projection:
-    """Fit a PCA plane once and project the selected tokens of up to ``max_frames`` frames onto it."""
+    """Fit a PCA plane once and project the selected tokens of up to ``max_frames`` frames onto it.
+
+    Frames holding NaN or infinite values (a diverged run) are left out of the fit; their
+    positions are NaN and :attr:`Projection.finite` marks them.
+
+    Raises
+    ------
+    TokendynError
+        ``max_frames`` or ``max_tokens`` below 1, a ``fit`` frame outside the movie or not finite,
+        or no finite frame to fit the plane on.
+    """
     from tokendyn.analysis.base import select
+
+    for name, value in (("max_frames", max_frames), ("max_tokens", max_tokens)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise TokendynError(f"{name} must be a whole number >= 1, got {value!r}")
 
     sub = select(ds, tokens, frames)
     n_frames, n_tokens = sub.sizes[fmt.DIM_FRAME], sub.sizes[fmt.DIM_TOKEN]
@@ -56,8 +75,12 @@ def project(ds: Any, *, tokens: Any = "all", frames: slice | None = None, fit: s
     sub = sub.isel({fmt.DIM_TOKEN: keep})
     w = sub["W"].data[shown]
     x = np.asarray(w.compute() if hasattr(w, "compute") else w, np.float64)  # (shown, tokens, dim)
+    finite = np.isfinite(x).all(axis=(1, 2))
     if fit == "all":
-        fit_data = x.reshape(-1, x.shape[-1])
+        if not finite.any():
+            raise TokendynError("no shown frame of W is finite (NaN or infinite everywhere: a diverged run?), so "
+                                "there is no cloud to draw")
+        fit_data = x[finite].reshape(-1, x.shape[-1])
     else:
         try:
             fit_index = int(fit)
@@ -66,14 +89,28 @@ def project(ds: Any, *, tokens: Any = "all", frames: slice | None = None, fit: s
         if not -n_frames <= fit_index < n_frames:
             raise TokendynError(f"--fit frame {fit_index} is outside the movie's {n_frames} frames")
         fit_data = np.asarray(sub["W"].isel({fmt.DIM_FRAME: fit_index}).values, np.float64)
+        if not np.isfinite(fit_data).all():
+            raise TokendynError(f"--fit frame {fit_index} holds NaN or infinite values; fit on 'all' or another frame")
     mean = fit_data.mean(axis=0)
     _, s, vt = np.linalg.svd(fit_data - mean, full_matrices=False)
     explained = (s[:2] ** 2) / max((s ** 2).sum(), 1e-300)
     xy = ((x - mean) @ vt[:2].T).astype(np.float32)
+    xy[~finite] = np.nan
     loss = sub["loss"].values[shown] if "loss" in sub else np.full(shown.size, np.nan)
     names = np.array(fmt.TOKEN_CLASSES)[sub[fmt.TOKEN_CLASS].values]
     return Projection(frames=shown, steps=sub[fmt.STEP].values[shown], loss=np.asarray(loss, float), xy=xy,
-                      token_ids=sub[fmt.DIM_TOKEN].values, classes=names, explained=explained, fit=str(fit))
+                      token_ids=sub[fmt.DIM_TOKEN].values, classes=names, explained=explained, fit=str(fit),
+                      finite=finite)
+
+
+def project_naming(movie: str, ds: Any, **kwargs: Any) -> Projection:
+    """:func:`project`, its errors naming ``movie``."""
+    try:
+        return project(ds, **kwargs)
+    except TokendynError as exc:
+        if exc.path is not None:
+            raise
+        raise TokendynError(exc.problem, movie) from None
 
 
 _PLAYER_JS = r"""
@@ -95,7 +132,7 @@ _PLAYER_JS = r"""
   function draw() {
     ctx.fillStyle = "#ffffff"; ctx.fillRect(0, 0, canvas.width, canvas.height);
     const base = frame * nT * 2;
-    for (let t = 0; t < nT; t++) {
+    for (let t = 0; t < nT && data.finite[frame]; t++) {
       ctx.fillStyle = data.colours[data.classes[t]];
       ctx.fillRect(px(xy[base + 2 * t]) - 1.5, py(xy[base + 2 * t + 1]) - 1.5, 3, 3);
     }
@@ -111,7 +148,7 @@ _PLAYER_JS = r"""
     });
     const loss = data.loss[frame];
     label.textContent = "step " + data.steps[frame] + (loss === null ? "" : "   loss " + loss.toFixed(3))
-      + "   (frame " + (frame + 1) + " of " + nF + ")";
+      + "   (frame " + (frame + 1) + " of " + nF + ")" + (data.finite[frame] ? "" : "   W not finite (diverged)");
     slider.value = frame;
   }
   function stop() { if (timer !== null) { clearInterval(timer); timer = null; } button.textContent = "play"; }
@@ -130,8 +167,10 @@ _PLAYER_JS = r"""
 def player_fragment(proj: Projection, *, element_id: str = "tdplayer", fps: int = 12, trace: Sequence[int] = (),
                     size: int = 560) -> str:
     """An HTML fragment (canvas, controls, data and script; no external resources) playing ``proj``."""
-    span = float(np.abs(proj.xy).max()) or 1.0
-    q = np.round(proj.xy / span * 32767).astype("<i2")
+    if isinstance(fps, bool) or not isinstance(fps, (int, np.integer)) or fps < 1:
+        raise TokendynError(f"fps must be a whole number >= 1, got {fps!r}")
+    span = float(np.nanmax(np.abs(proj.xy))) if proj.finite.any() else 1.0
+    q = np.round(np.nan_to_num(proj.xy, nan=0.0) / (span or 1.0) * 32767).astype("<i2")
     trace_idx = [int(i) for i in np.flatnonzero(np.isin(proj.token_ids, list(trace)))]
     data = {
         "xy": base64.b64encode(q.tobytes()).decode("ascii"),
@@ -142,6 +181,7 @@ def player_fragment(proj: Projection, *, element_id: str = "tdplayer", fps: int 
         "trace": trace_idx,
         "trace_labels": [f"token {int(proj.token_ids[i])}" for i in trace_idx],
         "fps": int(fps),
+        "finite": [bool(v) for v in proj.finite],
     }
     legend = " ".join(f'<span style="color:{c}">&#9632; {name}</span>' for name, c in CLASS_COLOURS.items()
                       if name in set(proj.classes))
@@ -178,7 +218,7 @@ def _animate(proj: Projection, path: str, fps: int, trace: Sequence[int]) -> Non
 
     fig, ax = plt.subplots(figsize=(6, 6), dpi=80)
     colours = [CLASS_COLOURS[c] for c in proj.classes]
-    span = float(np.abs(proj.xy).max()) * 1.05 or 1.0
+    span = float(np.nanmax(np.abs(proj.xy))) * 1.05 or 1.0
     ax.set(xlim=(-span, span), ylim=(-span, span), xlabel="PC 1 (embedding units)", ylabel="PC 2 (embedding units)")
     scat = ax.scatter(proj.xy[0, :, 0], proj.xy[0, :, 1], s=4, c=colours)
     title = ax.set_title("")
@@ -188,7 +228,8 @@ def _animate(proj: Projection, path: str, fps: int, trace: Sequence[int]) -> Non
     def update(f: int):
         scat.set_offsets(proj.xy[f])
         loss = proj.loss[f]
-        title.set_text(f"step {proj.steps[f]}" + (f"   loss {loss:.3f}" if np.isfinite(loss) else ""))
+        title.set_text(f"step {proj.steps[f]}" + (f"   loss {loss:.3f}" if np.isfinite(loss) else "")
+                       + ("" if proj.finite[f] else "   W not finite (diverged)"))
         for line, t in zip(lines, trace_idx):
             line.set_data(proj.xy[: f + 1, t, 0], proj.xy[: f + 1, t, 1])
         return [scat, title, *lines]
@@ -209,6 +250,12 @@ def play(movie: str | os.PathLike, output: str | os.PathLike | None = None, *, t
 
     movie = os.fspath(movie)
     output = os.fspath(output) if output else os.path.splitext(movie)[0] + ".cloud.html"
+    if isinstance(fps, bool) or not isinstance(fps, (int, np.integer)) or fps < 1:
+        raise TokendynError(f"fps must be a whole number >= 1, got {fps!r}", movie)
+    if os.path.isdir(output):
+        raise TokendynError("the output is a folder; give a file name ending in .html, .gif or .mp4", output)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
+        raise TokendynError("the output's folder does not exist", output)
     ext = os.path.splitext(output)[1].lower()
     if ext not in (".html", ".gif", ".mp4"):
         raise TokendynError(f"{output}: unknown output type {ext or '(none)'}; use .html, .gif or .mp4")
@@ -222,7 +269,7 @@ def play(movie: str | os.PathLike, output: str | os.PathLike | None = None, *, t
         if fmt.TOKEN_COUNT in ds.coords and live.size:
             counts = ds[fmt.TOKEN_COUNT].values
             trace = [int(ds[fmt.DIM_TOKEN].values[live[np.argmax(counts[live])]])]
-    proj = project(ds, tokens=tokens, frames=frames, fit=fit, max_frames=max_frames, trace=trace)
+    proj = project_naming(movie, ds, tokens=tokens, frames=frames, fit=fit, max_frames=max_frames, trace=trace)
     if ext == ".html":
         page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>tokendyn play: {html.escape(os.path.basename(movie))}</title></head>
@@ -231,8 +278,11 @@ def play(movie: str | os.PathLike, output: str | os.PathLike | None = None, *, t
 {player_fragment(proj, fps=fps, trace=trace)}
 </body></html>
 """
-        with open(output, "w", encoding="utf-8") as f:
-            f.write(page)
+        try:
+            with open(output, "w", encoding="utf-8") as f:
+                f.write(page)
+        except OSError as exc:
+            raise TokendynError(f"cannot write the page ({exc.strerror or exc})", output) from None
     else:
         _animate(proj, output, fps, trace)
     return output

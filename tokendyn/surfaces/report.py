@@ -16,7 +16,18 @@ from typing import Any
 import numpy as np
 
 from tokendyn import format as fmt
-from tokendyn.surfaces.player import CLASS_COLOURS, player_fragment, project
+from tokendyn.errors import TokendynError
+from tokendyn.surfaces.player import CLASS_COLOURS, player_fragment, project_naming
+
+
+def _nonfinite_note(proj) -> str:
+    """A marked paragraph naming the shown frames whose W is not finite (a diverged run), or nothing."""
+    bad = np.flatnonzero(~proj.finite)
+    if bad.size == 0:
+        return ""
+    return (f'<p class="nonfinite" style="color:#b00"><b>{bad.size} of {len(proj.finite)} frames shown hold NaN or '
+            f"infinite values in W</b> (from step {int(proj.steps[bad[0]])}: the run diverged?). They are left out "
+            "of the PCA fit, drawn empty in the player and marked in its label.</p>")
 
 
 def png_data(fig) -> str:
@@ -161,13 +172,18 @@ def write_report(movie: str | os.PathLike, output: str | os.PathLike | None = No
 
     movie = os.fspath(movie)
     out_dir = os.fspath(output) if output else os.path.splitext(movie)[0] + ".report"
-    os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise TokendynError("the report's output is a folder, but a file of that name exists", out_dir)
     ds = open_movie(movie)
     meta = info(movie)
     results = _run_analyses(ds, tokens, frames, progress)
-    proj = project(ds, tokens=tokens or "all", frames=frames, max_frames=player_frames)
+    proj = project_naming(movie, ds, tokens=tokens or "all", frames=frames, max_frames=player_frames)
     figures = _figures(ds, results, proj)
     summary = _summary(meta, ds, results)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise TokendynError(f"cannot create the report's folder ({exc.strerror or exc})", out_dir) from None
     summary_path = os.path.join(out_dir, "summary.json")
     with open(summary_path, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, default=_number)
@@ -187,7 +203,7 @@ table{{border-collapse:collapse;font-size:85%}} th,td{{border:1px solid #ddd;pad
 pre{{background:#f6f6f6;padding:.5em;font-size:80%;overflow:auto}}</style></head>
 <body>
 <h1>tokendyn report: {html.escape(os.path.basename(movie))}</h1>
-<section id="info"><h2>Movie</h2><table>{info_rows}</table></section>
+<section id="info"><h2>Movie</h2><table>{info_rows}</table>{_nonfinite_note(proj)}</section>
 {body}
 <section id="player"><h2>The cloud over time</h2>{player_fragment(proj, trace=[], size=480)}</section>
 <section id="summary"><h2>Headline numbers (summary.json)</h2><pre>{headline}</pre></section>
