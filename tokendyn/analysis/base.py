@@ -38,7 +38,8 @@ import xarray as xr
 from tokendyn import format as fmt
 from tokendyn.errors import AnalysisError
 
-from ._frames import StoredFrames, decoded, describe_frames, frame_positions, frame_slice, lazy, per_token_array, stream
+from ._frame_range import describe_frames, frame_positions, frame_slice
+from ._frames import StoredFrames, decoded, lazy, per_token_array, stream
 from ._options import Rule, accepts, check_option, choice, is_number, is_whole, movie_path, number, sequence, shown, whole
 from ._options import tokens as token_rule
 
