@@ -31,7 +31,7 @@ def check_format_name(attrs: Mapping[str, object], path: str, container: str = "
     ``container`` names what was opened in the message ("HDF5 file", "zarr group").
     """
     name = _text(attrs.get("format"))
-    if name != fmt.FORMAT_NAME:
+    if not isinstance(name, str) or name != fmt.FORMAT_NAME:  # an opaque or array attribute is not a name
         raise MovieFormatError(
             f"{container} without the W-movie attributes (format={name!r}, expected {fmt.FORMAT_NAME!r})", path
         )

@@ -131,7 +131,10 @@ def _problems(arrays: Any, stored_bytes: int, found: dict[str, MovieShape]) -> I
     yield from problems
     problems.clear()
     for name in (fmt.TIME, fmt.DIM_FRAME, fmt.DIM_TOKEN, fmt.DIM_DIM):
-        _array(arrays, name, problems)
+        arr = _array(arrays, name, problems)
+        size = None if shape is None else dict(zip((fmt.DIM_TOKEN, fmt.DIM_DIM), shape)).get(name)
+        if arr is not None and size is not None and tuple(arr.shape) != (size,):  # a scale that lies about its axis
+            problems.append(f"the {name!r} scale has shape {tuple(arr.shape)}, but W has {size} {name}s")
     for name in fmt.NONFINITE.values():
         arr = _array(arrays, name, problems)
         if arr is not None and (arr.ndim != 1 or arr.dtype.kind not in "iu"):
