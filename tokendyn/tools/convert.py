@@ -87,7 +87,11 @@ def to_zarr(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool =
         total = n * len(shape.matrices)
         done = 0
         every_chunk = {"write_empty_chunks": True}
-        for name, dset in f.items():
+        # h5py holds its global lock while f.items() is being iterated; zarr writes on its own thread,
+        # where a garbage collection may finalize an h5py object and wait for that lock: a deadlock
+        # (as in hdmf-dev/hdmf-zarr#362). So the variables are listed first, and no zarr call runs
+        # inside an h5py iteration.
+        for name, dset in [(name, f[name]) for name in list(f.keys())]:
             data_shape = (n,) + dset.shape[1:] if name in series or name in fmt.MATRIX_VARIABLES else dset.shape
             if dset.dtype.kind in ("O", "S") or h5_is_text(dset):
                 values = np.asarray(source.text(name), dtype=str)
