@@ -25,13 +25,14 @@ def movie_summary(path: str | os.PathLike) -> str:
     lines.append(f"  cloud centroid drift      {np.linalg.norm(c1 - c0):.4g}")
     r0 = np.linalg.norm(first - c0, axis=1).mean()
     r1 = np.linalg.norm(last - c1, axis=1).mean()
-    lines.append(f"  mean radius               {r0:.4g} -> {r1:.4g} ({(r1 / r0 - 1) * 100:+.1f}%)")
+    lines.append(f"  mean radius (centroid)    {r0:.4g} -> {r1:.4g} ({(r1 / r0 - 1) * 100:+.1f}%)")
     for code, name in enumerate(fmt.TOKEN_CLASSES):
         mask = classes == code
         if not mask.any():
             continue
         moved = np.linalg.norm((last[mask] - c1) - (first[mask] - c0), axis=1)
-        lines.append(f"  {name:8s} {int(mask.sum()):6d} tokens  co-moving displacement mean {moved.mean():.4g}, "
+        lines.append(f"  {name:8s} {int(mask.sum()):6d} tokens ({mask.mean():6.1%})  co-moving displacement mean "
+                     f"{moved.mean():.4g}, "
                      f"median {np.median(moved):.4g}")
     if "loss" in ds:
         loss = ds.loss.values

@@ -150,36 +150,45 @@ class TrainConfig:
 
 _BASE = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 
+# Each preset follows its card in shared/seeds (tests/test_presets.py holds the card's figure beside
+# each field). Where a card names no schedule, the learning rate decays to 10 % of its peak
+# (min_lr_ratio=0.1), so that a freeze, if one happens, is the lattice's doing and not a learning
+# rate of zero; Duckling II's card names HF Trainer's linear decay, which ends at zero, and keeps it.
 PRESETS: dict[str, dict[str, Any]] = {
-    # trains in seconds on 2 CPU cores and still beats the unigram baseline in 200 steps
+    # no card: trains in seconds on 2 CPU cores and still beats the unigram baseline in 200 steps
     "tiny": dict(layers=2, dim=64, heads=2, ffn_ratio=2.0, context=64, batch=16, vocab_size=512,
-                 n_phantom=64, steps=200, lr=3e-3, warmup=20, precision="fp32"),
-    # Duckling: TinyStories-style, 8 layers; GPT-2 truncated to 8000 ids + 2000 phantom rows
+                 n_phantom=64, steps=200, lr=3e-3, warmup=20, min_lr_ratio=0.1, precision="fp32"),
+    # Duckling: TinyStories-style, 8 layers; GPT-2 truncated to its 8000 live ids + 2000 phantom rows
+    # (20 % dead by design, no natural dead tokens); 10 % of Chinchilla: 1427 steps of batch 8
     "duckling": dict(layers=8, dim=128, heads=2, ffn=512, context=512, batch=8, vocab_size=8000,
-                     n_phantom=2000, steps=1427, lr=6e-4, warmup=100, schedule="cosine",
-                     corpus_chars=20_000_000, foreign_chars=4_000_000, precision="bf16-mixed"),
-    # Duckling II: 2 layers, 6144 live + 2048 phantom, AdamW 1e-4, wd 0.01, linear decay, seed 42
+                     n_phantom=2000, steps=1427, lr=6e-4, warmup=100, schedule="cosine", min_lr_ratio=0.1,
+                     corpus_chars=20_000_000, foreign_chars=0, precision="bf16-mixed"),
+    # Duckling II: 2 layers, 6144 live + 2048 never in the data, AdamW 1e-4, wd 0.01, linear decay
+    # (to zero, as HF Trainer's), seed 42, batch 2, the card's 10K-step run
     "duckling2": dict(layers=2, dim=128, heads=2, ffn=512, context=512, batch=2, vocab_size=6144,
-                      n_phantom=2048, steps=2000, lr=1e-4, warmup=0, weight_decay=0.01, schedule="linear",
-                      seed=42, corpus_chars=20_000_000, foreign_chars=4_000_000, precision="bf16-mixed"),
+                      n_phantom=2048, steps=10_000, lr=1e-4, warmup=0, weight_decay=0.01, schedule="linear",
+                      min_lr_ratio=0.0, seed=42, corpus_chars=20_000_000, foreign_chars=0,
+                      precision="bf16-mixed"),
     # Operation Goldilocks: bf16 weights to watch the lattice; dead tokens from the foreign script
     "goldilocks-lean": dict(layers=2, dim=64, heads=1, ffn_ratio=2.0, context=64, batch=256, vocab_size=4096,
-                            n_phantom=0, steps=5000, lr=1e-3, warmup=100, schedule="cosine",
+                            n_phantom=0, steps=5000, lr=1e-3, warmup=100, schedule="cosine", min_lr_ratio=0.1,
                             corpus_chars=20_000_000, foreign_chars=4_000_000, precision="bf16-pure"),
     "goldilocks-balanced": dict(layers=3, dim=96, heads=2, ffn_ratio=2.0, context=128, batch=128,
                                 vocab_size=4096, n_phantom=0, steps=5000, lr=1e-3, warmup=100,
-                                schedule="cosine", corpus_chars=20_000_000, foreign_chars=4_000_000,
-                                precision="bf16-pure"),
+                                schedule="cosine", min_lr_ratio=0.1, corpus_chars=20_000_000,
+                                foreign_chars=4_000_000, precision="bf16-pure"),
     "goldilocks-rich": dict(layers=4, dim=128, heads=2, ffn_ratio=2.0, context=128, batch=128,
                             vocab_size=4096, n_phantom=0, steps=5000, lr=1e-3, warmup=100, schedule="cosine",
-                            corpus_chars=20_000_000, foreign_chars=4_000_000, precision="bf16-pure"),
-    # Flannel: char-level BPE 10K over English + a foreign script, 1000 steps; tied / untied (W and E)
+                            min_lr_ratio=0.1, corpus_chars=20_000_000, foreign_chars=4_000_000,
+                            precision="bf16-pure"),
+    # Flannel: char-level BPE 10K over English + a foreign script (63 % of the ids live on the training
+    # text, as the card's 6,301 of 10,000), a 5 MB English corpus, 1000 steps; tied / untied (W and E)
     "flannel": dict(layers=2, dim=128, heads=2, ffn_ratio=4.0, context=128, batch=32, vocab_size=10000,
-                    n_phantom=0, steps=1000, lr=1e-3, warmup=50, corpus_chars=5_000_000,
-                    foreign_chars=2_000_000, precision="bf16-pure", tied=True),
+                    n_phantom=0, steps=1000, lr=1e-3, warmup=50, min_lr_ratio=0.1, corpus_chars=5_000_000,
+                    foreign_chars=1_000_000, precision="bf16-pure", tied=True),
     "flannel-untied": dict(layers=2, dim=128, heads=2, ffn_ratio=4.0, context=128, batch=32, vocab_size=10000,
-                           n_phantom=0, steps=1000, lr=1e-3, warmup=50, corpus_chars=5_000_000,
-                           foreign_chars=2_000_000, precision="bf16-pure", tied=False),
+                           n_phantom=0, steps=1000, lr=1e-3, warmup=50, min_lr_ratio=0.1,
+                           corpus_chars=5_000_000, foreign_chars=1_000_000, precision="bf16-pure", tied=False),
 }
 
 

@@ -1,4 +1,5 @@
-"""The embedded default corpus: seeded generators of simple children's stories (the training text)
+"""The embedded default corpus: seeded generators of simple children's stories over a real English
+lexicon (the training text)
 and of a made-up foreign script (seen by the tokenizer, never by the model, so its tokens are
 naturally dead). Nothing is downloaded; the same seed and size give the same text."""
 from __future__ import annotations
@@ -7,77 +8,77 @@ import os
 import random
 from collections.abc import Iterator
 
-NAMES = """Lily Tom Mia Ben Sam Anna Max Lucy Leo Emma Jack Zoe Finn Ella Noah Ruby Oscar Daisy Milo Rosa
-Theo Ivy Hugo Nora Felix Alice Jasper Hazel Otto Pip Clara Eli Molly Arlo Bella Toby Iris Jonah Maya
-Kit Luna Ned Poppy Rex Sky Tilly Wren Abby Bo Cora Dot Ezra Fern Gus Hope Ike June Kai""".split()
-ANIMALS = """dog cat bird fish rabbit duck frog bear fox owl mouse horse cow pig sheep goat lion tiger
-turtle snail bee ant butterfly squirrel deer wolf hen chick puppy kitten pony dragon whale seal
-crab hedgehog badger otter beaver goose swan crow robin""".split()
-THINGS = """ball kite box hat cake apple book toy boat car train drum cup spoon shoe sock key ring bell
-flower tree stone shell leaf stick rope blanket pillow lamp map coin star cookie pie candle bucket
-basket feather button jar sandwich umbrella""".split()
-PLACES = """park garden forest river beach house school farm town hill lake pond meadow cave castle
-kitchen yard barn shop library village bridge field island mountain""".split()
-ADJECTIVES = """big small happy sad red blue green yellow little old new soft loud quiet shiny warm cold
-brave kind funny sleepy hungry fast slow tall tiny bright dark pretty gentle silly clever curious
-shy proud busy lucky""".split()
-VERBS_PAST = """found saw liked wanted took gave made lost shared painted hugged carried opened
-cleaned fixed kept held chased followed hid""".split()
-FEELINGS = "happy sad scared excited proud tired surprised angry calm glad".split()
-MOVES = "ran walked jumped hopped flew swam danced skipped climbed rolled".split()
+from .lexicon import lexicon
+
 TIMES = ["One day", "Once upon a time", "In the morning", "After lunch", "Later", "At night",
-         "On a sunny day", "On a rainy day", "The next day", "Long ago"]
+         "On a sunny day", "On a rainy day", "The next day", "Long ago", "That winter", "In the evening"]
 
 
-def _story(rng: random.Random) -> str:
-    hero, friend = rng.sample(NAMES, 2)
-    animal, thing, thing2 = rng.choice(ANIMALS), rng.choice(THINGS), rng.choice(THINGS)
-    place, place2 = rng.sample(PLACES, 2)
-    adj, adj2 = rng.sample(ADJECTIVES, 2)
-    feeling = rng.choice(FEELINGS)
-    move = rng.choice(MOVES)
-    verb = rng.choice(VERBS_PAST)
-    pick = rng.random()
+class _Words:
+    """Draws words of each part of speech with the frequencies of the lexicon (a Zipf law)."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+        self.classes = lexicon()
+
+    def __call__(self, tag: str) -> str:
+        c = self.classes[tag]
+        return self.rng.choices(c.words, cum_weights=c.cum_weights)[0]
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _story(rng: random.Random, w: _Words) -> str:
+    hero, friend = w("NNP"), w("NNP")
+    thing, thing2, place, animal = w("NN"), w("NN"), w("NN"), w("NN")
+    things = w("NNS")
+    adj, adj2, feeling = w("JJ"), w("JJ"), w("JJ")
+    verb, verb2, move = w("VBD"), w("VBD"), w("VBD")
     sentences = [f"{rng.choice(TIMES)}, {hero} went to the {place}."]
-    if pick < 0.33:
-        sentences += [
-            f"{hero} saw a {adj} {animal} near a {thing}.",
-            f'"Hello, little {animal}," said {hero}. "Do you want to play?"',
-            f"The {animal} {move} around the {place} and {hero} laughed.",
-            f"They played with the {thing} all day.",
-        ]
-    elif pick < 0.66:
-        sentences += [
-            f"{hero} {verb} a {adj} {thing} under a tree.",
-            f"{hero} showed the {thing} to {friend}.",
-            f'"It is so {adj2}!" said {friend}. {friend} felt {feeling}.',
-            f"Then they {move} to the {place2} together.",
-        ]
-    else:
-        sentences += [
-            f"{hero} lost a {adj} {thing} and felt {feeling}.",
-            f"{friend} and a {animal} helped {hero} look for it.",
-            f"They looked in the {place2} and behind the {thing2}.",
-            f"At last the {animal} found the {thing}. {hero} said, \"Thank you, {animal}!\"",
-        ]
-    ending = rng.choice([
+    middles = [
+        [f"{hero} saw {_article(adj)} {adj} {animal} near the {thing}.",
+         f'"Hello, little {animal}," said {hero}. "Do you want to {w("VB")}?"',
+         f"The {animal} {move} {w('RB')} and {hero} laughed."],
+        [f"{hero} {verb} {_article(adj)} {adj} {thing} under the {thing2}.",
+         f"{hero} showed the {thing} to {friend}.",
+         f'"It is so {adj2}!" said {friend}. {friend} felt {feeling}.'],
+        [f"{hero} lost the {thing} and felt {feeling}.",
+         f"{friend} and the {animal} helped {hero} look for it among the {things}.",
+         f"At last the {animal} found it. {hero} said, \"Thank you, {animal}!\""],
+        [f"There were many {things} in the {place}, and {hero} was {w('VBG')} them.",
+         f"{friend} {verb2} the {adj2} ones and {move} home {w('RB')}.",
+         f"{hero} thought the {things} were {adj} and {w('JJ')}."],
+        [f"The {adj} {thing} of {friend} was {w('RB')} {w('JJ')}.",
+         f"{hero} {verb} it, then {verb2} the {thing2} too.",
+         f"Everyone in the {place} was {w('VBG')} and {feeling}."],
+    ]
+    sentences += rng.choice(middles)
+    sentences.append(rng.choice([
         f"{hero} and {friend} were best friends.",
-        f"That night {hero} slept with the {thing}.",
+        f"That night {hero} slept next to the {thing}.",
         f"The {animal} was {adj2} and {feeling} too.",
-        f"{hero} learned to be {rng.choice(ADJECTIVES)} and kind.",
+        f"{hero} learned to be {w('JJ')} and kind.",
         "The end.",
-    ])
-    sentences.append(ending)
+    ]))
     return " ".join(sentences)
 
 
 def stories(n_chars: int, seed: int = 0) -> str:
-    """Children's-story English of about ``n_chars`` characters, reproducible from ``seed``."""
-    rng = random.Random(f"tokendyn-stories-{seed}")
+    """Children's-story English of about ``n_chars`` characters, reproducible from ``seed``.
+
+    The grammar is a handful of story templates; its nouns, names, adjectives, verbs and adverbs
+    are drawn from a lexicon of about 19,000 English words with their frequencies in public-domain
+    books (:func:`tokendyn.trainers.lexicon.lexicon`), so the text has a realistic, Zipf-like
+    vocabulary of thousands of word types.
+    """
+    rng = random.Random(f"tokendyn-stories-v2-{seed}")
+    words = _Words(rng)
     parts: list[str] = []
     total = 0
     while total < n_chars:
-        s = _story(rng)
+        s = _story(rng, words)
         parts.append(s)
         total += len(s) + 1
     return "\n".join(parts)

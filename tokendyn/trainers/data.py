@@ -52,22 +52,18 @@ def build(
     heldout_fraction: float = 0.05,
 ) -> TokenData:
     """Make (or load from cache) the tokenizer and token ids for a run."""
-    if corpus:
-        text = corpus_mod.read_user_corpus(corpus)
-        corpus_id = digest("user", text)
-    else:
-        text = corpus_mod.stories(corpus_chars, seed=seed)
-        corpus_id = digest("stories-v1", corpus_chars, seed)
+    text = corpus_mod.read_user_corpus(corpus) if corpus else corpus_mod.stories(corpus_chars, seed=seed)
     if not text.strip():
         raise ConfigError("the corpus is empty", corpus)
     if tokenizer_json:
         tok = load_tokenizer_json(tokenizer_json, vocab_size)
-        tok_id = digest("json", open(tokenizer_json, "rb").read(), vocab_size)
     else:
         foreign_text = corpus_mod.foreign(foreign_chars, seed=seed) if foreign_chars > 0 else ""
         tok = train_char_bpe([t for t in (text, foreign_text) if t], vocab_size)
-        tok_id = digest("bpe", corpus_id, foreign_chars, vocab_size, seed)
-    ids = _cached_ids(digest(corpus_id, tok_id), lambda: tok.encode(list(corpus_mod.chunks(text))))
+    # keyed by what the ids are made from: the text itself and the tokenizer's every merge and id,
+    # so a change to the corpus generator or to the BPE can never reuse old ids
+    key = digest("ids-v2", digest(text), digest(tok.tokenizer.to_str()), tok.n_ids)
+    ids = _cached_ids(key, lambda: tok.encode(list(corpus_mod.chunks(text))))
     n_ids = tok.n_ids
     counts = np.bincount(np.asarray(ids, dtype=np.int64), minlength=n_ids)[:n_ids]
     vocab_rows = n_ids + int(n_phantom)

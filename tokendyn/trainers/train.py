@@ -141,9 +141,9 @@ def train(
     run = Run(cfg, device, data, batches, model, forward_model, optimizer, lr_tensor, autocast, cuda_graphs,
               start_step)
     classes = tokens_per_class(data)
-    say(f"tokendyn train: preset {cfg.preset}, {model.n_params() / 1e6:.2f} M parameters, {data.vocab_rows} "
-        f"vocab rows ({classes['live']} live, {classes['dead']} dead, {classes['phantom']} phantom), "
-        f"{cfg.precision} on {device}, {len(data.train):,} training tokens")
+    say(f"tokendyn train: preset {cfg.preset}, {model.n_params() / 1e6:.2f} M parameters, {cfg.precision} on "
+        f"{device}, {len(data.train):,} training tokens")
+    say(f"vocabulary: {data.vocab_rows} rows, {_class_shares(classes, data.vocab_rows)}")
     say(f"unigram baseline (entropy of the training tokens): {data.unigram_entropy:.3f} nats/token")
 
     recorder = None if out is None else open_recorder(out, run, overwrite=overwrite, resume=resume,
@@ -278,6 +278,11 @@ def autocast_for(cfg: TrainConfig, device: torch.device) -> Callable[[], Any]:
 def tokens_per_class(data: TokenData) -> dict[str, int]:
     """How many vocabulary rows are live, dead and phantom."""
     return {name: int(np.sum(data.token_class == i)) for i, name in enumerate(("live", "dead", "phantom"))}
+
+
+def _class_shares(classes: dict[str, int], rows: int) -> str:
+    """``"290 live (50.3 %), 222 dead (38.5 %), 64 phantom (11.1 %)"``."""
+    return ", ".join(f"{n} {name} ({100 * n / max(rows, 1):.1f} %)" for name, n in classes.items())
 
 
 def open_recorder(out: str, run: Run, *, overwrite: bool, resume: bool, expect_run_id: str | None = None) -> Recorder:
