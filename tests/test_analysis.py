@@ -165,7 +165,7 @@ def test_hypersphere_null_not_rejected_and_drift_rejected(tmp_path):
 
 def test_hypersphere_matches_numpy_reference(walk):
     ds = tokendyn.open_movie(walk, chunks=9)
-    out = hypersphere_walk(ds)
+    out = hypersphere_walk(ds, center="origin")
     x = ds.W.values.astype(np.float64)
     d = x.shape[2]
     a, rho = reference.radial_steps(x)

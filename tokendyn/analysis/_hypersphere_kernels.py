@@ -65,22 +65,28 @@ STEP_TILE = 32  # tokens whose rows walk through a block's frames together (thei
 
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
 def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, cents: np.ndarray, origin: bool,
-                      sample_rows: np.ndarray, lags: np.ndarray, bins: int) -> tuple:  # pragma: no cover
+                      sample_rows: np.ndarray, lags: np.ndarray, edges: np.ndarray,
+                      coarse_bins: int) -> tuple:  # pragma: no cover
     """The hypersphere walk's streaming pass over one block (context: ``max(2, max(lags))`` frames).
 
     Positions are taken about ``cents``, the centre in every frame of the block (not read when
     ``origin``: then about the origin). Returns per
     frame (rho mean, outward fraction, mean a, mean radius change; NaN for the first frame of the
-    selection), the histogram of radial fractions, the sums ``acc`` = [sum a, sum a^2, sum |D|^2,
-    steps, outward, inward, sum cos, sum cos^2, cosines, sum r, radii], for the tokens at
+    selection), the histogram of radial fractions in the ``edges.size + 1`` bins that ``edges``
+    (increasing, inner edges only) cut [0, 1] into (``np.searchsorted(edges, rho, "right")``: the
+    hypersphere walk passes the Beta law's quantiles, so every bin holds the same probability
+    under isotropy), their histogram in ``coarse_bins`` equal bins of rho, the sums ``acc`` = [sum
+    a, sum a^2, sum |D|^2, steps, outward, inward, sum cos, sum cos^2, cosines, sum r, radii, sum
+    rho, radial fractions], for the tokens at
     ``sample_rows`` the sums of cos(r_hat(t), r_hat(t - lag)) and their counts per lag, and per
     frame the number of tokens whose position is not finite (NaN or infinite: a diverged run).
     Steps from or to such a position take no part in any sum or count."""
     _wide_vectors()
     m, _, d = block.shape
     n = rows.shape[0]
-    hist = np.zeros(bins, np.int64)
-    acc = np.zeros(11)
+    hist = np.zeros(edges.shape[0] + 1, np.int32)  # a block holds far fewer than 2^31 steps
+    coarse = np.zeros(coarse_bins, np.int64)
+    acc = np.zeros(13)
     ang_sum = np.zeros(lags.shape[0])
     ang_n = np.zeros(lags.shape[0], np.int64)
     angular_sums(block, lead, start, sample_rows, cents, origin, lags, ang_sum, ang_n)
@@ -175,7 +181,10 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
                         rho = (dot * dot) / (r0sq * dd)
                         rho_sum[tl] += rho
                         rho_n[tl] += 1
-                        hist[min(int(rho * bins), bins - 1)] += 1
+                        hist[np.searchsorted(edges, rho, "right")] += 1
+                        coarse[min(int(rho * coarse_bins), coarse_bins - 1)] += 1
+                        acc[11] += rho
+                        acc[12] += 1
                 if g >= 2 and t > first + 1:  # a step before this one, in this block
                     den = np.sqrt(dd) * np.sqrt(pp)
                     if den > 0 and np.isfinite(den) and np.isfinite(num):
@@ -190,4 +199,4 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
             per[tl, 1] = outward[tl] / step_n[tl] if step_n[tl] else np.nan
             per[tl, 2] = a_sum[tl] / a_n[tl] if a_n[tl] else np.nan
             per[tl, 3] = dr_sum[tl] / step_n[tl] if step_n[tl] else np.nan
-    return per, hist, acc, ang_sum, ang_n, nonfinite
+    return per, hist, coarse, acc, ang_sum, ang_n, nonfinite

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -17,22 +18,189 @@ from ._centroids import SharedCentroids
 from .base import FrameRange, StoredFrames, TokenSelection, annotate, finish, frame_coords, merge, selection, stream
 from .registry import Analysis, ReportFigure, add
 
-_BINS = 20_000  # resolution of the streamed radial-fraction histogram used for the KS test
+CENTERS = ("centroid", "origin")  # both are tested in every pass; the ``center`` option picks the verdict's
+TESTS = ("ks", "sign", "t", "step_correlation")  # the tests the verdict combines, in ``pvalue_by_center``
+COMBINATION = "Cauchy combination (ACAT) of the KS, sign (mid-p), t and step-correlation p-values"
+_COARSE = 200  # equal bins of rho in the histogram the report shows
+_MIN_BINS, _MAX_BINS = 1 << 12, 1 << 18  # equal-probability bins of rho for the KS test
 # the sums the kernel accumulates over a block's steps, in the order of its ``acc`` array
 _SUMS = ("radial_sum", "radial_sq_sum", "step_sq_sum", "steps", "outward_steps", "inward_steps",
-         "cos_sum", "cos_sq_sum", "cosines", "radius_sum", "radii")
-_MERGE = {"per_frame": "concat", "rho_histogram": "sum", **dict.fromkeys(_SUMS, "sum"),
-          "angle_sum": "sum", "angle_pairs": "sum", "nonfinite": "concat"}
+         "cos_sum", "cos_sq_sum", "cosines", "radius_sum", "radii", "rho_sum", "rhos")
+_FIELDS = ("per_frame", "rho_histogram", "rho_coarse", *_SUMS, "angle_sum", "angle_pairs", "nonfinite")
 
 
-def _walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, centre: SharedCentroids,
-                sample_rows: np.ndarray, lags: np.ndarray, bins: int) -> dict[str, Any]:
-    origin = centre.rows.size == 0
-    cents = np.zeros((0, block.shape[2])) if origin else centre.of(block, lead, start)
-    per, hist, acc, ang_sum, ang_n, nonfinite = K.sphere_walk_block(block, lead, start, rows, cents, origin,
-                                                                    sample_rows, lags, bins)
-    return {"per_frame": per, "rho_histogram": hist, **dict(zip(_SUMS, acc)), "angle_sum": ang_sum,
-            "angle_pairs": ang_n, "nonfinite": nonfinite}
+def _sum64(values: Sequence[np.ndarray]) -> np.ndarray:
+    """The blocks' int32 histograms added into int64 (a block's counts fit in 32 bits, a movie's may not)."""
+    total = np.zeros(values[0].shape, np.int64)
+    for v in values:
+        total += v
+    return total
+
+
+_MERGE = {**{f"{c}:{f}": ("concat" if f in ("per_frame", "nonfinite") else _sum64 if f == "rho_histogram" else "sum")
+             for c in CENTERS for f in _FIELDS},
+          "centroid_per_frame": "concat"}
+
+
+def ks_bins(steps: int) -> int:
+    """The number of equal-probability bins of rho for ``steps`` steps: a power of two >= 1000
+    sqrt(steps), within [2^12, 2^18].
+
+    The KS distance from the histogram is bracketed to 1/bins (:func:`ks_from_histogram`); the
+    p-value then moves by at most ~0.9 sqrt(steps)/bins, 1e-3 up to 7e4 steps."""
+    want = 1000.0 * np.sqrt(max(steps, 1))
+    return int(min(max(1 << int(np.ceil(np.log2(want))), _MIN_BINS), _MAX_BINS))
+
+
+@lru_cache(maxsize=8)
+def beta_edges(dim: int, bins: int) -> np.ndarray:
+    """The inner edges of ``bins`` bins of rho that each hold 1/bins of Beta(1/2, (dim-1)/2): its
+    quantiles at k/bins, k = 1 .. bins-1 (float64, read-only)."""
+    edges = stats.beta(0.5, (dim - 1) / 2).ppf(np.arange(1, bins) / bins)
+    edges.setflags(write=False)
+    return edges
+
+
+def ks_from_histogram(counts: np.ndarray) -> tuple[float, float, float, float]:
+    """The two-sided KS test of rho against the Beta law, from its equal-probability histogram.
+
+    In u = F(rho) (uniform under isotropy) bin k is [k/B, (k+1)/B). With C_k the fraction of the
+    n values in bins 0..k, the exact distance D = sup |F_n - F| satisfies
+    ``max_k max(C_k - (k+1)/B, k/B - C_{k-1}) <= D <= max_k max(C_k - k/B, (k+1)/B - C_{k-1})``
+    (within a bin F_n is between C_{k-1} and C_k and F between k/B and (k+1)/B, and both
+    lower bounds are attained as u approaches an edge): D is known to within 1/B.
+
+    Returns
+    -------
+    statistic, statistic_error, pvalue, pvalue_error
+        The middle of the bracket and its half-width; ``kstwo.sf`` (the exact law of D for n
+        values) at the middle, and the largest distance from it to ``kstwo.sf`` anywhere in the
+        bracket: a bound on the difference from the exact KS test's p-value.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    n = int(counts.sum())
+    if n == 0:
+        return np.nan, np.nan, np.nan, np.nan
+    b = counts.size
+    upto = np.cumsum(counts) / n  # C_k
+    before = np.concatenate([[0.0], upto[:-1]])  # C_{k-1}
+    k = np.arange(b)
+    low = max(float(np.max(upto - (k + 1) / b)), float(np.max(k / b - before)))
+    high = max(float(np.max(upto - k / b)), float(np.max((k + 1) / b - before)))
+    mid = 0.5 * (low + high)
+    law = stats.kstwo(n)
+    p = float(law.sf(mid))
+    p_error = max(float(law.sf(max(low, 0.0))) - p, p - float(law.sf(high)))
+    return mid, 0.5 * (high - low), p, p_error
+
+
+def sign_test(outward: int, inward: int) -> tuple[float, float]:
+    """The exact two-sided binomial test of outward vs inward steps: ``(pvalue, mid_pvalue)``.
+
+    The mid-p (the p-value less half the probability of counts as extreme as the observed) is the
+    one the combination takes: the exact p-value is 1 whenever outward == inward, and a p-value
+    of 1 would outvote every other test in a Cauchy combination."""
+    n = outward + inward
+    if n == 0:
+        return np.nan, np.nan
+    p = float(stats.binomtest(outward, n, 0.5).pvalue)
+    far = abs(outward - n / 2)
+    tie = {int(np.floor(n / 2 - far)), int(np.ceil(n / 2 + far))}
+    return p, float(p - 0.5 * sum(stats.binom.pmf(x, n, 0.5) for x in tie))
+
+
+def step_correlation_test(cos_sum: float, cos_sq_sum: float) -> tuple[float, float]:
+    """Test that successive steps are uncorrelated: ``z = sum c / sqrt(sum c^2)`` of the cosines
+    c = cos(D_t, D_t+1), two-sided normal p-value: ``(z, pvalue)``.
+
+    Consecutive cosines share a step, but under independent isotropic steps they are uncorrelated
+    (reversing D_t alone flips c_t-1 and c_t; reversing D_t+1 flips c_t alone), so the
+    self-normalised sum is asymptotically standard normal; it needs no assumption on the steps'
+    length law (under Gaussian steps E c^2 = 1/d)."""
+    if not cos_sq_sum > 0:
+        return np.nan, np.nan
+    z = float(cos_sum / np.sqrt(cos_sq_sum))
+    return z, float(2 * stats.norm.sf(abs(z)))
+
+
+def cauchy_combination(pvalues: Sequence[float]) -> float:
+    """The Cauchy combination (ACAT, Liu & Xie 2020, JASA 115:393) of p-values: one p-value.
+
+    ``T = mean(tan((1/2 - p_i) pi))``; each term is standard Cauchy under its null, and so is T
+    when the tests are independent or perfectly dependent, and in the tail under any dependence,
+    which is what a verdict needs of tests as correlated as the sign and t tests of the same a.
+    Returns ``1/2 - arctan(T)/pi`` (``1/(pi T)`` for large T, where that is more accurate). NaN
+    p-values are left out; NaN when none is left."""
+    p = np.asarray([v for v in pvalues if np.isfinite(v)], dtype=float)
+    if p.size == 0:
+        return np.nan
+    p = np.clip(p, 1e-300, 1 - 1e-15)
+    terms = np.where(p < 1e-15, 1 / (p * np.pi), np.tan((0.5 - p) * np.pi))
+    t = float(terms.mean())
+    return float(1 / (t * np.pi)) if t > 1e15 else float(0.5 - np.arctan(t) / np.pi)
+
+
+def walk_statistics(sums: Mapping[str, float], counts: np.ndarray, dim: int) -> dict[str, float]:
+    """The tests of one centre from the streamed sums (``_SUMS``) and the equal-probability
+    histogram of rho (``counts``, from :func:`beta_edges`); what ``hypersphere_walk`` reports.
+
+    Returns the p-values of the KS, sign (and its mid-p), t and step-correlation tests, their
+    Cauchy combination ``combined_pvalue``, the outward excess and its standard error, and the
+    means they come from."""
+    n_steps, n_out, n_in = int(sums["steps"]), int(sums["outward_steps"]), int(sums["inward_steps"])
+    ks, ks_error, ks_p, ks_p_error = ks_from_histogram(counts)
+    mean_a = sums["radial_sum"] / max(n_steps, 1)
+    var_a = (sums["radial_sq_sum"] - n_steps * mean_a ** 2) / max(n_steps - 1, 1)
+    t_stat = mean_a / np.sqrt(var_a / n_steps) if n_steps > 1 and var_a > 0 else np.nan
+    t_p = float(2 * stats.t.sf(abs(t_stat), n_steps - 1)) if np.isfinite(t_stat) else np.nan
+    sign_p, sign_mid = sign_test(n_out, n_in)
+    z, step_p = step_correlation_test(sums["cos_sum"], sums["cos_sq_sum"])
+    n_cos = int(sums["cosines"])
+    cos_mean = sums["cos_sum"] / max(n_cos, 1)
+    rms_len = float(np.sqrt(sums["step_sq_sum"] / max(n_steps, 1)))
+    excess = mean_a / rms_len if rms_len > 0 else np.nan
+    excess_error = float(np.sqrt(var_a / n_steps)) / rms_len if rms_len > 0 and n_steps > 1 else np.nan
+    return {
+        "ks_statistic": ks, "ks_statistic_error": ks_error, "ks_pvalue": ks_p, "ks_pvalue_error": ks_p_error,
+        "sign_pvalue": sign_p, "sign_mid_pvalue": sign_mid, "t_statistic": float(t_stat), "t_pvalue": t_p,
+        "step_correlation_z": z, "step_correlation_pvalue": step_p,
+        "combined_pvalue": cauchy_combination([ks_p, sign_mid, t_p, step_p]),
+        "radial_mean_all": float(mean_a), "outward_excess": float(excess), "outward_excess_error": excess_error,
+        "outward_fraction_all": n_out / max(n_out + n_in, 1),
+        "rho_mean_all": float(sums["rho_sum"] / sums["rhos"]) if sums["rhos"] else np.nan,
+        "step_correlation_mean": float(cos_mean),
+        "step_correlation_sd": float(np.sqrt(max(sums["cos_sq_sum"] / max(n_cos, 1) - cos_mean ** 2, 0))),
+        "step_rms": rms_len, "steps": n_steps,
+    }
+
+
+def _walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, centre: SharedCentroids, main: str,
+                sample_rows: np.ndarray, lags: np.ndarray, edges: np.ndarray) -> dict[str, Any]:
+    cents = centre.of(block, lead, start)  # the centroid of all tokens in every frame of the block
+    out: dict[str, Any] = {}
+    for name in CENTERS:
+        origin = name == "origin"
+        # the angular decay is the verdict's centre's only: the other pass samples no token
+        sample = sample_rows if name == main else sample_rows[:0]
+        fields = K.sphere_walk_block(block, lead, start, rows, np.zeros((0, block.shape[2])) if origin else cents, origin, sample,
+                                     lags, edges, _COARSE)
+        per, hist, coarse, acc, ang_sum, ang_n, nonfinite = fields
+        values = {"per_frame": per, "rho_histogram": hist, "rho_coarse": coarse, **dict(zip(_SUMS, acc)),
+                  "angle_sum": ang_sum, "angle_pairs": ang_n, "nonfinite": nonfinite}
+        out.update({f"{name}:{k}": v for k, v in values.items()})
+    frames = block.shape[0] - lead
+    own = cents[lead:]
+    steps = np.full(frames, np.nan)
+    with np.errstate(invalid="ignore", over="ignore"):  # a diverged frame's centroid: NaN, not a warning
+        if lead:
+            steps[:] = np.linalg.norm(own - cents[lead - 1:-1], axis=1)
+        elif frames > 1:
+            steps[1:] = np.linalg.norm(np.diff(own, axis=0), axis=1)
+        distance = np.linalg.norm(own, axis=1)
+    steps[~np.isfinite(steps)] = np.nan
+    distance[~np.isfinite(distance)] = np.nan
+    out["centroid_per_frame"] = np.column_stack([steps, distance])
+    return out
 
 
 @base.accepts(center=base.choice("origin", "centroid"),
@@ -44,53 +212,72 @@ def hypersphere_walk(
     tokens: TokenSelection = "dead",
     *,
     frames: FrameRange = None,
-    center: str = "origin",
+    center: str = "centroid",
     alpha: float = 0.01,
     max_lag: int = 32,
     angle_tokens: int = 2048,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> xr.Dataset:
-    """Test whether tokens move like an isotropic random walk on a hypersphere.
+    """Test whether tokens move like an isotropic random walk on a hypersphere, about the cloud's centroid and the origin.
 
-    For each selected token and step, with ``r_hat = x(t)/|x(t)|`` (about the origin, or the centroid
-    of all tokens with ``center="centroid"``) and D = x(t+1) - x(t): radial component a = D.r_hat and
-    radial fraction ``rho = a^2/|D|^2``. Under an isotropic step in d dimensions rho ~ Beta(1/2, (d-1)/2)
-    (mean 1/d) and a is symmetric about 0.
+    For each selected token and step, with ``r_hat = x(t)/|x(t)|`` and D = x(t+1) - x(t): radial
+    component a = D.r_hat and radial fraction ``rho = a^2/|D|^2``. Under an isotropic step in d
+    dimensions rho ~ Beta(1/2, (d-1)/2) (mean 1/d) and a is symmetric about 0. Positions are taken
+    about both centres in the same pass, the centroid of all tokens (the shell the tokens sit on)
+    and the origin (where a translation of the whole cloud shows as outward motion); ``center``
+    (default ``"centroid"``) picks the one the unsuffixed variables and the verdict are about.
 
-    Returns per frame ``rho_mean``, ``outward_fraction``, ``radial_mean``, ``radius_drift`` (NaN at the first frame);
-    overall ``rho_mean_all`` vs ``rho_expected`` = 1/d, ``ks_statistic``/``ks_pvalue`` (rho against
-    the Beta), ``sign_pvalue`` (binomial test of outward vs inward steps), ``t_pvalue`` (one-sample t
-    test of a against 0), ``step_correlation`` mean and sd of cos(D_t, D_t+1) against 0 and 1/sqrt(d),
-    ``cos_decay(lag)`` = <cos theta(tau)> against ``cos_decay_predicted`` = exp(-(d-1) D tau / r^2)
-    with the fitted ``diffusion`` D (the cosine mean over a fixed random sample of ``angle_tokens``
-    tokens, drawn with ``seed``; every token when there are fewer); and a verdict: ``isotropic`` (no test
-    rejects at ``alpha``) and
-    ``outward_excess`` = mean a / RMS ``|D|`` (effect size; 0 under isotropy).
+    Four tests, each with its p-value: ``ks_pvalue`` (two-sided KS of rho against the Beta law,
+    from an equal-probability histogram whose binning moves D by at most ``ks_statistic_error``
+    and the p-value by at most ``ks_pvalue_error``), ``sign_pvalue`` (exact binomial test of
+    outward vs inward steps), ``t_pvalue`` (one-sample t test of a against 0) and
+    ``step_correlation_pvalue`` (self-normalised z test of the mean of cos(D_t, D_t+1) against 0).
+    The verdict ``isotropic`` is ``combined_pvalue >= alpha``, the Cauchy combination of the four
+    (the sign test as its mid-p): its size is alpha, measured on null walks
+    (``tests/test_hypersphere_calibration.py``). ``outward_excess`` = mean a / RMS ``|D|`` (0
+    under isotropy) with its standard error ``outward_excess_error``.
+
+    ``*_by_center`` repeat the verdict, the combined and the four p-values (``pvalue_by_center``)
+    and the outward excess about each centre; ``centers_agree`` says whether the two verdicts do.
+    ``centroid_step``/``centroid_distance`` are the centroid's step and distance from the origin
+    per frame, ``centroid_step_ratio`` its RMS step over the tokens' RMS step (about the origin).
+
+    Also per frame ``rho_mean``, ``outward_fraction``, ``radial_mean``, ``radius_drift`` (NaN at the
+    first frame), ``step_correlation`` mean and sd against 0 and 1/sqrt(d), and ``cos_decay(lag)``
+    = <cos theta(tau)> against ``cos_decay_predicted`` = exp(-(d-1) D tau / r^2) with the fitted
+    ``diffusion`` D (the cosine mean over a fixed random sample of ``angle_tokens`` tokens, drawn
+    with ``seed``; every token when there are fewer), about ``center``.
 
     Frames where a position is NaN or infinite (a diverged run) are marked in
-    ``nonfinite_frame``; the steps from and to such a position take no part in any statistic.
+    ``nonfinite_frame``; the steps from and to such a position take no part in any statistic
+    (about the centroid, one such token makes the whole frame's centroid undefined).
     """
     name = "hypersphere_walk"
     sub, rows, positions = selection(ds, tokens, frames, min_tokens=1, min_frames=3)
     n, d = rows.size, sub.sizes[fmt.DIM_DIM]
     if d < 2:
         raise AnalysisError(f"{name} needs W of 2 or more dimensions (a sphere in {d} has no directions to walk)")
-    if center == "origin":
-        center_rows = np.empty(0, np.int64)
-    else:
-        center_rows = np.arange(ds.sizes[fmt.DIM_TOKEN], dtype=np.int64)
+    center_rows = np.arange(ds.sizes[fmt.DIM_TOKEN], dtype=np.int64)
     n_frames = len(positions)
     lags = np.unique(np.clip(np.round(np.geomspace(1, max(1, min(max_lag, n_frames - 1)), 12)), 1, None)).astype(np.int64)
     # the angular decay is a mean over tokens: a fixed random sample of angle_tokens estimates it
     sampled = np.sort(np.random.default_rng(seed).choice(n, min(n, angle_tokens), replace=False))
+    edges = beta_edges(d, ks_bins(n * (n_frames - 1)))
 
     # one streaming pass; each block carries the max(2, max lag) frames before it
-    parts = stream(StoredFrames(ds), positions, _walk_block, rows, SharedCentroids(center_rows), rows[sampled], lags,
-                   _BINS, before=int(max(2, lags.max())), progress=progress)
+    parts = stream(StoredFrames(ds), positions, _walk_block, rows, SharedCentroids(center_rows), center,
+                   rows[sampled], lags, edges, before=int(max(2, lags.max())), progress=progress)
     got = merge(parts, _MERGE)
-    per, hist = got["per_frame"], got["rho_histogram"]
-    ang_sum, ang_n = got["angle_sum"], got["angle_pairs"]
+    tested = {c: walk_statistics({k: got[f"{c}:{k}"] for k in _SUMS}, got[f"{c}:rho_histogram"], d) for c in CENTERS}
+    for c in CENTERS:
+        tested[c]["isotropic"] = bool(np.isfinite(tested[c]["combined_pvalue"])
+                                      and tested[c]["combined_pvalue"] >= alpha)
+    main = tested[center]
+    g = {k.split(":", 1)[1]: v for k, v in got.items() if k.startswith(f"{center}:")}
+    per = g["per_frame"]
+    ang_sum, ang_n = g["angle_sum"], g["angle_pairs"]
+    coarse = g["rho_coarse"]
 
     out = xr.Dataset(coords=frame_coords(sub))
     out["rho_mean"] = annotate(xr.DataArray(per[:, 0], dims="frame"),
@@ -99,50 +286,46 @@ def hypersphere_walk(
     out["radial_mean"] = annotate(xr.DataArray(per[:, 2], dims="frame"),
                                   "mean radial component of the step", "embedding units")
     out["radius_drift"] = annotate(xr.DataArray(per[:, 3], dims="frame"), "mean change of radius", "embedding units")
-    s_a, s_a2, s_len2 = got["radial_sum"], got["radial_sq_sum"], got["step_sq_sum"]
-    n_steps, n_out, n_in = int(got["steps"]), int(got["outward_steps"]), int(got["inward_steps"])
-    cos_sum, cos_sq, n_cos = got["cos_sum"], got["cos_sq_sum"], int(got["cosines"])
-    radius_sum, radius_n = got["radius_sum"], int(got["radii"])
+    cpf = got["centroid_per_frame"]
+    out["centroid_step"] = annotate(xr.DataArray(cpf[:, 0], dims="frame"),
+                                    "length of the step of the centroid of all tokens arriving at this frame",
+                                    "embedding units")
+    out["centroid_distance"] = annotate(xr.DataArray(cpf[:, 1], dims="frame"),
+                                        "distance of the centroid of all tokens from the origin", "embedding units")
 
-    n_rho = int(hist.sum())
-    beta = stats.beta(0.5, (d - 1) / 2)
-    edges = np.arange(1, _BINS + 1) / _BINS
-    ecdf = np.cumsum(hist) / max(n_rho, 1)
-    ks = float(np.max(np.abs(ecdf - beta.cdf(edges)))) if n_rho else np.nan
-    # the histogram resolves the CDF to 1/_BINS; below that the statistic is not resolved
-    ks_p = float(stats.kstwo.sf(max(ks - 1.0 / _BINS, 0), n_rho)) if n_rho else np.nan
-    mean_a = s_a / max(n_steps, 1)
-    var_a = (s_a2 - n_steps * mean_a ** 2) / max(n_steps - 1, 1)
-    t_stat = mean_a / np.sqrt(var_a / n_steps) if n_steps > 1 and var_a > 0 else np.nan
-    t_p = float(2 * stats.t.sf(abs(t_stat), n_steps - 1)) if np.isfinite(t_stat) else np.nan
-    sign_p = float(stats.binomtest(n_out, n_out + n_in, 0.5).pvalue) if n_out + n_in else np.nan
-    rho_mean_all = float((hist * (np.arange(_BINS) + 0.5) / _BINS).sum() / max(n_rho, 1))
-    cos_mean = cos_sum / max(n_cos, 1)
-    cos_sd = float(np.sqrt(max(cos_sq / max(n_cos, 1) - cos_mean ** 2, 0)))
     decay = np.where(ang_n > 0, ang_sum / np.maximum(ang_n, 1), np.nan)
-    r_mean = radius_sum / radius_n if radius_n else np.nan
+    radius_n = int(g["radii"])
+    r_mean = g["radius_sum"] / radius_n if radius_n else np.nan
     # fit <cos theta(tau)> = exp(-(d-1) D tau / r^2) by least squares on log through the origin
     good = (decay > 0) & np.isfinite(decay)
     slope = float(np.sum(lags[good] * -np.log(decay[good])) / np.sum(lags[good] ** 2)) if good.any() else np.nan
     diffusion = slope * r_mean ** 2 / (d - 1) if np.isfinite(slope) and np.isfinite(r_mean) else np.nan
     predicted = np.exp(-(d - 1) * diffusion * lags / r_mean ** 2) if np.isfinite(diffusion) and r_mean > 0 \
         else np.full(lags.size, np.nan)
-    rms_len = np.sqrt(s_len2 / max(n_steps, 1))
-    pvalues = [p for p in (ks_p, sign_p, t_p) if np.isfinite(p)]
-    isotropic = bool(pvalues) and min(pvalues) >= alpha
+    csteps = cpf[:, 0][np.isfinite(cpf[:, 0])]
+    centroid_rms = float(np.sqrt(np.mean(csteps ** 2))) if csteps.size else np.nan
+    token_rms = tested["origin"]["step_rms"]
 
     scalar = lambda v, name, units: annotate(xr.DataArray(v), name, units)  # noqa: E731
-    out["rho_mean_all"] = scalar(rho_mean_all, "mean radial fraction over all steps", "1")
+    out["rho_mean_all"] = scalar(main["rho_mean_all"], "mean radial fraction over all steps", "1")
     out["rho_expected"] = scalar(1.0 / d, "radial fraction expected of an isotropic step, 1/d", "1")
-    out["ks_statistic"] = scalar(ks, "KS distance of rho from Beta(1/2, (d-1)/2)", "1")
-    out["ks_pvalue"] = scalar(ks_p, "KS test p-value of rho against Beta(1/2, (d-1)/2)", "1")
-    out["outward_fraction_all"] = scalar(n_out / max(n_out + n_in, 1), "fraction of outward steps", "1")
-    out["sign_pvalue"] = scalar(sign_p, "binomial test p-value of outward vs inward steps", "1")
-    out["radial_mean_all"] = scalar(mean_a, "mean radial component a", "embedding units")
-    out["t_pvalue"] = scalar(t_p, "t test p-value of mean a against 0", "1")
-    out["step_correlation_mean"] = scalar(cos_mean, "mean cos(D_t, D_t+1), expected 0", "1")
-    out["step_correlation_sd"] = scalar(cos_sd, "sd of cos(D_t, D_t+1)", "1")
+    out["ks_statistic"] = scalar(main["ks_statistic"], "KS distance of rho from Beta(1/2, (d-1)/2)", "1")
+    out["ks_statistic_error"] = scalar(main["ks_statistic_error"],
+                                       "bound on the KS distance's binning error (half a bin, 1/(2 bins))", "1")
+    out["ks_pvalue"] = scalar(main["ks_pvalue"], "KS test p-value of rho against Beta(1/2, (d-1)/2)", "1")
+    out["ks_pvalue_error"] = scalar(main["ks_pvalue_error"],
+                                    "bound on |ks_pvalue - exact KS p-value| from the binning", "1")
+    out["outward_fraction_all"] = scalar(main["outward_fraction_all"], "fraction of outward steps", "1")
+    out["sign_pvalue"] = scalar(main["sign_pvalue"], "binomial test p-value of outward vs inward steps", "1")
+    out["radial_mean_all"] = scalar(main["radial_mean_all"], "mean radial component a", "embedding units")
+    out["t_pvalue"] = scalar(main["t_pvalue"], "t test p-value of mean a against 0", "1")
+    out["step_correlation_mean"] = scalar(main["step_correlation_mean"], "mean cos(D_t, D_t+1), expected 0", "1")
+    out["step_correlation_sd"] = scalar(main["step_correlation_sd"], "sd of cos(D_t, D_t+1)", "1")
     out["step_correlation_sd_expected"] = scalar(1 / np.sqrt(d), "sd expected of independent steps, 1/sqrt(d)", "1")
+    out["step_correlation_z"] = scalar(main["step_correlation_z"],
+                                       "z statistic of the step correlation, sum cos / sqrt(sum cos^2)", "1")
+    out["step_correlation_pvalue"] = scalar(main["step_correlation_pvalue"],
+                                            "two-sided p-value of the step correlation against 0", "1")
     out["mean_radius"] = scalar(r_mean, "mean radius", "embedding units")
     out["diffusion"] = scalar(diffusion, "fitted angular diffusion coefficient D", "embedding units^2 per frame")
     out["cos_decay"] = annotate(xr.DataArray(decay, dims="lag", coords={"lag": lags}),
@@ -150,13 +333,41 @@ def hypersphere_walk(
     out["cos_decay_predicted"] = annotate(xr.DataArray(predicted, dims="lag", coords={"lag": lags}),
                                           "Brownian motion on a sphere: exp(-(d-1) D lag / r^2)", "1")
     out["rho_histogram"] = annotate(
-        xr.DataArray(hist.reshape(200, -1).sum(axis=1), dims="rho_bin",
-                     coords={"rho_bin": (np.arange(200) + 0.5) / 200}), "histogram of radial fractions", "count")
-    out["isotropic"] = scalar(isotropic, f"consistent with an isotropic walk (no test rejects at alpha={alpha})", "1")
-    out["outward_excess"] = scalar(mean_a / rms_len if rms_len > 0 else np.nan,
+        xr.DataArray(coarse, dims="rho_bin", coords={"rho_bin": (np.arange(_COARSE) + 0.5) / _COARSE}),
+        "histogram of radial fractions", "count")
+    out["combined_pvalue"] = scalar(main["combined_pvalue"], f"combined p-value of the four tests ({COMBINATION})", "1")
+    out["isotropic"] = scalar(main["isotropic"], f"consistent with an isotropic walk about the {center} "
+                              f"(combined p-value >= alpha={alpha})", "1")
+    out["outward_excess"] = scalar(main["outward_excess"],
                                    "outward excess: mean radial component / RMS step length", "1")
-    out = base.mark_nonfinite(out, got["nonfinite"] > 0)
-    return finish(out, name, center=center, dim=d, steps_tested=n_steps, tokens=str(tokens))
+    out["outward_excess_error"] = scalar(main["outward_excess_error"], "standard error of the outward excess", "1")
+    out["step_rms"] = scalar(main["step_rms"], "RMS step length of the tokens", "embedding units")
+    out["centroid_step_rms"] = scalar(centroid_rms, "RMS step of the centroid of all tokens", "embedding units")
+    out["centroid_step_ratio"] = scalar(centroid_rms / token_rms if token_rms > 0 else np.nan,
+                                        "RMS step of the centroid / RMS step of the tokens about the origin", "1")
+
+    by = {"center": list(CENTERS)}
+    per_center = lambda key: [tested[c][key] for c in CENTERS]  # noqa: E731
+    out["isotropic_by_center"] = annotate(xr.DataArray(per_center("isotropic"), dims="center", coords=by),
+                                          f"consistent with an isotropic walk about each centre (alpha={alpha})", "1")
+    out["combined_pvalue_by_center"] = annotate(xr.DataArray(per_center("combined_pvalue"), dims="center", coords=by),
+                                                "combined p-value of the four tests about each centre", "1")
+    pkeys = ("ks_pvalue", "sign_pvalue", "t_pvalue", "step_correlation_pvalue")
+    out["pvalue_by_center"] = annotate(
+        xr.DataArray([[tested[c][k] for k in pkeys] for c in CENTERS], dims=("center", "test"),
+                     coords={**by, "test": list(TESTS)}), "p-value of each test about each centre", "1")
+    for key, long_name in (("outward_excess", "outward excess about each centre"),
+                           ("outward_excess_error", "standard error of the outward excess about each centre"),
+                           ("rho_mean_all", "mean radial fraction about each centre"),
+                           ("outward_fraction_all", "fraction of outward steps about each centre")):
+        out[f"{key}_by_center"] = annotate(xr.DataArray(per_center(key), dims="center", coords=by), long_name, "1")
+    out["step_rms_by_center"] = annotate(xr.DataArray(per_center("step_rms"), dims="center", coords=by),
+                                         "RMS step length of the tokens about each centre", "embedding units")
+    agree = tested["centroid"]["isotropic"] == tested["origin"]["isotropic"]
+    out["centers_agree"] = scalar(agree, "the verdicts about the centroid and the origin agree", "1")
+    out = base.mark_nonfinite(out, g["nonfinite"] > 0)
+    return finish(out, name, center=center, alpha=alpha, combination=COMBINATION, dim=d,
+                  steps_tested=main["steps"], ks_bins=edges.size + 1, tokens=str(tokens))
 
 
 # --- in the report and the train summary --------------------------------------------------------
@@ -177,27 +388,53 @@ def _summary_tokens(ds: xr.Dataset) -> Sequence[TokenSelection]:
     return ("dead", "phantom")
 
 
-_HEADLINE = ("isotropic", "outward_excess", "rho_mean_all", "rho_expected", "ks_pvalue", "sign_pvalue", "t_pvalue",
-             "outward_fraction_all", "step_correlation_mean", "diffusion")
+_HEADLINE = ("isotropic", "combined_pvalue", "outward_excess", "outward_excess_error", "rho_mean_all", "rho_expected",
+             "ks_pvalue", "ks_pvalue_error", "sign_pvalue", "t_pvalue", "step_correlation_pvalue",
+             "outward_fraction_all", "step_correlation_mean", "diffusion", "centers_agree", "centroid_step_ratio")
 
 
 def _headline(h: xr.Dataset) -> dict[str, Any]:
-    return {**{k: h[k].item() for k in _HEADLINE}, "tokens": h.attrs.get("tokens")}
+    """The verdict's centre's numbers, and the verdict and outward excess about each centre."""
+    out: dict[str, Any] = {k: h[k].item() for k in _HEADLINE}
+    for c in h.center.values.tolist():
+        for key in ("isotropic", "combined_pvalue", "outward_excess", "outward_excess_error"):
+            out[f"{key}_{c}"] = h[f"{key}_by_center"].sel(center=c).item()
+    return {**out, "center": h.attrs.get("center"), "tokens": h.attrs.get("tokens")}
+
+
+def _p(value: float) -> str:
+    """A p-value as shown: two digits, or ``< 1e-16`` where double precision has lost it."""
+    return f"{value:.2g}" if not value < 1e-16 else "< 1e-16"
+
+
+def _about(h: xr.Dataset, c: str) -> str:
+    verdict = "isotropic" if bool(h.isotropic_by_center.sel(center=c)) else "NOT isotropic"
+    return (f"{verdict} about the {c} (p {_p(float(h.combined_pvalue_by_center.sel(center=c)))}), outward excess "
+            f"{float(h.outward_excess_by_center.sel(center=c)):+.3f} "
+            f"± {float(h.outward_excess_error_by_center.sel(center=c)):.3f}")
+
+
+def _centres_line(h: xr.Dataset) -> str:
+    """The other centre's verdict, whether the two agree, and how far the centroid moves."""
+    other = [c for c in h.center.values.tolist() if c != h.attrs["center"]][0]
+    agree = "the centres agree" if bool(h.centers_agree) else "the centres DISAGREE"
+    return (f"{_about(h, other)}; {agree}; the centroid's RMS step is "
+            f"{float(h.centroid_step_ratio):.2f} x the tokens'")
 
 
 def _summary_lines(h: xr.Dataset) -> list[tuple[str, str]]:
-    verdict = "isotropic" if bool(h.isotropic) else "NOT isotropic"
-    return [(f"hypersphere walk ({h.attrs['tokens']:7s})",
-             f"{verdict}: outward excess {float(h.outward_excess):+.3f}, "
-             f"rho {float(h.rho_mean_all):.4f} vs 1/d {float(h.rho_expected):.4f}, "
-             f"sign p {float(h.sign_pvalue):.2g}, KS p {float(h.ks_pvalue):.2g}")]
+    label = f"hypersphere walk ({h.attrs['tokens']:7s})"
+    return [(label, f"{_about(h, h.attrs['center'])} (the verdict); rho {float(h.rho_mean_all):.4f} vs 1/d "
+                    f"{float(h.rho_expected):.4f}, KS p {_p(float(h.ks_pvalue))}, sign p {_p(float(h.sign_pvalue))}, "
+                    f"step-correlation p {_p(float(h.step_correlation_pvalue))}"),
+            ("", _centres_line(h))]
 
 
 def _figures(h: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
     import matplotlib.pyplot as plt
 
     d = int(h.attrs["dim"])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
     counts = h.rho_histogram.values.astype(float)
     centres = h.rho_bin.values
     width = centres[1] - centres[0]
@@ -208,12 +445,22 @@ def _figures(h: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
     axes[0].plot(grid, stats.beta(0.5, (d - 1) / 2).pdf(grid), "k-", lw=1, label=f"Beta(1/2, {(d - 1) / 2:g})")
     axes[0].set(xlabel="radial fraction rho", ylabel="density", yscale="log", ylim=(1e-3, None),
                 title=("isotropic" if bool(h.isotropic) else "NOT isotropic")
-                + f": KS p {float(h.ks_pvalue):.2g}, sign p {float(h.sign_pvalue):.2g}")
+                + f" about the {h.attrs['center']}: p {_p(float(h.combined_pvalue))}")
     axes[0].legend(fontsize=8)
-    axes[1].plot(h.lag.values, h.cos_decay.values, "o", ms=3, label="observed")
-    axes[1].plot(h.lag.values, h.cos_decay_predicted.values, "-", label="Brownian on a sphere (fitted D)")
-    axes[1].set(xlabel="lag (frames)", ylabel="mean cos angle", title="angular decay")
-    axes[1].legend(fontsize=8)
+    centers = h.center.values.tolist()
+    excess = h.outward_excess_by_center.values
+    error = h.outward_excess_error_by_center.values
+    axes[1].bar(centers, excess, yerr=2 * error, capsize=4,
+                color=["C2" if bool(v) else "C3" for v in h.isotropic_by_center.values])
+    axes[1].axhline(0, color="k", lw=0.8)
+    axes[1].set(ylabel="outward excess (± 2 s.e.)",
+                title="about each centre: " + ("agree" if bool(h.centers_agree) else "DISAGREE")
+                + " (green: isotropic)")
+    axes[2].plot(h.lag.values, h.cos_decay.values, "o", ms=3, label="observed")
+    axes[2].plot(h.lag.values, h.cos_decay_predicted.values, "-", label="Brownian on a sphere (fitted D)")
+    axes[2].set(xlabel="lag (frames)", ylabel="mean cos angle", title=f"angular decay about the {h.attrs['center']}")
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
     return [ReportFigure("hypersphere", "Hypersphere random-walk test", fig)]
 
 
