@@ -32,6 +32,6 @@ fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
 for ax, result, title in ((axes[0], ev, "planted two-step inhale"), (axes[1], real, "tiny run")):
     ax.plot(result.step, result.radius, lw=1)
     for s, b in zip(result.phase_start.values, result.phase_bottom.values):
-        ax.axvspan(s, b, color="tab:red", alpha=0.2)
+        ax.axvspan(s - 1, b, color="tab:red", alpha=0.2)  # from the frame before its first fall
     ax.set(xlabel="step", ylabel="mean radius R(t)", title=title)
 plt.tight_layout()

@@ -25,6 +25,14 @@ from .registry import Analysis, add
 # variance is below lambda_1 / FLOAT32_SPREAD, that class's frame is done again in float64.
 FLOAT32_SPREAD = 4.0
 
+#: The centre each of :func:`cloud_geometry`'s variables is measured from (``attrs["centre"]``);
+#: ``nn_distance`` (between tokens) has none.
+CENTRES = {"centroid_norm": "origin (the norm of the centroid of the selected tokens)",
+           "radius_mean": "centroid of the selected tokens",
+           "radius_rms": "centroid of the selected tokens",
+           "radius_quantile": "centroid of the selected tokens",
+           "principal_variance": "centroid of each class's selected tokens"}
+
 
 def _geometry_block(block: np.ndarray, lead: int, start: int, ordered: np.ndarray, offsets: np.ndarray,
                     extra: np.ndarray, class_rows: list, quantiles: np.ndarray, k: int, nn_at: np.ndarray,
@@ -105,15 +113,17 @@ def cloud_geometry(
 ) -> xr.Dataset:
     """The shape of the token cloud, frame by frame: its radii, principal variances and spacing.
 
-    Per frame: ``centroid_norm``, ``radius_mean``, ``radius_rms``, ``radius_quantile`` (about the
-    centroid of the selection), the top-``k`` principal variances of the cloud per class
-    (``principal_variance(frame, class, component)``), and on ``nn_frames`` evenly spaced frames the
+    Per frame: ``centroid_norm`` (the centroid's distance from the origin), ``radius_mean``,
+    ``radius_rms``, ``radius_quantile`` (about the centroid of the selected tokens), the top-``k``
+    principal variances of the cloud per class (``principal_variance(frame, class, component)``,
+    each class about its own centroid), and on ``nn_frames`` evenly spaced frames the
     mean nearest-neighbour distance (``nn_distance(nn_frame)``, on at most ``nn_tokens`` tokens).
     One streaming pass. The principal variances come from float32 covariances where those hold
     1e-6 relative (a class whose ``k``-th variance is at least a quarter of its first), else from
     float64 ones (see :data:`FLOAT32_SPREAD`); they are most of the cost, and ``k=0`` leaves them
     out (``principal_variance`` then has no components). Frames where a selected value is NaN or
-    infinite (a diverged run) are marked in ``nonfinite_frame``; what they reach there is NaN."""
+    infinite (a diverged run) are marked in ``nonfinite_frame``; what they reach there is NaN.
+    Each variable measured from a centre names it in ``attrs["centre"]`` (:data:`CENTRES`)."""
     name = "cloud_geometry"
     sub, rows, positions = selection(ds, tokens, frames, min_tokens=2)
     n_frames, n, d = len(positions), rows.size, sub.sizes[fmt.DIM_DIM]
@@ -148,8 +158,10 @@ def cloud_geometry(
     out["nn_distance"] = annotate(xr.DataArray(nn, dims="nn_frame",
                                                coords={"nn_frame": nn_at, "nn_step": ("nn_frame", steps[nn_at])}),
                                   f"mean nearest-neighbour distance ({sample.size} tokens)", u)
+    for var, centre in CENTRES.items():
+        out[var].attrs["centre"] = centre
     # the centroid sums every selected value: it is finite exactly where they all are
-    return finish(base.mark_nonfinite(out, ~np.isfinite(cnorm)), name)
+    return finish(base.mark_nonfinite(out, ~np.isfinite(cnorm)), name, centre=CENTRES["radius_mean"])
 
 
 def _at_frames(found: list[list[tuple[int, float]]], nn_at: np.ndarray) -> np.ndarray:

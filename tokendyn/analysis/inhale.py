@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -12,7 +13,8 @@ from tokendyn import format as fmt
 
 from . import _inhale_kernels as K
 from . import base
-from .base import FrameRange, StoredFrames, TokenSelection, annotate, finish, frame_coords, merge, select, selection, stream
+from ._schedule import schedule_of
+from .base import FrameRange, StoredFrames, TokenSelection, annotate, finish, frame_coords, merge, selection, stream
 from .registry import Analysis, ReportFigure, add
 
 _MEASURES = {"mean": 0, "rms": 1, "origin": 2}
@@ -46,20 +48,99 @@ def _smooth(r: np.ndarray, width: int) -> np.ndarray:
     return np.convolve(padded, np.ones(width) / width, mode="valid")[: r.size]
 
 
-def find_inhale(r: np.ndarray, *, smooth: int = 1, min_depth: float = 1e-3, tol: float = 0.0) -> dict[str, Any]:
+#: A fall-rate step counts as a burst's onset only above this many robust standard deviations of
+#: the curve's second differences (a guard against noise; ``split`` is the main test).
+SPLIT_NOISE = 1.5
+
+#: ... and only where the fall rate rises by at least this fraction of itself (a burst, not a
+#: wobble of a steady fall: noise of 0.2% per token made 30% wobbles in the planted inhale).
+SPLIT_RISE = 0.5
+
+
+#: The median absolute deviation times this is the standard deviation of a normal distribution
+#: (1 / the normal quantile of 3/4).
+MAD_TO_SD = 1.482602218505602
+
+
+def _robust_sd(x: np.ndarray) -> float:
+    """:data:`MAD_TO_SD` times the median absolute deviation of the finite values (0 when there
+    are none)."""
+    x = x[np.isfinite(x)]
+    return float(MAD_TO_SD * np.median(np.abs(x - np.median(x)))) if x.size else 0.0
+
+
+def radius_noise(r: np.ndarray) -> float:
+    """The frame-to-frame noise of a radius curve: the robust standard deviation of one step of R
+    about its local trend, ``MAD_TO_SD * MAD(diff(R, 2)) / sqrt(2)`` (1.4826: a normal's sd).
+
+    Second differences take out a trend that changes slowly (a warmup, the expansion), so the
+    noise is what a step of R scatters by about the steps either side of it. Frames where R is not
+    finite are left out; 0 for a curve with no scatter at all (a noise-free planted movie).
+    """
+    r = np.asarray(r, float)
+    return _robust_sd(np.diff(r, 2)) / np.sqrt(2.0) if r.size >= 3 else 0.0
+
+
+def _onsets(rs: np.ndarray, first: int, last: int, split: float) -> list[int]:
+    """Frames of a falling run ``first..last`` where the fall rate steps up (a burst begins)."""
+    if split <= 0 or last - first < 1:
+        return []
+    with np.errstate(invalid="ignore"):
+        fall = np.concatenate([[np.nan], rs[:-1] - rs[1:]])  # fall[t]: R(t-1) - R(t)
+        step = np.concatenate([[np.nan], np.diff(fall)])  # step[t]: fall[t] - fall[t-1]
+    guard = SPLIT_NOISE * _robust_sd(step)
+    out = []
+    for t in range(first + 1, last + 1):
+        around = [abs(step[u]) for u in (t - 1, t + 1) if 0 <= u < step.size and np.isfinite(step[u])]
+        if around and step[t] > guard and step[t] > split * max(around) and step[t] >= SPLIT_RISE * fall[t - 1]:
+            out.append(t)
+    return out
+
+
+def find_inhale(r: np.ndarray, *, smooth: int = 1, min_depth: float = 0.0, tol: float = 0.0, split: float = 3.0,
+                min_z: float = 3.0) -> dict[str, Any]:
     """Events of a radius curve (frame indices): contraction phases before sustained expansion.
 
-    A contraction phase is a maximal run of frames where the smoothed radius falls by more than
-    ``tol`` (relative to R(0)) per frame, kept when it falls by at least ``min_depth`` of its value at
-    the phase start. Expansion begins at the first frame after which R stays above R(0) for good.
-    Frames where R is NaN or infinite (a diverged run) are in no phase and are not the minimum;
-    "for good" is over the frames where R is finite. With R(0) not finite there are no events.
+    Parameters
+    ----------
+    r : numpy.ndarray
+        The radius curve R(t), one value per frame.
+    smooth : int
+        Moving-average width applied before the phases are looked for (1: none).
+    min_depth : float
+        Smallest relative depth a phase must reach (a fraction of R at the frame before it).
+    tol : float
+        A frame falls when the smoothed R drops by more than ``tol * |R(0)|`` from the frame before.
+    split : float
+        Within a run of falling frames, a new phase (a burst) begins at a frame where the fall
+        rate steps up by more than ``split`` times its change at the frames either side, by more
+        than :data:`SPLIT_NOISE` robust standard deviations of those changes over the curve, and by
+        at least :data:`SPLIT_RISE` of itself; 0: runs are not split.
+    min_z : float
+        Smallest z-score a phase must reach (see Returns).
+
+    Returns
+    -------
+    dict
+        ``phases``: a list of dicts with ``start`` (the first frame whose R is below the frame
+        before: the first contracting update), ``bottom`` (its last), ``depth`` (the smoothed fall
+        over the phase relative to R at the frame before ``start``), ``drop`` (the fall of the
+        unsmoothed R from the frame before ``start`` to ``bottom``), ``z`` (``drop / (noise *
+        sqrt(n))``, ``n`` the phase's updates: the fall in standard deviations of a sum of ``n``
+        independent noisy steps) and ``p`` (its one-sided normal p-value); ``noise``
+        (:func:`radius_noise` of ``r``), ``minimum``, ``expansion`` (the first frame after which R
+        stays above R(0) for good, over the frames where R is finite) and ``smoothed``. Frames
+        where R is NaN or infinite (a diverged run) are in no phase and are not the minimum; with
+        R(0) not finite there are no events. The p-value is nominal: the phases are where R was
+        seen to fall, and no correction for that search is made.
     """
-    rs = _smooth(np.asarray(r, float), smooth)
+    r = np.asarray(r, float)
+    rs = _smooth(r, smooth)
     n = rs.size
+    noise = radius_noise(r)
     finite = np.isfinite(rs)
     if n == 0 or not finite[0]:
-        return {"phases": [], "minimum": None, "expansion": None, "smoothed": rs}
+        return {"phases": [], "minimum": None, "expansion": None, "smoothed": rs, "noise": noise}
     r0 = rs[0]
     above = rs > r0
     expansion = None
@@ -69,28 +150,84 @@ def find_inhale(r: np.ndarray, *, smooth: int = 1, min_depth: float = 1e-3, tol:
         expansion = int(below[-1] + 1) if below.size else 0
     end = expansion if expansion is not None else n
     with np.errstate(invalid="ignore", over="ignore"):
-        falling = np.diff(rs[:end]) < -tol * abs(r0)  # False where either frame is not finite
-    phases = []
+        falling = np.diff(rs[:end]) < -tol * abs(r0)  # falling[t - 1]: frame t falls; False where not finite
+    runs = []
     t = 0
     while t < falling.size:
         if falling[t]:
             s = t
             while t < falling.size and falling[t]:
                 t += 1
-            start, bottom = s, t
-            depth = (rs[start] - rs[bottom]) / rs[start] if rs[start] else 0.0
-            if depth >= min_depth:
-                phases.append({"start": start, "bottom": bottom, "depth": float(depth)})
+            runs.append((s + 1, t))  # frames s + 1 .. t fall
         else:
             t += 1
+    phases = []
+    for first, final in runs:
+        cuts = [first, *_onsets(rs, first, final, split), final + 1]
+        for start, stop in zip(cuts[:-1], cuts[1:]):
+            phase = _phase(r, rs, start, stop - 1, noise)
+            if phase["depth"] >= min_depth and phase["z"] >= min_z:
+                phases.append(phase)
     minimum = int(np.nanargmin(np.where(finite[:end], rs[:end], np.nan))) if finite[:end].any() else None
-    return {"phases": phases, "minimum": minimum, "expansion": expansion, "smoothed": rs}
+    return {"phases": phases, "minimum": minimum, "expansion": expansion, "smoothed": rs, "noise": noise}
+
+
+def _phase(r: np.ndarray, rs: np.ndarray, start: int, bottom: int, noise: float) -> dict[str, Any]:
+    """One contraction phase, frames ``start..bottom`` (each below the one before)."""
+    before = start - 1
+    depth = (rs[before] - rs[bottom]) / rs[before] if rs[before] else 0.0
+    drop = float(r[before] - r[bottom])
+    updates = bottom - before
+    if noise > 0:
+        z = drop / (noise * np.sqrt(updates))
+    else:  # no scatter at all: any fall is certain
+        z = np.inf if drop > 0 else (0.0 if drop == 0 or not np.isfinite(drop) else -np.inf)
+    p = 0.5 * math.erfc(z / math.sqrt(2)) if np.isfinite(z) else float(z < 0)
+    return {"start": start, "bottom": bottom, "depth": float(depth), "drop": drop, "z": float(z), "p": float(p)}
+
+
+#: A phase is a lattice event when, at its first frame, the fraction of coordinates whose half
+#: bf16 spacing the learning rate exceeds rises by at least this much over the frame before.
+LATTICE_RISE = 0.05
+
+_CROSSING = ("rows_moved", "rows_predicted", "coords_moved", "coords_predicted")
+
+
+def _inhale_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, measure: int, update: np.ndarray,
+                  predict: bool) -> dict[str, np.ndarray]:
+    m = block.shape[0] - lead
+    cross = K.crossing_frames(block, lead, rows, update[start:start + m], predict)
+    return {"radius": K.radius_frames(block, lead, rows, measure), "crossing": cross}
+
+
+def _update_sums(ds: xr.Dataset, positions: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Per selected frame, the summed learning rate of the movie's updates since the selected
+    frame before (NaN for the first; NaN everywhere without an ``lr`` scalar), and whether the
+    movie has one. A NaN learning rate makes its sum NaN: nothing is predicted to cross there."""
+    if "lr" not in ds:
+        return np.full(positions.size, np.nan), False
+    lr = np.asarray(ds["lr"].values, np.float64)
+    out = np.full(positions.size, np.nan)
+    if positions.size > 1 and np.all(np.diff(positions) == 1):  # every frame: each frame's own lr
+        out[1:] = lr[positions[1:]]
+    else:
+        for j in range(1, positions.size):
+            out[j] = lr[positions[j - 1] + 1:positions[j] + 1].sum()
+    return out, True
+
+
+def _window(values: np.ndarray, a: int, b: int, how: Callable[[np.ndarray], float]) -> float:
+    part = values[a:b + 1]
+    part = part[np.isfinite(part)]
+    return float(how(part)) if part.size else np.nan
 
 
 @base.accepts(measure=base.choice(*_MEASURES),
               smooth=base.whole(0, "a whole number of frames (0 or 1: no smoothing)"),
               min_depth=base.number(0, 1, expected="a fraction of the radius from 0 to 1"),
-              tol=base.number(0, expected="a finite number >= 0 (a fraction of R(0) per frame)"))
+              tol=base.number(0, expected="a finite number >= 0 (a fraction of R(0) per frame)"),
+              split=base.number(0, expected="a finite number >= 0 (0: no splitting of a falling run)"),
+              min_z=base.number(expected="a finite number (the smallest z-score of a phase)"))
 def inhale(
     ds: xr.Dataset,
     tokens: TokenSelection = "all",
@@ -98,70 +235,193 @@ def inhale(
     frames: FrameRange = None,
     measure: str = "mean",
     smooth: int = 1,
-    min_depth: float = 1e-3,
+    min_depth: float = 0.0,
     tol: float = 0.0,
+    split: float = 3.0,
+    min_z: float = 3.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> xr.Dataset:
     """Find the contraction of the cloud's radius before it expands ("the inhale before the sneeze").
 
     R(t) is the mean distance of the selected tokens from their centroid (``measure="rms"``: RMS;
-    ``"origin"``: mean norm). With optional moving-average smoothing of ``smooth`` frames, returns
-    the curve ``radius`` and ``radius_smoothed`` (frame; ``smooth`` is at most the number of frames)
-    and the events, as steps: ``phase_start``,
-    ``phase_bottom``, ``phase_depth`` (phase; depth relative to R at the phase start),
-    ``n_phases``, ``contraction_start`` (the first phase's start), ``minimum_step`` (the global
-    minimum before sustained expansion) and ``expansion_step`` (R passes R(0) for good). Events are
-    NaN, and ``n_phases`` 0, when there is no inhale. Frames where W holds a NaN or an infinity
-    (a diverged run) are marked in ``nonfinite_frame``; R is not finite there and they take no part in
-    the events (see :func:`find_inhale`).
+    ``"origin"``: mean norm about the origin; every radius-like variable names its centre in
+    ``attrs["centre"]``). With optional moving-average smoothing of ``smooth`` frames, returns the
+    curve ``radius`` and ``radius_smoothed`` (frame; ``smooth`` is at most the number of frames),
+    its frame-to-frame noise ``radius_noise`` and the contraction phases (see :func:`find_inhale`
+    for ``tol``, ``split``, ``min_depth`` and ``min_z``), as steps: ``phase_start`` (the first
+    contracting update), ``phase_bottom``, ``phase_depth`` (relative to R at the frame before the
+    start), ``phase_drop``, ``phase_z`` and ``phase_p``; ``n_phases``, ``contraction_start`` (the
+    first phase's start), ``minimum_step`` (the global minimum before sustained expansion) and
+    ``expansion_step`` (R passes R(0) for good). Events are NaN, and ``n_phases`` 0, when there is
+    no inhale.
+
+    Beside each phase, its cause: ``phase_lr_min`` and ``phase_lr_max`` (the learning rate of the
+    phase's updates over the movie's peak, from the ``lr`` scalar), and the means over the phase's
+    frames of the per-frame ``rows_moved`` and ``coords_moved`` (observed: the fraction of
+    selected rows with at least half their coordinates changed since the frame before, and of
+    coordinates changed) and ``rows_predicted`` and ``coords_predicted`` (bf16 movies: the
+    fraction of rows whose median half bf16 spacing, and of coordinates whose half spacing, at the
+    frame before, is below the learning rate summed over the updates since it);
+    ``phase_coords_rise`` is the rise of ``coords_predicted`` at the phase's first frame over the
+    frame before, and ``phase_cause`` is ``"lattice"`` where it is at least :data:`LATTICE_RISE`
+    (the learning rate has just let a binade of coordinates across), ``"learning"`` where it is
+    not or the movie is not bf16, and ``"unknown"`` for a bf16 movie without ``lr``. Every
+    variable that depends on R names its centre in ``attrs["centre"]``.
+    Frames where W holds a NaN or an infinity (a diverged run) are marked in ``nonfinite_frame``;
+    R is not finite there and they take no part in the events.
     """
-    sub = select(ds, tokens, frames, min_frames=2)
-    r = radius_curve(ds, tokens, frames, measure, progress)
+    sel = selection(ds, tokens, frames, min_frames=2)
+    sub, rows, positions = sel
+    update, has_lr = _update_sums(ds, positions)
+    source = StoredFrames(ds)
+    bf16 = source.dtype == np.uint16
+    parts = stream(source, positions, _inhale_block, rows, _MEASURES[measure], update, bf16, before=1,
+                   progress=progress)
+    got = merge(parts, {"radius": "concat", "crossing": "concat"})
+    r, crossing = got["radius"], got["crossing"]
     smooth = min(int(smooth), r.size)  # a moving average is at most as wide as the curve
-    ev = find_inhale(r, smooth=smooth, min_depth=min_depth, tol=tol)
+    ev = find_inhale(r, smooth=smooth, min_depth=min_depth, tol=tol, split=split, min_z=min_z)
     steps = sub[fmt.STEP].values.astype(float)
     phases = ev["phases"]
     to_step = lambda i: float(steps[i]) if i is not None else np.nan  # noqa: E731
+    sched = schedule_of(sub, ds)
+    relative = sched.relative()
+    full_relative = schedule_of(ds).relative()
+    full_steps = ds[fmt.STEP].values.astype(float)
+    centre = "origin" if measure == "origin" else "centroid of the selected tokens"
+
+    def centred(var: xr.DataArray) -> xr.DataArray:
+        var.attrs["centre"] = centre
+        return var
+
     out = xr.Dataset(coords=frame_coords(sub))
-    out["radius"] = annotate(xr.DataArray(r, dims="frame"), f"cloud radius ({measure})", "embedding units")
-    out["radius_smoothed"] = annotate(xr.DataArray(ev["smoothed"], dims="frame"),
-                                      f"cloud radius, moving average over {smooth} frames", "embedding units")
+    u = "embedding units"
+    out["radius"] = centred(annotate(xr.DataArray(r, dims="frame"), f"cloud radius ({measure})", u))
+    out["radius_smoothed"] = centred(annotate(xr.DataArray(ev["smoothed"], dims="frame"),
+                                              f"cloud radius, moving average over {smooth} frames", u))
+    out["radius_noise"] = centred(annotate(xr.DataArray(ev["noise"]),
+                                           "frame-to-frame noise of R: 1.4826 MAD(diff(R, 2)) / sqrt(2)", u))
+    lr_ratio = relative if relative is not None else np.full(r.size, np.nan)
+    out["lr_ratio"] = annotate(xr.DataArray(lr_ratio, dims="frame"),
+                               "learning rate of the update that led to the frame over the peak", "1")
+    names = {"rows_moved": "fraction of rows with at least half their coordinates changed since the frame before",
+             "rows_predicted": "fraction of rows whose median half bf16 spacing is below the learning rate",
+             "coords_moved": "fraction of coordinates changed since the frame before",
+             "coords_predicted": "fraction of coordinates whose half bf16 spacing is below the learning rate"}
+    for c, name in enumerate(_CROSSING):
+        values = crossing[:, c] if not name.endswith("predicted") or has_lr else np.full(r.size, np.nan)
+        out[name] = annotate(xr.DataArray(values, dims="frame"), names[name], "1")
     idx = np.arange(len(phases))
-    out["phase_start"] = annotate(xr.DataArray([to_step(p["start"]) for p in phases], dims="phase",
-                                               coords={"phase": idx}), "step a contraction phase starts", "steps")
-    out["phase_bottom"] = annotate(xr.DataArray([to_step(p["bottom"]) for p in phases], dims="phase",
-                                                coords={"phase": idx}), "step a contraction phase bottoms out", "steps")
-    out["phase_depth"] = annotate(xr.DataArray([p["depth"] for p in phases], dims="phase", coords={"phase": idx}),
-                                  "relative depth of the phase (fraction of R at its start)", "1")
+
+    def per_phase(values: list, long_name: str, units: str, centre_of: bool = True) -> xr.DataArray:
+        var = annotate(xr.DataArray(np.asarray(values, dtype=float if values and not isinstance(values[0], str)
+                                               else object), dims="phase", coords={"phase": idx}), long_name, units)
+        return centred(var) if centre_of else var
+
+    out["phase_start"] = per_phase([to_step(p["start"]) for p in phases],
+                                   "step of a contraction phase's first contracting update", "steps")
+    out["phase_bottom"] = per_phase([to_step(p["bottom"]) for p in phases], "step a contraction phase bottoms out",
+                                    "steps")
+    out["phase_depth"] = per_phase([p["depth"] for p in phases],
+                                   "relative depth of the phase (fraction of R at the frame before its start)", "1")
+    out["phase_drop"] = per_phase([p["drop"] for p in phases], "fall of R over the phase (unsmoothed)", u)
+    out["phase_z"] = per_phase([p["z"] for p in phases],
+                               "fall of R over its noise: drop / (radius_noise * sqrt(updates))", "1")
+    out["phase_p"] = per_phase([p["p"] for p in phases], "one-sided normal p-value of phase_z (nominal)", "1")
+    lr_min, lr_max, means, causes, rises = [], [], {name: [] for name in _CROSSING}, [], []
+    for p in phases:
+        before, bottom = p["start"] - 1, p["bottom"]
+        if full_relative is not None:
+            inside = (full_steps > steps[before]) & (full_steps <= steps[bottom])
+            window = full_relative[inside]
+            lr_min.append(float(window.min()) if window.size else np.nan)
+            lr_max.append(float(window.max()) if window.size else np.nan)
+        else:
+            lr_min.append(np.nan)
+            lr_max.append(np.nan)
+        for name in _CROSSING:
+            means[name].append(_window(out[name].values, p["start"], bottom, np.mean))
+        pred = out["coords_predicted"].values
+        # at the first frame of the selection nothing was predicted to move before it
+        rise = float(pred[p["start"]] - (pred[before] if before >= 1 else 0.0))
+        rises.append(rise)
+        if not bf16:
+            causes.append("learning")
+        elif not has_lr:
+            causes.append("unknown")
+        else:
+            causes.append("lattice" if np.isfinite(rise) and rise >= LATTICE_RISE else "learning")
+    out["phase_lr_min"] = per_phase(lr_min, "smallest learning rate of the phase's updates over the peak", "1", False)
+    out["phase_lr_max"] = per_phase(lr_max, "largest learning rate of the phase's updates over the peak", "1", False)
+    for name in _CROSSING:
+        out[f"phase_{name}"] = per_phase(means[name], f"{names[name]}, mean over the phase's frames", "1", False)
+    out["phase_coords_rise"] = per_phase(rises, "rise of coords_predicted at the phase's first frame over the frame "
+                                                "before", "1", False)
+    out["phase_cause"] = per_phase(causes, "lattice (the learning rate let a binade of coordinates across at the "
+                                           "phase's start), learning, or unknown", "1", False)
+    if not phases:
+        out["phase_cause"] = out["phase_cause"].astype(object)
     has = bool(phases)
     out["n_phases"] = annotate(xr.DataArray(len(phases)), "number of contraction phases", "1")
-    out["contraction_start"] = annotate(xr.DataArray(to_step(phases[0]["start"]) if has else np.nan),
-                                        "step the contraction starts", "steps")
-    out["minimum_step"] = annotate(xr.DataArray(to_step(ev["minimum"]) if has else np.nan),
-                                   "step of the global radius minimum before sustained expansion", "steps")
-    out["expansion_step"] = annotate(xr.DataArray(to_step(ev["expansion"])),
-                                     "step after which R stays above R(0)", "steps")
+    out["contraction_start"] = centred(annotate(xr.DataArray(to_step(phases[0]["start"]) if has else np.nan),
+                                                "step of the first contracting update", "steps"))
+    out["minimum_step"] = centred(annotate(xr.DataArray(to_step(ev["minimum"]) if has else np.nan),
+                                           "step of the global radius minimum before sustained expansion", "steps"))
+    out["expansion_step"] = centred(annotate(xr.DataArray(to_step(ev["expansion"])),
+                                             "step after which R stays above R(0)", "steps"))
     # R(t) is not finite exactly where a selected token's position is not (a diverged frame)
     return finish(base.mark_nonfinite(out, ~np.isfinite(r)), "inhale", measure=measure, smooth=smooth,
-                  min_depth=float(min_depth))
+                  min_depth=float(min_depth), tol=float(tol), split=float(split), min_z=float(min_z), centre=centre,
+                  bf16=int(bf16), peak_lr=sched.peak)
 
 
 # --- in the report and the train summary --------------------------------------------------------
 
+_PHASE_FIELDS = {"start": "phase_start", "bottom": "phase_bottom", "depth": "phase_depth", "drop": "phase_drop",
+                 "z": "phase_z", "p": "phase_p", "lr_min": "phase_lr_min", "lr_max": "phase_lr_max",
+                 "rows_moved": "phase_rows_moved", "rows_predicted": "phase_rows_predicted",
+                 "coords_moved": "phase_coords_moved", "coords_predicted": "phase_coords_predicted",
+                 "coords_rise": "phase_coords_rise", "cause": "phase_cause"}
+
+
+def _phase_rows(inh: xr.Dataset) -> list[dict[str, Any]]:
+    """The phases with their cause columns, one dict per phase (older results: what they hold)."""
+    fields = {key: name for key, name in _PHASE_FIELDS.items() if name in inh}
+    return [{key: (str(inh[name].values[i]) if key == "cause" else float(inh[name].values[i]))
+             for key, name in fields.items()} for i in range(int(inh.n_phases))]
+
+
 def _headline(inh: xr.Dataset) -> dict[str, Any]:
     return {"n_phases": int(inh.n_phases),
-            "phases": [{"start": s, "bottom": b, "depth": d} for s, b, d in
-                       zip(inh.phase_start.values, inh.phase_bottom.values, inh.phase_depth.values)],
+            "phases": _phase_rows(inh),
+            "radius_noise": float(inh.radius_noise) if "radius_noise" in inh else np.nan,
+            "centre": inh.attrs.get("centre", "centroid of the selected tokens"),
             "contraction_start": inh.contraction_start.item(),
             "minimum_step": inh.minimum_step.item(),
             "expansion_step": inh.expansion_step.item()}
 
 
+def _percent(x: float) -> str:
+    return f"{x * 100:.0f}%" if np.isfinite(x) else "n/a"
+
+
+def _phase_text(p: dict[str, Any]) -> str:
+    """One phase with its cause columns, for the train summary."""
+    text = f"{p['start']:.0f}->{p['bottom']:.0f} ({p['depth'] * 100:.3g}%, z {p['z']:.3g}"
+    if np.isfinite(p.get("lr_min", np.nan)):
+        text += f", lr {p['lr_min']:.2g}-{p['lr_max']:.2g} of peak"
+    if np.isfinite(p.get("coords_predicted", np.nan)):
+        text += (f", coords predicted to cross {p['coords_rise'] * 100:+.0f} pts at its start, "
+                 f"{_percent(p['coords_predicted'])} over it ({_percent(p['coords_moved'])} moved)")
+    elif np.isfinite(p.get("coords_moved", np.nan)):
+        text += f", coords moved {_percent(p['coords_moved'])}"
+    return text + (f": {p['cause']})" if "cause" in p else ")")
+
+
 def _summary_lines(ev: xr.Dataset) -> list[tuple[str, str]]:
     if not int(ev.n_phases):
         return [("inhale", "no contraction of the radius before it expands")]
-    phases = ", ".join(f"{int(s)}->{int(b)} ({d * 100:.2f}%)" for s, b, d in
-                       zip(ev.phase_start.values, ev.phase_bottom.values, ev.phase_depth.values))
+    phases = "; ".join(_phase_text(p) for p in _phase_rows(ev))
     return [("inhale", f"{int(ev.n_phases)} contraction phase(s) at steps {phases}; "
                        f"expansion from step {ev.expansion_step.item():.0f}")]
 
@@ -169,19 +429,70 @@ def _summary_lines(ev: xr.Dataset) -> list[tuple[str, str]]:
 def _figures(inh: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.plot(inh["step"].values, inh.radius.values, lw=1, label="R(t)")
-    ax.plot(inh["step"].values, inh.radius_smoothed.values, lw=1, alpha=0.7, label="smoothed")
-    for s, b in zip(inh.phase_start.values, inh.phase_bottom.values):
-        ax.axvspan(s, b, color="tab:red", alpha=0.15)
-    if np.isfinite(inh.expansion_step.item()):
-        ax.axvline(inh.expansion_step.item(), color="tab:green", ls="--", lw=1, label="expansion")
-    ax.set(xlabel="step", ylabel="mean radius (embedding units)",
-           title=f"{int(inh.n_phases)} contraction phase(s) (shaded)")
-    ax.legend(fontsize=8)
-    return [ReportFigure("radius", "Cloud radius and the inhale", fig)]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 5), sharex="col", gridspec_kw={"height_ratios": (3, 2)})
+    plot_phases(inh, axes[0, 0], axes[1, 0])
+    plot_phases(inh, axes[0, 1], axes[1, 1], zoom=True)
+    axes[0, 0].set_title("whole run")
+    axes[0, 1].set_title("around the phases")
+    fig.tight_layout()
+    return [ReportFigure("radius", "Cloud radius, the inhale's phases and their cause", fig)]
 
 
-# the report smooths R(t) over 3 frames (the planted inhale's phases, found within 3 frames)
-add(Analysis("inhale", inhale, order=10, applies=functools.partial(base.enough, min_frames=2), run_options={"smooth": 3},
+def plot_phases(inh: xr.Dataset, ax: Any, low: Any, *, zoom: bool = False, label: str = "R(t)") -> None:
+    """Draw an :func:`inhale` result on two matplotlib axes.
+
+    Parameters
+    ----------
+    inh : xarray.Dataset
+        The result of :func:`inhale`.
+    ax, low : matplotlib.axes.Axes
+        ``ax``: R(t), the phases shaded (purple: lattice, red: learning) and numbered, with their
+        z-score and cause listed; ``low``: the learning rate over its peak and the fractions of
+        coordinates moved and predicted to cross half a bf16 spacing.
+    zoom : bool
+        Show only the frames around the phases and the expansion.
+    label : str
+        The legend label of R(t).
+    """
+    step = inh["step"].values
+    phases = _phase_rows(inh)
+    ax.plot(step, inh.radius.values, lw=1, marker="." if zoom else None, ms=3, label=label)
+    if "radius_smoothed" in inh and int(inh.attrs.get("smooth", 1)) > 1:
+        ax.plot(step, inh.radius_smoothed.values, lw=1, alpha=0.7, label="smoothed")
+    lines = []
+    for i, p in enumerate(phases, 1):
+        colour = "tab:purple" if p.get("cause") == "lattice" else "tab:red"
+        ax.axvspan(p["start"] - 1, p["bottom"], color=colour, alpha=0.15)
+        ax.annotate(str(i), (p["start"] - 1, 0.98), xycoords=("data", "axes fraction"), va="top", fontsize=7)
+        lines.append(f"{i}: {p['start']:.0f}-{p['bottom']:.0f}, z {p['z']:.3g}, {p.get('cause', '')}")
+    if lines:
+        ax.text(0.01, 0.02, "\n".join(lines), transform=ax.transAxes, fontsize=7, va="bottom")
+    expansion = inh.expansion_step.item()
+    if np.isfinite(expansion):
+        ax.axvline(expansion, color="tab:green", ls="--", lw=1, label="expansion")
+    ax.set(ylabel="radius (embedding units)")
+    ax.legend(fontsize=7, loc="upper right")
+    if "lr_ratio" in inh:
+        low.plot(step, inh.lr_ratio.values, color="k", lw=1, label="lr / peak")
+    for name, style in (("coords_moved", "-"), ("coords_predicted", "--")):
+        if name in inh and np.isfinite(inh[name].values).any():
+            low.plot(step, inh[name].values, ls=style, lw=1, label=name.replace("_", " "))
+    low.set(xlabel="step", ylabel="fraction", ylim=(-0.02, 1.05))
+    low.legend(fontsize=7, loc="lower right")
+    if zoom and step.size:
+        marks = [p["start"] - 1 for p in phases] + [p["bottom"] for p in phases]
+        marks += [expansion] if np.isfinite(expansion) else []
+        lo, hi = (min(marks), max(marks)) if marks else (step[0], step[-1])
+        pad = max(3.0, 0.2 * (hi - lo))
+        ax.set_xlim(max(lo - pad, step[0]), min(hi + pad, step[-1]))
+        inside = (step >= ax.get_xlim()[0]) & (step <= ax.get_xlim()[1]) & np.isfinite(inh.radius.values)
+        if inside.any():
+            r = inh.radius.values[inside]
+            margin = 0.1 * (r.max() - r.min()) or 0.01 * abs(r.max()) or 1.0
+            ax.set_ylim(r.min() - margin, r.max() + margin)
+
+
+# the report looks for phases on the unsmoothed R: a burst lasts a few frames, and a phase must
+# stand min_z = 3 noise standard deviations out of the frame-to-frame scatter
+add(Analysis("inhale", inhale, order=10, applies=functools.partial(base.enough, min_frames=2),
              headline=_headline, summary_lines=_summary_lines, figures=_figures))

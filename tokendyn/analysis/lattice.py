@@ -1,6 +1,7 @@
 """Motion on the bfloat16 lattice: gas-like hops, freezing, and the cloud's freeze onset."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -12,7 +13,8 @@ from tokendyn.errors import AnalysisError
 
 from . import _lattice_kernels as K
 from . import base
-from ._frames import PER_TOKEN_CHOICES, StoredFrames, per_token_array
+from ._frames import PER_TOKEN_CHOICES, StoredFrames, decoded, per_token_array
+from ._schedule import SCHEDULE_DRIVEN_LR_FRACTION, TYPICAL_ADAM_STEP, schedule_of, update_to_half_spacing
 from .base import FrameRange, TokenSelection, annotate, class_groups, finish, frame_coords, merge, selection, stream
 from .registry import Analysis, ReportFigure, add
 
@@ -63,7 +65,23 @@ def lattice_motion(
     ``freeze_step``, the step of the first frame after which its bits never change again (ignoring
     up to ``tolerance`` isolated +-1 hops after it); NaN if it still moves at the end. Per class:
     ``freeze_onset(class, threshold)``, the first step at which the frozen fraction reaches each
-    threshold ("fimbulwinter"); NaN if never. Raises :class:`AnalysisError` unless W is bfloat16.
+    threshold ("fimbulwinter"); NaN if never; ``freeze_onset_all(threshold)`` is the same over every
+    selected token, whatever its class. Raises :class:`AnalysisError` unless W is bfloat16.
+
+    A freeze onset is a finding only if the learning rate could still move the tokens. For each
+    onset, per ``group`` (each class, then ``"all"``) and threshold: ``freeze_onset_lr_ratio``, the
+    learning rate of the first update after the onset over the movie's peak (from the movie's
+    per-frame ``lr``), ``freeze_onset_lr_max_ratio``, the largest after it, ``freeze_onset_coordinate``,
+    the median ``|x|`` of the group's coordinates at the onset frame, and ``freeze_onset_update_ratio``,
+    the typical Adam update ``lr * TYPICAL_ADAM_STEP`` (an assumption: Adam's normalized step is about
+    1 per coordinate) over half the bf16 spacing there; below 1 round to nearest throws the typical
+    update away. ``freeze_onset_schedule_driven`` is True when the schedule ends at zero and every
+    update after the onset had a learning rate below ``SCHEDULE_DRIVEN_LR_FRACTION`` (0.1) of the
+    peak: the schedule stopped the tokens, not the lattice. ``freeze_onset_cause`` says
+    ``"schedule"``, ``"lattice"`` (update ratio below 1), ``"other"``, ``"unknown"`` (no ``lr`` in the
+    movie: the ratios are NaN) or ``"none"`` (no onset). Per token, ``freeze_lr_ratio`` and
+    ``freeze_update_ratio`` say the same of its freeze (its coordinates at the last frame: its
+    frozen bits); per frame, ``lr_ratio``.
 
     A move from or to a NaN or an infinity (a diverged run) is not a lattice move: ``changed``,
     ``sites`` and ``hop`` are -1 there, it is in none of the per-class fractions (taken over the
@@ -147,8 +165,159 @@ def lattice_motion(
     out["freeze_onset"] = annotate(
         xr.DataArray(onset, dims=("class", "threshold"), coords={"class": cls, "threshold": list(thresholds)}),
         "fimbulwinter: first step at which the frozen fraction reaches the threshold", "steps")
+    # the same over every selected token, whatever its class
+    everyone = _frozen_all(freeze_frame, n_frames)
+    onset_all = np.full(len(thresholds), np.nan)
+    onset_frame = np.full((len(names) + 1, len(thresholds)), -1, np.int64)
+    for k, threshold in enumerate(thresholds):
+        for j in range(len(names) + 1):
+            hit = np.flatnonzero((frozen[:, j] if j < len(names) else everyone) >= threshold)
+            if hit.size:
+                onset_frame[j, k] = hit[0]
+        if onset_frame[-1, k] >= 0:
+            onset_all[k] = steps[onset_frame[-1, k]]
+    out["freeze_onset_all"] = annotate(
+        xr.DataArray(onset_all, dims=("threshold",), coords={"threshold": list(thresholds)}),
+        "first step at which the frozen fraction of the selected tokens (all classes) reaches the threshold",
+        "steps")
+    masks = [per_class[n] for n in names] + [np.ones(n_tokens, bool)]
+    causes, attrs = _onset_causes(ds, sub, rows, positions, masks, onset_frame, freeze_step, [*names, "all"],
+                                  list(thresholds))
+    for var, value in causes.items():
+        out[var] = value
     out = base.mark_nonfinite(out, got["nonfinite"] > 0)
-    return finish(out, name, tolerance=tolerance)
+    return finish(out, name, tolerance=tolerance, **attrs)
+
+
+#: What ``freeze_onset_cause`` says of an onset: the schedule's (see ``freeze_onset_schedule_driven``),
+#: the lattice's (the typical update is below half the bf16 spacing at the typical coordinate),
+#: neither (the typical update still crosses half a spacing: the updates themselves stopped), not
+#: known (no ``lr`` in the movie, or a small lr in a schedule not known to end at zero), or no onset.
+ONSET_CAUSES = ("schedule", "lattice", "other", "unknown", "none")
+
+
+def _decoded_rows(ds: xr.Dataset, position: int, rows: np.ndarray) -> np.ndarray:
+    """float32 values of the selected rows of one stored bf16 frame (one extra read of the movie)."""
+    return decoded(np.asarray(ds["W_bits"].isel({fmt.DIM_FRAME: int(position)}).values)[rows])
+
+
+def _onset_causes(ds: xr.Dataset, sub: xr.Dataset, rows: np.ndarray, positions: np.ndarray,
+                  masks: list[np.ndarray], onset_frame: np.ndarray, freeze_step: np.ndarray,
+                  groups: list[str], thresholds: list[float]) -> tuple[dict[str, xr.DataArray], dict[str, Any]]:
+    """What each freeze onset (per group and threshold) and each token's freeze owes to the schedule.
+
+    The learning rate of an onset is that of the first update after the onset frame (the first that
+    no longer moved the frozen tokens), over the movie's peak; the onset is schedule-driven when the
+    schedule ends at zero and every update after the onset, up to the selection's last frame, had a
+    learning rate below :data:`SCHEDULE_DRIVEN_LR_FRACTION` of the peak. The typical coordinate is
+    the median ``|x|`` over the group's tokens and coordinates at the onset frame (one extra read of
+    that frame); a token's is the median over its coordinates at the selection's last frame, which
+    holds its frozen bits (exactly so with ``tolerance=0``).
+    """
+    sched = schedule_of(sub, ds)
+    steps = sub[fmt.STEP].values
+    last_step = steps[-1]
+    full_steps = np.asarray(ds[fmt.STEP].values)
+    rel = None
+    if "lr" in ds and np.isfinite(sched.peak) and sched.peak > 0:
+        rel = np.asarray(ds["lr"].values, np.float64) / sched.peak
+
+    def after(step: float) -> np.ndarray:
+        """lr / peak of the movie's updates after ``step``, up to the selection's last frame."""
+        if rel is None or not np.isfinite(step):
+            return np.zeros(0)
+        window = rel[(full_steps > step) & (full_steps <= last_step)]
+        return window[np.isfinite(window)]
+
+    shape = onset_frame.shape
+    lr_ratio, lr_max, typical = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    driven = np.zeros(shape, bool)
+    cause = np.full(shape, "none", dtype="<U8")
+    frames_read: dict[int, np.ndarray] = {}
+    for (g, k), f in np.ndenumerate(onset_frame):
+        if f < 0:
+            continue
+        if f not in frames_read:
+            frames_read[f] = _decoded_rows(ds, positions[f], rows)
+        x = np.abs(frames_read[f][masks[g]])
+        x = x[np.isfinite(x)]
+        typical[g, k] = np.median(x) if x.size else np.nan
+        window = after(steps[f])
+        if window.size:
+            lr_ratio[g, k], lr_max[g, k] = window[0], window.max()
+        driven[g, k] = sched.ends_at_zero is True and lr_max[g, k] < SCHEDULE_DRIVEN_LR_FRACTION
+        if driven[g, k]:
+            cause[g, k] = "schedule"
+        elif not np.isfinite(lr_ratio[g, k]) or (sched.ends_at_zero is None
+                                                  and lr_max[g, k] < SCHEDULE_DRIVEN_LR_FRACTION):
+            cause[g, k] = "unknown"
+    peak = sched.peak if np.isfinite(sched.peak) else np.nan
+    update = update_to_half_spacing(lr_ratio * peak, typical)
+    known = (cause == "none") & (onset_frame >= 0)
+    cause[known & (update < 1)] = "lattice"
+    cause[known & ~(update < 1)] = "other"
+
+    # per token: the first update after its freeze, and its frozen bits' typical coordinate
+    token_lr = np.full(freeze_step.shape, np.nan)
+    for s in np.unique(freeze_step[np.isfinite(freeze_step)]):
+        window = after(s)
+        if window.size:
+            token_lr[freeze_step == s] = window[0]
+    token_update = np.full(freeze_step.shape, np.nan)
+    if np.isfinite(token_lr).any():
+        last = np.abs(_decoded_rows(ds, positions[-1], rows)).astype(np.float64)
+        last[~np.isfinite(last)] = np.nan
+        with warnings.catch_warnings():  # a row of NaN only (a diverged token) has no typical coordinate
+            warnings.simplefilter("ignore", RuntimeWarning)
+            token_typical = np.nanmedian(last, axis=1)
+        token_update = update_to_half_spacing(token_lr * peak, token_typical)
+
+    coords = {"group": groups, "threshold": thresholds}
+    dims = ("group", "threshold")
+
+    def grid(values: np.ndarray, long_name: str, units: str) -> xr.DataArray:
+        return annotate(xr.DataArray(values, dims=dims, coords=coords), long_name, units)
+
+    assumption = (f"the typical Adam update is lr * {TYPICAL_ADAM_STEP:g} per coordinate "
+                  "(Adam's normalized step m / (sqrt(v) + eps) is about 1)")
+    frame_lr = sched.relative()
+    out = {
+        "lr_ratio": annotate(xr.DataArray(frame_lr if frame_lr is not None else np.full(len(steps), np.nan),
+                                          dims=(fmt.DIM_FRAME,)),
+                             "learning rate of the update that led to the frame, over the peak", "1"),
+        "freeze_onset_lr_ratio": grid(
+            lr_ratio, "learning rate of the first update after the freeze onset, over the peak learning rate", "1"),
+        "freeze_onset_lr_max_ratio": grid(
+            lr_max, "largest learning rate of the updates after the freeze onset, over the peak learning rate", "1"),
+        "freeze_onset_coordinate": grid(
+            typical, "median |coordinate| of the group's tokens at the freeze onset frame", "embedding units"),
+        "freeze_onset_update_ratio": grid(
+            update, "typical Adam update (lr of the first update after the onset * TYPICAL_ADAM_STEP) over half "
+                    "the bf16 spacing at the median |coordinate|", "1"),
+        "freeze_onset_schedule_driven": grid(
+            driven, "the freeze onset is the schedule's doing: the schedule ends at zero and every update after "
+                    f"the onset had a learning rate below {SCHEDULE_DRIVEN_LR_FRACTION:g} of the peak", "1"),
+        "freeze_onset_cause": grid(
+            cause, "what froze the group: schedule, lattice (typical update below half the bf16 spacing), other "
+                   "(it was not), unknown (no learning rate in the movie) or none (no onset)", "1"),
+        "freeze_lr_ratio": annotate(xr.DataArray(token_lr, dims=("token",)),
+                                    "learning rate of the first update after the token's freeze, over the peak", "1"),
+        "freeze_update_ratio": annotate(
+            xr.DataArray(token_update, dims=("token",)),
+            "typical Adam update after the token's freeze over half the bf16 spacing at its median |coordinate|",
+            "1"),
+    }
+    for name in ("freeze_onset_update_ratio", "freeze_update_ratio"):
+        out[name].attrs["assumption"] = assumption
+    ends = {True: "yes", False: "no", None: "unknown"}[sched.ends_at_zero]
+    attrs = {"peak_lr": peak, "schedule_ends_at_zero": ends, "typical_adam_step": TYPICAL_ADAM_STEP,
+             "schedule_driven_lr_fraction": SCHEDULE_DRIVEN_LR_FRACTION, "update_assumption": assumption}
+    return out, attrs
+
+
+def _frozen_all(freeze_frame: np.ndarray, n_frames: int) -> np.ndarray:
+    """Per frame the fraction of the tokens frozen for good, whatever their class (NaN: never frozen)."""
+    return np.searchsorted(np.sort(freeze_frame), np.arange(n_frames), side="right") / freeze_frame.size
 
 
 def _token_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray) -> np.ndarray:
@@ -192,18 +361,68 @@ def _applies(ds: xr.Dataset, tokens: TokenSelection) -> bool:
     return "W_bits" in ds and base.enough(ds, tokens, min_frames=2)
 
 
+def _onset_at(lat: xr.Dataset, group: str, threshold: float) -> dict[str, Any]:
+    """One onset and what it owes to the schedule, as numbers (NaN where unknown)."""
+    at = {"group": group, "threshold": threshold}
+    return {"step": lat.freeze_onset_all.sel(threshold=threshold).item() if group == "all"
+            else lat.freeze_onset.sel(**{"class": group}, threshold=threshold).item(),
+            "lr_ratio": lat.freeze_onset_lr_ratio.sel(at).item(),
+            "update_ratio": lat.freeze_onset_update_ratio.sel(at).item(),
+            "schedule_driven": bool(lat.freeze_onset_schedule_driven.sel(at).item()),
+            "cause": str(lat.freeze_onset_cause.sel(at).item())}
+
+
+_VERDICT = {"schedule": "schedule-driven, not a lattice freeze",
+            "lattice": "a lattice freeze (the typical update rounds away)",
+            "other": "not the lattice (the typical update still crosses half a site)",
+            "unknown": "cause unknown (no learning rate in the movie)"}
+
+
+def _short(cause: str) -> str:
+    """The verdict on a cause without its explanation."""
+    return _VERDICT.get(cause, cause).split(" (")[0]
+
+
+def _onset_text(onset: dict[str, Any], threshold: float) -> str:
+    """``"freeze onset (90% frozen) at step 297; the next update's lr 0.67% of peak, 0.4 x half the spacing:
+    schedule-driven, not a lattice freeze"``."""
+    what = f"{threshold * 100:.0f}% frozen"
+    if not np.isfinite(onset["step"]):
+        return f"never {what}"
+    text = f"freeze onset ({what}) at step {onset['step']:.0f}"
+    if np.isfinite(onset["lr_ratio"]):
+        text += (f"; the next update's lr {onset['lr_ratio'] * 100:.3g}% of peak, "
+                 f"{onset['update_ratio']:.2g} x half the spacing")
+    return f"{text}: {_VERDICT.get(onset['cause'], onset['cause'])}"
+
+
+def _main_threshold(lat: xr.Dataset) -> float:
+    """The threshold the summary speaks of for all tokens: 0.9 where computed, else the largest."""
+    thresholds = [float(t) for t in lat.threshold.values]
+    return 0.9 if 0.9 in thresholds else max(thresholds)
+
+
 def _headline(lat: xr.Dataset) -> dict[str, Any]:
+    thresholds = lat.threshold.values
     return {str(c): {"frozen_fraction_last": lat.frozen_fraction.sel(**{"class": c}).values[-1],
                      "freeze_onset": {str(t): lat.freeze_onset.sel(**{"class": c}, threshold=t).item()
-                                      for t in lat.threshold.values}} for c in lat["class"].values}
+                                      for t in thresholds},
+                     **{f"freeze_onset_{key}": {str(t): _onset_at(lat, str(c), t)[key] for t in thresholds}
+                        for key in ("lr_ratio", "update_ratio", "schedule_driven", "cause")}}
+            for c in lat["class"].values}
 
 
 def _summary_lines(lat: xr.Dataset) -> list[tuple[str, str]]:
-    lines = []
+    threshold = _main_threshold(lat)
+    frozen_all = float(np.isfinite(lat.freeze_frame.values).mean())
+    lines = [("lattice (all)", f"{frozen_all * 100:.0f}% frozen at the end, "
+                               + _onset_text(_onset_at(lat, "all", threshold), threshold))]
     for cls in lat["class"].values:
         frozen = float(lat.frozen_fraction.sel(**{"class": cls}).values[-1])
-        onset = lat.freeze_onset.sel(**{"class": cls}, threshold=0.5).item()
-        when = f"half frozen at step {onset:.0f}" if np.isfinite(onset) else "never half frozen"
+        onset = _onset_at(lat, str(cls), 0.5)
+        when = f"half frozen at step {onset['step']:.0f}" if np.isfinite(onset["step"]) else "never half frozen"
+        if np.isfinite(onset["step"]) and onset["cause"] != "lattice":
+            when += f" ({_short(onset['cause'])})"
         temp = float(lat.temperature.sel(**{"class": cls}).values[-1])
         lines.append((f"lattice ({cls:7s})", f"{frozen * 100:.0f}% frozen at the end, {when}; "
                                               f"final temperature {temp:.3g} sites^2"))
@@ -214,19 +433,31 @@ def _figures(lat: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    steps = lat["step"].values
     for cls in lat["class"].values:
         colour = colours.get(str(cls))
         t = lat.temperature.sel(**{"class": cls}).values
         ok = np.isfinite(t) & (t > 0)
-        axes[0].plot(lat["step"].values[ok], t[ok], lw=1, color=colour, label=str(cls))
-        axes[1].plot(lat["step"].values, lat.frozen_fraction.sel(**{"class": cls}).values, lw=1, color=colour,
-                     label=str(cls))
+        axes[0].plot(steps[ok], t[ok], lw=1, color=colour, label=str(cls))
+        axes[1].plot(steps, lat.frozen_fraction.sel(**{"class": cls}).values, lw=1, color=colour, label=str(cls))
         onset = lat.freeze_onset.sel(**{"class": cls}, threshold=0.5).item()
         if np.isfinite(onset):
             axes[1].axvline(onset, color=colour, ls=":", lw=1)
+    axes[1].plot(steps, _frozen_all(lat.freeze_frame.values, steps.size), lw=1.2, ls="--", color="black",
+                 label="all")
+    if np.isfinite(lat.lr_ratio.values).any():
+        axes[1].plot(steps, lat.lr_ratio.values, lw=1, color="grey", alpha=0.7, label="lr / peak")
+    threshold = _main_threshold(lat)
+    onset = _onset_at(lat, "all", threshold)
+    title = "dotted: half frozen (fimbulwinter onset)"
+    if np.isfinite(onset["step"]):
+        axes[1].axvline(onset["step"], color="black", ls="--", lw=0.8)
+        title = f"all {threshold * 100:.0f}% frozen at {onset['step']:.0f}: {_short(onset['cause'])}"
     axes[0].set(xlabel="step", ylabel="temperature (sites^2 per coordinate)", yscale="log")
-    axes[1].set(xlabel="step", ylabel="frozen fraction", ylim=(0, 1.02), title="dotted: half frozen (fimbulwinter onset)")
+    axes[1].set(xlabel="step", ylabel="frozen fraction", ylim=(0, 1.02))
+    axes[1].set_title(title, fontsize=9)
     axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=7, loc="center left")
     return [ReportFigure("lattice", "bf16 lattice motion and freezing", fig)]
 
 
