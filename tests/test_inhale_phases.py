@@ -12,6 +12,7 @@ from tokendyn import format as fmt
 from tokendyn import synthetic
 from tokendyn.analysis import find_inhale, inhale
 from tokendyn.analysis._schedule import bf16_half_spacing
+from tokendyn.analysis.inhale import _summary_lines
 from tokendyn.errors import AnalysisError
 from tokendyn.format import BF16Bits
 from tokendyn.recorder import Recorder
@@ -278,3 +279,23 @@ def test_prediction_at_exactly_half_a_spacing(tmp_path, lr, predicted):
     out = inhale(tokendyn.open_movie(path))
     assert float(out.coords_predicted[1]) == predicted and float(out.rows_predicted[1]) == predicted
     assert float(out.coords_moved[1]) == 0.0
+
+
+def test_a_phase_from_the_first_update_that_moves_every_coordinate_is_learning(tmp_path):
+    """With lr above every half spacing from the first update, nothing is held back by the lattice:
+    the phase starts at frame 1, has no rise to measure (NaN) and is "learning", not "lattice"."""
+    path = tmp_path / "first.h5"
+    lattice_inhale(path, lr_step=2e-4)  # 2e-4 > 2^-13 > 2^-14: A and B move from frame 1
+    out = inhale(tokendyn.open_movie(path))
+    assert int(out.n_phases) >= 1 and int(out.phase_start.values[0]) == 1
+    assert np.isnan(out.phase_coords_rise.values[0])
+    assert out.phase_cause.values[0] == "learning"
+    assert "from the first update" in " ".join(v for _, v in _summary_lines(out))
+
+
+def test_a_phase_from_the_first_update_that_leaves_coordinates_behind_is_unknown(tmp_path):
+    path = tmp_path / "first_part.h5"
+    lattice_inhale(path, lr_step=1e-4)  # frame 1: 1e-4 > 2^-14 (A moves), < 2^-13 (B pinned until frame 2)
+    out = inhale(tokendyn.open_movie(path), split=0)
+    assert int(out.phase_start.values[0]) == 1
+    assert out.phase_cause.values[0] == "unknown"

@@ -411,7 +411,7 @@ def _about(h: xr.Dataset, c: str) -> str:
     verdict = "isotropic" if bool(h.isotropic_by_center.sel(center=c)) else "NOT isotropic"
     return (f"{verdict} about the {c} (p {_p(float(h.combined_pvalue_by_center.sel(center=c)))}), outward excess "
             f"{float(h.outward_excess_by_center.sel(center=c)):+.3f} "
-            f"± {float(h.outward_excess_error_by_center.sel(center=c)):.3f}")
+            f"± {float(h.outward_excess_error_by_center.sel(center=c)):.2g}")
 
 
 def _centres_line(h: xr.Dataset) -> str:

@@ -265,7 +265,10 @@ def inhale(
     ``phase_coords_rise`` is the rise of ``coords_predicted`` at the phase's first frame over the
     frame before, and ``phase_cause`` is ``"lattice"`` where it is at least :data:`LATTICE_RISE`
     (the learning rate has just let a binade of coordinates across), ``"learning"`` where it is
-    not or the movie is not bf16, and ``"unknown"`` for a bf16 movie without ``lr``. Every
+    not or the movie is not bf16, and ``"unknown"`` for a bf16 movie without ``lr``. A phase from
+    the movie's first update has no rise (NaN): it is ``"learning"`` when that update was predicted
+    to move nearly every coordinate (at least ``1 - LATTICE_RISE``; the lattice held nothing back),
+    else ``"unknown"``. Every
     variable that depends on R names its centre in ``attrs["centre"]``.
     Frames where W holds a NaN or an infinity (a diverged run) are marked in ``nonfinite_frame``;
     R is not finite there and they take no part in the events.
@@ -342,13 +345,17 @@ def inhale(
         for name in _CROSSING:
             means[name].append(_window(out[name].values, p["start"], bottom, np.mean))
         pred = out["coords_predicted"].values
-        # at the first frame of the selection nothing was predicted to move before it
-        rise = float(pred[p["start"]] - (pred[before] if before >= 1 else 0.0))
+        # a phase from the first update has no update before it to rise over: it is the lattice's
+        # only if that first update already left coordinates behind, and "learning" when it let
+        # (nearly) every coordinate across, which the lattice did not gate
+        rise = float(pred[p["start"]] - pred[before]) if before >= 1 else np.nan
         rises.append(rise)
         if not bf16:
             causes.append("learning")
         elif not has_lr:
             causes.append("unknown")
+        elif before < 1:
+            causes.append("learning" if pred[p["start"]] >= 1 - LATTICE_RISE else "unknown")
         else:
             causes.append("lattice" if np.isfinite(rise) and rise >= LATTICE_RISE else "learning")
     out["phase_lr_min"] = per_phase(lr_min, "smallest learning rate of the phase's updates over the peak", "1", False)
@@ -411,7 +418,9 @@ def _phase_text(p: dict[str, Any]) -> str:
     if np.isfinite(p.get("lr_min", np.nan)):
         text += f", lr {p['lr_min']:.2g}-{p['lr_max']:.2g} of peak"
     if np.isfinite(p.get("coords_predicted", np.nan)):
-        text += (f", coords predicted to cross {p['coords_rise'] * 100:+.0f} pts at its start, "
+        rise = (f"{p['coords_rise'] * 100:+.0f} pts at its start" if np.isfinite(p.get("coords_rise", np.nan))
+                else "from the first update")
+        text += (f", coords predicted to cross {rise}, "
                  f"{_percent(p['coords_predicted'])} over it ({_percent(p['coords_moved'])} moved)")
     elif np.isfinite(p.get("coords_moved", np.nan)):
         text += f", coords moved {_percent(p['coords_moved'])}"
