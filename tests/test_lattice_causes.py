@@ -244,3 +244,34 @@ def test_a_real_run_decaying_to_zero_is_flagged_and_one_with_a_floor_is_not(real
     assert not floor.freeze_onset_schedule_driven.values.any()
     assert "schedule-driven" not in dict(_summary_lines(floor))["lattice (all)"]
     assert "schedule-driven" in dict(_summary_lines(zero))["lattice (all)"]
+
+
+@pytest.mark.slow
+def test_a_real_run_gives_the_inhale_and_hypersphere_causes_their_numpy_values(real_runs):
+    """On the short real run (floor 0.1), the cause columns agree with the movie itself: the inhale's
+    per-phase learning rates and per-frame moved coordinates, the hypersphere's centroid steps, both
+    recomputed in float64 numpy from the stored frames and the ``lr`` scalar."""
+    from tokendyn.analysis import hypersphere_walk, inhale
+
+    ds = tokendyn.open_movie(real_runs["floor"])
+    bits = ds.W_bits.values
+    lr = ds.lr.values / ds.lr.values.max()
+    steps = ds.step.values
+    inh = inhale(ds)
+    moved = (bits[1:] != bits[:-1]).mean(axis=(1, 2))
+    np.testing.assert_allclose(inh.coords_moved.values[1:], moved)
+    np.testing.assert_allclose(inh.lr_ratio.values, lr)
+    for i in range(int(inh.n_phases)):
+        start, bottom = int(inh.phase_start.values[i]), int(inh.phase_bottom.values[i])
+        window = lr[(steps >= start) & (steps <= bottom)]
+        assert inh.phase_lr_min.values[i] == pytest.approx(window.min())
+        assert inh.phase_lr_max.values[i] == pytest.approx(window.max())
+        assert inh.phase_cause.values[i] in ("lattice", "learning", "unknown")
+    h = hypersphere_walk(ds, tokens="dead")
+    x = ds.W.values.astype(np.float64)
+    centroid = x.mean(axis=1)
+    np.testing.assert_allclose(h.centroid_step.values[1:], np.linalg.norm(np.diff(centroid, axis=0), axis=1),
+                               rtol=1e-5)
+    assert set(h.center.values.tolist()) == {"centroid", "origin"}
+    assert np.isfinite(h.outward_excess_by_center.values).all()
+    assert h.attrs["center"] == "centroid"
