@@ -134,12 +134,19 @@ def _register_analysis(sub: Any) -> None:
     register(sub)
 
 
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_train, _register_analysis]
+def _register_import(sub: Any) -> None:
+    from tokendyn.surfaces.cli_import import register
+
+    register(sub)
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_train, _register_analysis, _register_import]
 
 
 # The optional packages a command may need, and the extra of pyproject.toml that installs each.
 OPTIONAL_EXTRAS = {"torch": "train", "tokenizers": "train", "zarr": "distributed", "distributed": "distributed",
-                   "yaml": "distributed", "tomli": "distributed", "selenium": "test"}
+                   "yaml": "distributed", "tomli": "distributed", "selenium": "test",
+                   "safetensors": "safetensors"}
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], *_args: Any, **_kwargs: Any) -> str:
