@@ -6,7 +6,6 @@ movie without ``lr``), a float64 numpy reference for the onset over all tokens, 
 bf16-pure runs whose only difference is the learning rate's floor.
 """
 import json
-import os
 
 import numpy as np
 import pytest
@@ -223,12 +222,13 @@ def real_runs(tmp_path_factory):
     from tokendyn.trainers import train
 
     root = tmp_path_factory.mktemp("real")
-    os.environ.setdefault("TOKENDYN_CACHE", str(root / "cache"))
     paths = {}
-    for name, floor in (("zero", 0.0), ("floor", 0.1)):
-        paths[name] = str(root / f"{name}.h5")
-        train("tiny", out=paths[name], steps=40, warmup=5, min_lr_ratio=floor, precision="bf16-pure",
-              progress=False, log=lambda s: None, sample_tokens=0)
+    with pytest.MonkeyPatch.context() as mp:  # the cache for these runs only, not for the tests after
+        mp.setenv("TOKENDYN_CACHE", str(root / "cache"))
+        for name, floor in (("zero", 0.0), ("floor", 0.1)):
+            paths[name] = str(root / f"{name}.h5")
+            train("tiny", out=paths[name], steps=40, warmup=5, min_lr_ratio=floor, precision="bf16-pure",
+                  progress=False, log=lambda s: None, sample_tokens=0)
     return paths
 
 
