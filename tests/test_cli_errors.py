@@ -88,3 +88,22 @@ def test_a_missing_optional_package_names_its_extra(small, tmp_path, capsys, mon
     monkeypatch.setitem(sys.modules, "zarr", None)  # as if zarr were not installed
     line = _one_line_error(capsys, ["convert", small, str(tmp_path / "m.zarr")], "pip install 'tokendyn[distributed]'")
     assert "zarr" in line
+
+
+def test_a_command_starts_without_importing_the_analyses_and_their_help_still_lists_them():
+    """Building the parser must not import tokendyn.analysis (scipy, xarray, dask: about 1.7 s of
+    every command's start-up); `tokendyn analyse --help` imports them to list them."""
+    import subprocess
+
+    code = ("import sys; from tokendyn.surfaces.cli import build_parser; build_parser(); "
+            "print('tokendyn.analysis' in sys.modules, 'scipy.stats' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
+    from tokendyn.analysis import registry
+
+    shown = subprocess.run([sys.executable, "-m", "tokendyn.surfaces.cli", "analyse", "--help"],
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0
+    for name in registry.names():
+        assert name in shown.stdout
