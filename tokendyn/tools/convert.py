@@ -74,6 +74,10 @@ def to_zarr(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool =
     with H5Source(src) as source, source.errors():
         f = source.file
         shape = check_structure(source, src, source.stored_bytes)
+        if fmt.TOKEN_CLASS in f:  # a reader refuses codes other than 0, 1, 2: so does the copy
+            problem = token_class_problem(f[fmt.TOKEN_CLASS][...])
+            if problem:
+                raise MovieFormatError(problem, src)
         n = complete_frames(f[fmt.STEP][...])
         series = source.frame_series()
         for name, dset in f.items():
