@@ -54,3 +54,22 @@ def run_py(code, timeout=120, **kw):
 def run_cli(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "tokendyn.surfaces.cli", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT)
+
+
+def read_recorded(path):
+    """A callback's movie as plain arrays: step, W, E (or None), the scalars, token_class, token_text
+    (or None) and the config, read with h5py (not through tokendyn's readers)."""
+    import json
+
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        out = {k: f[k][...] for k in ("step", "W", "loss", "lr", "grad_norm", "token_class")}
+        out["E"] = f["E"][...] if "E" in f else None
+        out["config"] = json.loads(f.attrs["config"])
+        out["token_text"] = [t.decode() if isinstance(t, bytes) else t for t in f["token_text"][...]] \
+            if "token_text" in f else None
+        out["token_count"] = f["token_count"][...] if "token_count" in f else None
+        out["W_dtype"] = f["W"].dtype
+    return out
+

@@ -11,6 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from conftest import read_recorded as read  # noqa: E402
+
 import tokendyn  # noqa: E402
 from tokendyn import format as fmt  # noqa: E402
 from tokendyn.errors import RecorderError, TokendynError  # noqa: E402
@@ -55,18 +57,6 @@ def train(tmp_path, model, callback, *, steps=30, resume=None, out="out", **args
                                    train_dataset=RandomIds(), callbacks=[callback])
     trainer.train(resume_from_checkpoint=resume)
     return trainer
-
-
-def read(path):
-    with h5py.File(path, "r") as f:
-        out = {k: f[k][...] for k in ("step", "W", "loss", "lr", "grad_norm", "token_class")}
-        out["E"] = f["E"][...] if "E" in f else None
-        out["config"] = json.loads(f.attrs["config"])
-        out["token_text"] = [t.decode() if isinstance(t, bytes) else t for t in f["token_text"][...]] \
-            if "token_text" in f else None
-        out["token_count"] = f["token_count"][...] if "token_count" in f else None
-        out["W_dtype"] = f["W"].dtype
-    return out
 
 
 def weight(t):

@@ -1,17 +1,17 @@
 """tokendyn.integrations.lightning.MovieCallback on real (tiny, CPU) Lightning fits."""
-import json
 import os
 import subprocess
 import sys
 import warnings
 
-import h5py
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pl = pytest.importorskip("lightning.pytorch")
+
+from conftest import read_recorded as read  # noqa: E402
 
 import tokendyn  # noqa: E402
 from tokendyn.errors import RecorderError, TokendynError  # noqa: E402
@@ -74,14 +74,6 @@ def fit(tmp_path, module, callback, *, steps=20, ckpt_path=None, save_every=None
         warnings.simplefilter("ignore")  # Lightning's advice on dataloader workers
         trainer.fit(module, loader, ckpt_path=ckpt_path)
     return trainer
-
-
-def read(path):
-    with h5py.File(path, "r") as f:
-        out = {k: f[k][...] for k in ("step", "W", "loss", "lr", "grad_norm", "token_class")}
-        out["E"] = f["E"][...] if "E" in f else None
-        out["config"] = json.loads(f.attrs["config"])
-    return out
 
 
 def test_fit_records_every_optimizer_step_bit_exact_with_scalars_and_classes(tmp_path):

@@ -197,3 +197,16 @@ def missing_extra(stack: str, extra: str, exc: ImportError) -> TokendynError:
     """The error for a callback whose training stack is not installed."""
     return TokendynError(f"tokendyn.integrations.{extra} needs {stack} ({exc}); "
                          f"install it with: pip install 'tokendyn[{extra}]'")
+
+
+class RecordingCallback:
+    """The constructor both callbacks share (mixed in before the stack's own callback class): the
+    arguments of :class:`MovieCapture`, kept as ``self.movie``."""
+
+    def __init__(self, path: str | os.PathLike, record_every: Any = 1, token_class: Any = None,
+                 token_text: Any = None, token_count: Any = None, classes: Any = None, overwrite: bool = False,
+                 title: str | None = None, embedding: Embedding = None, unembedding: Embedding = None):
+        super().__init__()
+        self.movie = MovieCapture(path, record_every=record_every, token_class=token_class, token_text=token_text,
+                                  token_count=token_count, classes=classes, overwrite=overwrite, title=title,
+                                  embedding=embedding, unembedding=unembedding)

@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any
 
-from tokendyn.integrations._capture import NAN, Embedding, MovieCapture, missing_extra
+from tokendyn.integrations._capture import NAN, RecordingCallback, missing_extra
 
 try:
     from transformers import TrainerCallback
@@ -31,7 +31,7 @@ def _finite(value: Any) -> float:
         return NAN
 
 
-class MovieCallback(TrainerCallback):
+class MovieCallback(RecordingCallback, TrainerCallback):
     """A ``transformers.TrainerCallback`` that records the input embedding (W) at every optimizer step.
 
     Parameters
@@ -73,12 +73,8 @@ class MovieCallback(TrainerCallback):
     and ``model.config.to_dict()``) is stored in the movie. The movie is closed at ``on_train_end``.
     """
 
-    def __init__(self, path: str | os.PathLike, record_every: Any = 1, token_class: Any = None,
-                 token_text: Any = None, token_count: Any = None, classes: Any = None, overwrite: bool = False,
-                 title: str | None = None, embedding: Embedding = None, unembedding: Embedding = None):
-        self.movie = MovieCapture(path, record_every=record_every, token_class=token_class, token_text=token_text,
-                                  token_count=token_count, classes=classes, overwrite=overwrite, title=title,
-                                  embedding=embedding, unembedding=unembedding)
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
         self._lr = NAN
         self._pending: tuple[int, dict[str, float]] | None = None
 

@@ -7,10 +7,9 @@ Frame 0 is the model before training; then one frame per optimizer step on the s
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from tokendyn.integrations._capture import NAN, Embedding, MovieCapture, missing_extra
+from tokendyn.integrations._capture import NAN, RecordingCallback, missing_extra
 
 try:
     import lightning.pytorch as pl
@@ -29,7 +28,7 @@ def _loss(outputs: Any) -> Any:
     return outputs.detach().reshape(())
 
 
-class MovieCallback(pl.Callback):
+class MovieCallback(RecordingCallback, pl.Callback):
     """A ``lightning.pytorch.Callback`` that records the input embedding (W) at every optimizer step.
 
     Parameters
@@ -58,12 +57,8 @@ class MovieCallback(pl.Callback):
     NaN for all three. Only ``trainer.is_global_zero`` writes.
     """
 
-    def __init__(self, path: str | os.PathLike, record_every: Any = 1, token_class: Any = None,
-                 token_text: Any = None, token_count: Any = None, classes: Any = None, overwrite: bool = False,
-                 title: str | None = None, embedding: Embedding = None, unembedding: Embedding = None):
-        self.movie = MovieCapture(path, record_every=record_every, token_class=token_class, token_text=token_text,
-                                  token_count=token_count, classes=classes, overwrite=overwrite, title=title,
-                                  embedding=embedding, unembedding=unembedding)
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
         self._seen_step = -1
         self._loss_sum: Any = None
         self._n_losses = 0
