@@ -28,6 +28,12 @@ def verdict(value: float, target: float, higher_is_better: bool) -> str:
     return "met" if ok else "MISSED"
 
 
+def figures_table(rows: list[dict[str, Any]]) -> str:
+    """The markdown table of a section: one row per figure with its value, target and verdict."""
+    lines = [f"| {r['figure']} | {r['value']:.3g} | {r['target']} | {r['verdict']} |" for r in rows]
+    return "\n".join(["| figure | value | target | verdict |", "|---|---|---|---|", *lines])
+
+
 def update_section(name: str, markdown: str) -> None:
     """Replace (or append) the section ``name`` of RESULTS.md, keeping the other scripts' sections."""
     begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"

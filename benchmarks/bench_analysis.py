@@ -30,7 +30,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-from _results import emit, machine, update_section, verdict  # noqa: E402
+from _results import emit, figures_table, machine, update_section, verdict  # noqa: E402
 
 WARM_FRAMES = 8  # the untimed first call: numba loads the kernels from its cache (or compiles them)
 # benchmark settings per analysis: the hypersphere walk on every token (the movie has only 200 dead ones)
@@ -307,7 +307,7 @@ def main() -> None:
                              verdict="-"))
     rows.insert(0, emit(figure="h5py sequential read of W (median of all)", value=float(np.median(reads)),
                         seconds=float(np.median(reads)), runs=reads, target="(baseline)", verdict="-", gb=size_gb))
-    table = "\n".join(f"| {r['figure']} | {r['value']:.3g} | {r['target']} | {r['verdict']} |" for r in rows)
+    table = figures_table(rows)
     title = "" if args.section == "analysis" else f", `--section {args.section}`"
     update_section(args.section, f"""
 ## Analyses (`benchmarks/bench_analysis.py`{title})
@@ -323,8 +323,6 @@ cloud_geometry, what limits it: the same pass with `k=0` (no principal variances
 variances' linear algebra alone (`covariance_floor`: per frame and class the float32 `syrk`, then also
 the top-5 eigenvalues, on one frame's centred positions held in memory, all cores: a lower bound).
 
-| figure | value | target | verdict |
-|---|---|---|---|
 {table}
 """)
 

@@ -12,7 +12,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _results import emit, machine, update_section, verdict  # noqa: E402
+from _results import emit, figures_table, machine, update_section, verdict  # noqa: E402
 
 
 def timed(name: str, path: str) -> float:
@@ -59,15 +59,13 @@ def main() -> None:
         emit(figure="overhead: 2 workers / local threads", value=cluster_times[2] / local, target="close to 1",
              verdict=verdict(cluster_times[2] / local, 1.2, False)),
     ]
-    table = "\n".join(f"| {r['figure']} | {r['value']:.3g} | {r['target']} | {r['verdict']} |" for r in rows)
+    table = figures_table(rows)
     update_section("distributed", f"""
 ## Analyses on dask.distributed (`benchmarks/bench_distributed.py`)
 
 {machine()}. `{args.analysis}` over the {os.path.getsize(args.movie) / 1e9:.1f} GB benchmark movie, page cache warm;
 LocalCluster workers with one thread each; the "close to 1" verdicts use 1.2 as the line.
 
-| figure | value | target | verdict |
-|---|---|---|---|
 {table}
 """)
 

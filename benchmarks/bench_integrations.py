@@ -22,7 +22,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _results import emit, machine, update_section, verdict  # noqa: E402
+from _results import emit, figures_table, machine, update_section, verdict  # noqa: E402
 
 ROWS, CONTEXT = 8192, 512
 
@@ -144,7 +144,7 @@ def main() -> None:
         rows.append(emit(figure="tokendyn import / (raw read + raw h5py write) of the same frames",
                          import_mb_s=ours, raw_mb_s=raw, write_mb_s=write, value=ours / both, target="(context)",
                          verdict="-"))
-    table = "\n".join(f"| {r['figure']} | {r['value']:.3g} | {r['target']} | {r['verdict']} |" for r in rows)
+    table = figures_table(rows)
     detail = (f"- Trainer: {rows[0]['plain_steps_s']:.1f} steps/s plain, {rows[0]['recording_steps_s']:.1f} recording "
               f"every step (medians of {args.repeats} alternated runs of {args.steps} steps)\n"
               f"- import: {rows[1]['import_mb_s']:.0f} MB/s, raw read {rows[1]['raw_mb_s']:.0f} MB/s, raw h5py "
@@ -156,8 +156,6 @@ def main() -> None:
 
 {machine()}
 
-| figure | value | target | verdict |
-|---|---|---|---|
 {table}
 
 {detail}

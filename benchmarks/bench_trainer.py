@@ -17,7 +17,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _results import emit, machine, update_section, verdict  # noqa: E402
+from _results import emit, figures_table, machine, update_section, verdict  # noqa: E402
 
 from tokendyn.trainers import from_preset, train  # noqa: E402
 from tokendyn.trainers.optim import PureBF16AdamW, param_groups  # noqa: E402
@@ -128,7 +128,7 @@ def main() -> None:
                 ceiling = storage_ceiling_frames_per_second((vocab_rows, cfg.dim), w_dtype, work)
                 rows.append(emit(figure=f"{preset} storage ceiling (raw h5py frames/s of W, no training)",
                                  value=ceiling, target="(context)", verdict="-"))
-    table = "\n".join(f"| {r['figure']} | {r['value']:.3g} | {r['target']} | {r['verdict']} |" for r in rows)
+    table = figures_table(rows)
     detail = "\n".join(
         f"- {r['figure']}: ours {r.get('ours_steps_s', float('nan')):.1f} steps/s"
         + (f", HF {r['hf_steps_s']:.1f} steps/s ({r['precision']})" if "hf_steps_s" in r else "")
@@ -144,8 +144,6 @@ def main() -> None:
 {machine()}; torch {torch.__version__} {gpu}; {args.steps} timed steps per figure, after warm-up;
 HF `GPT2LMHeadModel` in a plain torch loop at the same sizes, precision and optimizer.
 
-| figure | value | target | verdict |
-|---|---|---|---|
 {table}
 
 {detail}
