@@ -73,3 +73,16 @@ def read_recorded(path):
         out["W_dtype"] = f["W"].dtype
     return out
 
+
+def one_line_error(capsys, argv, names):
+    """Run the CLI in-process: it must exit 2 with exactly one stderr line, no traceback, naming
+    ``names`` (a file or an option); returns that line."""
+    from tokendyn.surfaces.cli import main
+
+    rc = main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert names in lines[0], lines[0]
+    return lines[0]
+

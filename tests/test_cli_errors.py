@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import random_bf16_frames, write_movie
+from conftest import one_line_error, random_bf16_frames, write_movie
 
 from tokendyn.recorder import Recorder
 from tokendyn.surfaces.cli import main
@@ -29,36 +29,27 @@ def diverged(tmp_path):
     return path
 
 
-def _one_line_error(capsys, argv, names):
-    rc = main(argv)
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert names in lines[0], lines[0]
-    return lines[0]
-
-
 @pytest.mark.parametrize("args, message", [
     (["--fps", "0"], "fps must be a whole number >= 1, got 0"),
     (["--fps", "-3"], "fps must be a whole number >= 1"),
     (["--max-frames", "0"], "max_frames must be a whole number >= 1, got 0"),
 ])
 def test_play_refuses_hostile_values(small, tmp_path, capsys, args, message):
-    line = _one_line_error(capsys, ["play", small, "-o", str(tmp_path / "p.html"), *args], "m.h5")
+    line = one_line_error(capsys, ["play", small, "-o", str(tmp_path / "p.html"), *args], "m.h5")
     assert message in line
     assert not (tmp_path / "p.html").exists()
 
 
 def test_play_output_paths(small, tmp_path, capsys):
-    assert "is a folder" in _one_line_error(capsys, ["play", small, "-o", str(tmp_path)], str(tmp_path))
+    assert "is a folder" in one_line_error(capsys, ["play", small, "-o", str(tmp_path)], str(tmp_path))
     missing = str(tmp_path / "no" / "p.html")
-    assert "folder does not exist" in _one_line_error(capsys, ["play", small, "-o", missing], missing)
+    assert "folder does not exist" in one_line_error(capsys, ["play", small, "-o", missing], missing)
 
 
 def test_report_output_that_is_a_file(small, tmp_path, capsys):
     target = tmp_path / "taken"
     target.write_text("keep")
-    _one_line_error(capsys, ["report", small, "-o", str(target), "-q"], str(target))
+    one_line_error(capsys, ["report", small, "-o", str(target), "-q"], str(target))
     assert target.read_text() == "keep"
 
 
@@ -80,13 +71,13 @@ def test_a_movie_with_no_finite_frame_is_a_clear_error(tmp_path, capsys):
     with Recorder(path, token_class=CLASSES) as rec:
         for i in range(3):
             rec.capture(i, W=np.full((24, 6), np.nan, np.float32))
-    assert "no shown frame of W is finite" in _one_line_error(capsys, ["play", path, "-o", str(tmp_path / "p.html")],
+    assert "no shown frame of W is finite" in one_line_error(capsys, ["play", path, "-o", str(tmp_path / "p.html")],
                                                                "allnan.h5")
 
 
 def test_a_missing_optional_package_names_its_extra(small, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "zarr", None)  # as if zarr were not installed
-    line = _one_line_error(capsys, ["convert", small, str(tmp_path / "m.zarr")], "pip install 'tokendyn[distributed]'")
+    line = one_line_error(capsys, ["convert", small, str(tmp_path / "m.zarr")], "pip install 'tokendyn[distributed]'")
     assert "zarr" in line
 
 

@@ -11,6 +11,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import safetensors.numpy as stn
+from conftest import one_line_error
 
 import tokendyn
 from tokendyn.errors import TokendynError
@@ -37,15 +38,6 @@ def _digests(root):
             with open(p, "rb") as f:
                 out[p] = hashlib.sha256(f.read()).hexdigest()
     return out
-
-
-def _one_line_error(capsys, argv, names):
-    rc = main(argv)
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert names in lines[0], lines[0]
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------------ stack
@@ -196,15 +188,15 @@ def test_pickle_files_are_refused_without_being_unpickled(tmp_path, capsys):
     model.mkdir()
     (model / "config.json").write_text("{}")
     _marker_pickle(model / "pytorch_model.bin", marker)
-    line = _one_line_error(capsys, ["import", str(model), "-o", str(tmp_path / "a.h5")], "pytorch_model.bin")
+    line = one_line_error(capsys, ["import", str(model), "-o", str(tmp_path / "a.h5")], "pytorch_model.bin")
     assert "pickle" in line and "safe_serialization=True" in line
     _marker_pickle(tmp_path / "stack.pt", marker)
-    assert "pickle" in _one_line_error(capsys, ["import", str(tmp_path / "stack.pt"), "-o", str(tmp_path / "b.h5")],
+    assert "pickle" in one_line_error(capsys, ["import", str(tmp_path / "stack.pt"), "-o", str(tmp_path / "b.h5")],
                                        "stack.pt")
     snaps = tmp_path / "snaps"
     snaps.mkdir()
     _marker_pickle(snaps / "emb_step1.ckpt", marker)
-    assert "pickle" in _one_line_error(capsys, ["import", str(snaps), "-o", str(tmp_path / "c.h5")], "emb_step1.ckpt")
+    assert "pickle" in one_line_error(capsys, ["import", str(snaps), "-o", str(tmp_path / "c.h5")], "emb_step1.ckpt")
     assert not marker.exists() and not list(tmp_path.glob("*.h5"))
 
 
@@ -261,7 +253,7 @@ def _bad(tmp_path, case):
 def test_bad_inputs_are_one_line_errors_and_inputs_stay_unchanged(tmp_path, capsys, case):
     argv, name, text = _bad(tmp_path, case)
     before = _digests(tmp_path)
-    line = _one_line_error(capsys, ["import", *argv, "-o", str(tmp_path / "m.h5")], name)
+    line = one_line_error(capsys, ["import", *argv, "-o", str(tmp_path / "m.h5")], name)
     assert text in line, line
     assert _digests(tmp_path) == before
     if case != "output exists":
@@ -293,21 +285,21 @@ def test_head_tying_unknown_is_decided_by_the_bytes(tmp_path):
 
 def test_more_bad_inputs_name_their_file(tmp_path, capsys):
     stn.save_file({"a": np.zeros((2, 3, 2), np.int32)}, str(tmp_path / "ints.safetensors"))
-    assert "must be F32, F16 or BF16" in _one_line_error(
+    assert "must be F32, F16 or BF16" in one_line_error(
         capsys, ["import", str(tmp_path / "ints.safetensors"), "-o", str(tmp_path / "m.h5")], "ints.safetensors")
     stn.save_file({"a": np.zeros((2, 3, 2), np.float32)}, str(tmp_path / "s.safetensors"))
-    assert "'x' is not an id" in _one_line_error(
+    assert "'x' is not an id" in one_line_error(
         capsys, ["import", str(tmp_path / "s.safetensors"), "-o", str(tmp_path / "m.h5"), "--dead-ids", "1,x"],
         "s.safetensors")
     model = tmp_path / "model"
     model.mkdir()
     (model / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": "../s.safetensors"}}))
-    assert "not a .safetensors file in this folder" in _one_line_error(
+    assert "not a .safetensors file in this folder" in one_line_error(
         capsys, ["import", str(model), "-o", str(tmp_path / "m.h5")], "model.safetensors.index.json")
     run = tmp_path / "run"
     _checkpoint(run / "checkpoint-1", _bf16((16, 8)))
     _checkpoint(run / "checkpoint-2", _bf16((17, 8)))
-    assert "inconsistent shapes" in _one_line_error(
+    assert "inconsistent shapes" in one_line_error(
         capsys, ["import", str(run), "-o", str(tmp_path / "m.h5")], "checkpoint-2")
     assert not (tmp_path / "m.h5").exists()
 
