@@ -86,3 +86,14 @@ def one_line_error(capsys, argv, names):
     assert names in lines[0], lines[0]
     return lines[0]
 
+
+def error_without(blocked, module):
+    """The TokendynError text of importing ``module`` in a fresh interpreter where the packages
+    ``blocked`` are missing (``sys.modules[name] = None``); "" if none was raised."""
+    code = ("import sys\n" + "".join(f"sys.modules[{name!r}] = None\n" for name in blocked)
+            + "from tokendyn.errors import TokendynError\n"
+            + f"try:\n    import {module}\nexcept TokendynError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
