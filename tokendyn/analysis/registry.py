@@ -85,6 +85,25 @@ class Analysis:
     figures : callable or None
         ``figures(result, colours) -> [ReportFigure, ...]``, ``colours`` mapping token class names
         to colours; import matplotlib inside it, never at module level.
+    compare_tokens : callable
+        ``compare_tokens(ds) -> tokens``: the tokens ``tokendyn compare`` runs it on (one run per
+        movie; its curves, token values and events all come from that run). Default: the report's
+        tokens for no selection.
+    curves : callable or None
+        ``curves(result) -> {name: DataArray}``: the curves ``tokendyn compare`` overlays across
+        runs, aligned on step: each over ``frame`` (with the ``step`` coordinate) and optionally
+        ``class``, with ``long_name`` and ``units``.
+    token_values : callable or None
+        ``token_values(result) -> {name: DataArray}``: one number per token (over ``token``, its
+        coordinate the token ids), with ``long_name`` and ``units``; ``tokendyn compare`` tests
+        the token classes against each other with them (NaN: not defined for that token).
+    events : callable or None
+        ``events(result) -> {name: value}``: what happened in the run, counted across a group's
+        runs: a ``bool`` ("inhale: 3 of 3 runs"), an ``int`` (a count: "2 phases in 2 of 3"), or a
+        ``float`` step (its mean and spread over the runs where it happened; NaN: it did not).
+
+    A headline's number ``X`` carries its standard error as ``X_error`` beside it (the report and
+    ``tokendyn compare`` show ``X ± X_error``).
     """
 
     name: str
@@ -97,6 +116,10 @@ class Analysis:
     headline: Callable[[xr.Dataset], dict[str, Any]] | None = None
     summary_lines: Callable[[xr.Dataset], list[tuple[str, str]]] | None = None
     figures: Callable[[xr.Dataset, Mapping[str, str]], list[ReportFigure]] | None = None
+    compare_tokens: Callable[[xr.Dataset], TokenSelection] | None = None
+    curves: Callable[[xr.Dataset], dict[str, xr.DataArray]] | None = None
+    token_values: Callable[[xr.Dataset], dict[str, xr.DataArray]] | None = None
+    events: Callable[[xr.Dataset], dict[str, Any]] | None = None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -113,6 +136,10 @@ class Analysis:
         result = self.function(ds, *args, **kwargs)
         check_result(result, self.function.__name__)
         return result
+
+    def tokens_to_compare(self, ds: xr.Dataset) -> TokenSelection:
+        """The tokens ``tokendyn compare`` runs it on (:attr:`compare_tokens`, else the report's)."""
+        return self.compare_tokens(ds) if self.compare_tokens is not None else self.report_tokens(ds, None)
 
     def standard_run(self, ds: xr.Dataset, tokens: TokenSelection, *, frames: Any = None,
                      progress: Callable[[int, int], None] | None = None) -> xr.Dataset:

@@ -140,7 +140,20 @@ def _register_import(sub: Any) -> None:
     register(sub)
 
 
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_train, _register_analysis, _register_import]
+def _register_compare(sub: Any) -> None:
+    from tokendyn.surfaces.cli_compare import register
+
+    register(sub)
+
+
+def _register_experiment(sub: Any) -> None:
+    from tokendyn.surfaces.cli_experiment import register
+
+    register(sub)
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_train, _register_analysis, _register_import,
+                                                _register_compare, _register_experiment]
 
 
 # The optional packages a command may need, and the extra of pyproject.toml that installs each.
