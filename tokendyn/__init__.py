@@ -15,6 +15,7 @@ from typing import Any
 from ._version import __version__
 from .errors import (
     AnalysisError,
+    CompareError,
     ConfigError,
     MovieError,
     MovieFormatError,
@@ -40,6 +41,8 @@ _LAZY = {
     "convert": ("tokendyn.tools.convert", "convert"),
     "save_result": ("tokendyn.surfaces.export", "save_result"),
     "run_sweep": ("tokendyn.runs.sweep", "run_sweep"),
+    "compare": ("tokendyn.surfaces.compare_report", "compare"),
+    "run_experiment": ("tokendyn.runs.experiment", "run_experiment"),
 }
 
 __all__ = [
@@ -52,6 +55,7 @@ __all__ = [
     "RecorderError",
     "ConfigError",
     "AnalysisError",
+    "CompareError",
     *_LAZY,
 ]
 

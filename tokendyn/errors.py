@@ -54,3 +54,7 @@ class ConfigError(TokendynError):
 
 class AnalysisError(TokendynError):
     """An analysis cannot run on the given movie or selection."""
+
+
+class CompareError(TokendynError):
+    """Runs cannot be compared as asked (a missing run, a label matching nothing, no common analysis)."""

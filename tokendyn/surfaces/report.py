@@ -7,7 +7,6 @@ import functools
 import html
 import io
 import json
-import math
 import os
 import sys
 from collections.abc import Callable
@@ -17,6 +16,8 @@ import numpy as np
 
 from tokendyn import format as fmt
 from tokendyn.errors import TokendynError
+from tokendyn.jsonable import jsonable as _jsonable
+from tokendyn.jsonable import number as _number
 from tokendyn.surfaces.player import CLASS_COLOURS, player_fragment, project_naming
 
 
@@ -40,28 +41,10 @@ def png_data(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _number(v: Any) -> Any:
-    """JSON-friendly: numpy scalars to Python, NaN to None."""
-    if isinstance(v, (np.generic,)):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
 def _move_bar(bar: Any, index: int, done: int, total: int) -> None:
     """Show analysis ``index`` as ``done / total`` of its frames streamed."""
     bar.n = index + done / max(total, 1)
     bar.refresh()
-
-
-def _jsonable(value: Any) -> Any:
-    """A headline made JSON-friendly all the way down (see :func:`_number`)."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return _number(value)
 
 
 def _run_analyses(ds, tokens, frames, progress: bool) -> dict[str, Any]:
