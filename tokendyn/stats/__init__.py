@@ -15,5 +15,7 @@ from __future__ import annotations
 from .blocking import BlockAverage, block_average
 from .bootstrap import band, bootstrap_mean
 from .estimate import Estimate, plus_minus
+from .twosample import Comparison, compare_runs, compare_tokens, verdict_text
 
-__all__ = ["Estimate", "plus_minus", "BlockAverage", "block_average", "bootstrap_mean", "band"]
+__all__ = ["Estimate", "plus_minus", "BlockAverage", "block_average", "bootstrap_mean", "band",
+           "Comparison", "compare_tokens", "compare_runs", "verdict_text"]

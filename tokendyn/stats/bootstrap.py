@@ -76,11 +76,21 @@ def band(curves: npt.ArrayLike, *, confidence: float = 0.95, resamples: int = RE
     low = np.full(y.shape[1], np.nan)
     high = np.full(y.shape[1], np.nan)
     full = counts == y.shape[0]
-    if y.shape[0] >= 2 and full.any():
+    partial = (counts >= 2) & ~full  # runs of different lengths: some runs have no value here
+    if y.shape[0] >= 2 and (full | partial).any():
         rng = np.random.default_rng(seed)
         # resample whole runs (a run's curve stays together), the same draws at every point
         picks = rng.integers(0, y.shape[0], size=(resamples, y.shape[0]))
-        means = y[:, full][picks].mean(axis=1)
         tail = (1 - confidence) / 2
-        low[full], high[full] = np.quantile(means, [tail, 1 - tail], axis=0)
+        if full.any():
+            means = y[:, full][picks].mean(axis=1)
+            low[full], high[full] = np.quantile(means, [tail, 1 - tail], axis=0)
+        if partial.any():
+            # the mean over the drawn runs that have a value; a draw with none there is left out
+            drawn = y[:, partial][picks]
+            have = np.isfinite(drawn)
+            got = have.sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means = np.where(got > 0, np.where(have, drawn, 0).sum(axis=1) / got, np.nan)
+            low[partial], high[partial] = np.nanquantile(means, [tail, 1 - tail], axis=0)
     return mean, low, high

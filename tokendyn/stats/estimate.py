@@ -47,7 +47,10 @@ def plus_minus(value: float, error: float, spec: str = ".4g") -> str:
         return "n/a"
     if error is None or not math.isfinite(float(error)) or error <= 0:
         return format(float(value), spec) + ("" if error is None or error == 0 else " ± n/a")
-    digits = max(0, 1 - int(math.floor(math.log10(float(error)))))
+    digits = 1 - int(math.floor(math.log10(float(error))))
+    if round(float(error), digits) >= 10.0 ** (2 - digits):  # 0.0996 rounds to 0.10, not 0.100
+        digits -= 1
+    digits = max(0, digits)
     if abs(value) >= 1e5 or digits > 8:
         return f"{float(value):.3g} ± {float(error):.2g}"
     return f"{float(value):.{digits}f} ± {float(error):.{digits}f}"
