@@ -6,11 +6,14 @@ import os
 import numpy as np
 
 from tokendyn import format as fmt
+from tokendyn.stats import Estimate, bootstrap_mean
+from tokendyn.stats.bootstrap import SEED
 from tokendyn.tools.inspect import info
 
 
 def movie_summary(path: str | os.PathLike) -> str:
-    """Headline numbers of a movie, computed from its first and last frames and its scalars."""
+    """Headline numbers of a movie, computed from its first and last frames and its scalars, each
+    with its bootstrap standard error over the tokens."""
     from tokendyn.sources.dataset import open_movie
 
     ds = open_movie(path)
@@ -22,18 +25,19 @@ def movie_summary(path: str | os.PathLike) -> str:
              f"{meta['tokens']} tokens x {meta['dim']} dims ({meta['dtype']}), "
              f"{meta['bytes_on_disk'] / 2**20:.1f} MiB on disk"]
     c0, c1 = first.mean(0), last.mean(0)
-    lines.append(f"  cloud centroid drift      {np.linalg.norm(c1 - c0):.4g}")
-    r0 = np.linalg.norm(first - c0, axis=1).mean()
-    r1 = np.linalg.norm(last - c1, axis=1).mean()
-    lines.append(f"  mean radius (centroid)    {r0:.4g} -> {r1:.4g} ({(r1 / r0 - 1) * 100:+.1f}%)")
+    drift = _centroid_drift(first, last)
+    lines.append(f"  cloud centroid drift      {format(drift, '')}")
+    r0 = bootstrap_mean(np.linalg.norm(first - c0, axis=1))
+    r1 = bootstrap_mean(np.linalg.norm(last - c1, axis=1))
+    lines.append(f"  mean radius (centroid)    {format(r0, '')} -> {format(r1, '')} "
+                 f"({(r1.value / r0.value - 1) * 100:+.1f}%)")
     for code, name in enumerate(fmt.TOKEN_CLASSES):
         mask = classes == code
         if not mask.any():
             continue
         moved = np.linalg.norm((last[mask] - c1) - (first[mask] - c0), axis=1)
         lines.append(f"  {name:8s} {int(mask.sum()):6d} tokens ({mask.mean():6.1%})  co-moving displacement mean "
-                     f"{moved.mean():.4g}, "
-                     f"median {np.median(moved):.4g}")
+                     f"{format(bootstrap_mean(moved), '')}")
     if "loss" in ds:
         loss = ds.loss.values
         finite = loss[np.isfinite(loss)]
@@ -41,6 +45,22 @@ def movie_summary(path: str | os.PathLike) -> str:
             lines.append(f"  loss                      {finite[0]:.3f} -> {finite[-1]:.3f}")
     lines += _analysis_lines(ds)
     return "\n".join(lines)
+
+
+def _centroid_drift(first: np.ndarray, last: np.ndarray, resamples: int = 500) -> Estimate:
+    """How far the centroid moved from the first frame to the last, with the bootstrap standard
+    error of that distance over the tokens (the same resampled tokens in both frames)."""
+    value = float(np.linalg.norm(last.mean(0) - first.mean(0)))
+    if first.shape[0] < 2:
+        return Estimate(value, float("nan"), float("nan"), float("nan"), 0.95, first.shape[0], "one token")
+    rng = np.random.default_rng(SEED)
+    moves = last - first
+    draws = np.empty(resamples)
+    for i in range(resamples):  # one (tokens, dim) mean a draw: cheap next to reading the movie
+        draws[i] = np.linalg.norm(moves[rng.integers(0, moves.shape[0], moves.shape[0])].mean(0))
+    low, high = np.quantile(draws, [0.025, 0.975])
+    return Estimate(value, float(draws.std(ddof=1)), float(low), float(high), 0.95, moves.shape[0],
+                    f"bootstrap over {moves.shape[0]} tokens")
 
 
 def _analysis_lines(ds) -> list[str]:
