@@ -31,6 +31,7 @@ COMMANDS = {
     "repair": ["repair", "-q"],  # the movie, then -o and an output beside it, are appended
     "convert": ["convert", "-q"],  # the movie, then an output .zarr, are appended
     "report": ["report", "-q"],  # the movie, then -o and an output folder, are appended
+    "compare": ["compare", "-q"],  # the movie, then -o and an output folder, are appended
 }
 # commands that may succeed on a broken file: repair makes a clean copy of what it can read
 MAY_SUCCEED = {"repair"}
@@ -54,6 +55,8 @@ def _argv(command: str, path: str, out: str) -> list[str]:
         args.append(os.path.join(out, "copy.zarr"))
     elif command == "report":
         args += ["-o", os.path.join(out, "report")]
+    elif command == "compare":
+        args += ["-o", os.path.join(out, "compare")]
     return [sys.executable, "-m", "tokendyn.surfaces.cli", *args]
 
 

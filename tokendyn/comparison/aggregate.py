@@ -280,6 +280,16 @@ def common_analyses(runs: Sequence[RunDigest]) -> list[str]:
     sets = [set(r.analyses) for r in runs]
     common = set.intersection(*sets) if sets else set()
     if not common:
-        ran = "; ".join(f"{r.label}: {', '.join(r.analyses) or 'none'}" for r in runs)
-        raise CompareError(f"the runs have no analysis in common, so nothing compares (ran: {ran})")
+        ran = "; ".join(f"{r.path}: {_ran(r)}" for r in runs)
+        raise CompareError(f"the runs have no analysis in common, so nothing compares ({ran})",
+                           runs[0].path if len(runs) == 1 else None)
     return [n for n in runs[0].analyses if n in common]
+
+
+def _ran(run: RunDigest) -> str:
+    """What ran on a run, and why the others did not."""
+    parts = [", ".join(run.analyses) or "no analysis ran"]
+    parts += [f"{name} failed: {problem}" for name, problem in run.failed.items()]
+    if run.not_applied:
+        parts.append(f"{', '.join(run.not_applied)} do not apply")
+    return "; ".join(parts)
