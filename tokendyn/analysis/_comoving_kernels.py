@@ -52,8 +52,9 @@ def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
     displacement (NaN for the first frame of the selection, and where a token's step is not
     finite), per lag and group the sums of ``|y(t) - y(t - lag)|^2`` and their counts, over the
     pairs whose later frame is in this block and whose both frames are finite, with ``keep`` the
-    per-(frame, token) array of :func:`comoving_tokens` (else an empty one), and per frame the
-    number of tokens whose co-moving position is not finite (NaN or infinite: a diverged run)."""
+    per-(frame, token) array of :func:`comoving_tokens` (else an empty one), per frame the
+    number of tokens whose co-moving position is not finite (NaN or infinite: a diverged run), and
+    per lag and selected token the same sums and counts as the groups' (each token's own MSD)."""
     _wide_vectors()
     m, _, d = block.shape
     n = rows.shape[0]
@@ -67,6 +68,8 @@ def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
     stats = np.full((m - lead, n_groups, 3), np.nan)
     sums = np.zeros((lags.shape[0], n_groups))
     counts = np.zeros((lags.shape[0], n_groups), np.int64)
+    token_sums = np.zeros((lags.shape[0], n))
+    token_counts = np.zeros((lags.shape[0], n), np.int64)
     steps = np.full((m - lead, n), np.nan)  # NaN at the first frame of the selection
     ring = lags.max() + 1  # rows kept per token: this frame's and the last max(lags) frames'
     y = np.empty((ring, d))
@@ -110,6 +113,8 @@ def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
                 if np.isfinite(acc):
                     sums[li, g] += acc
                     counts[li, g] += 1
+                    token_sums[li, j] += acc
+                    token_counts[li, j] += 1
                 if lag == 1:
                     steps[t - lead, j] = np.sqrt(acc)
             # is this position finite? After a finite one, exactly when the step from it is (no
@@ -134,4 +139,4 @@ def comoving_stream(block: np.ndarray, lead: int, start: int, rows: np.ndarray, 
                     stats[t - lead, g, 0] = sel.mean()
                     stats[t - lead, g, 1] = np.median(sel)
                     stats[t - lead, g, 2] = sel.max()
-    return drift, stats, sums, counts, per, nonfinite
+    return drift, stats, sums, counts, per, nonfinite, token_sums, token_counts

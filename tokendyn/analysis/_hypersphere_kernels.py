@@ -60,6 +60,7 @@ def angular_sums(block: np.ndarray, lead: int, start: int, sample_rows: np.ndarr
                 ang_n[li] += pairs
 
 
+TOKEN_SUMS = 5  # per-token sums of sphere_walk_block: sum a, sum |D|^2, steps, sum rho, radial fractions
 STEP_TILE = 32  # tokens whose rows walk through a block's frames together (their state: 64 KiB)
 
 
@@ -78,8 +79,11 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
     under isotropy), their histogram in ``coarse_bins`` equal bins of rho, the sums ``acc`` = [sum
     a, sum a^2, sum |D|^2, steps, outward, inward, sum cos, sum cos^2, cosines, sum r, radii, sum
     rho, radial fractions], for the tokens at
-    ``sample_rows`` the sums of cos(r_hat(t), r_hat(t - lag)) and their counts per lag, and per
-    frame the number of tokens whose position is not finite (NaN or infinite: a diverged run).
+    ``sample_rows`` the sums of cos(r_hat(t), r_hat(t - lag)) and their counts per lag, per
+    frame the number of tokens whose position is not finite (NaN or infinite: a diverged run),
+    and per selected token (``(tokens, 5)``, the order of ``rows``) the sums of its own steps:
+    [sum a, sum |D|^2, steps, sum rho, radial fractions] (the same steps as ``acc``'s, so the
+    per-token sums add up to ``acc[0], acc[2], acc[3], acc[11], acc[12]``).
     Steps from or to such a position take no part in any sum or count."""
     _wide_vectors()
     m, _, d = block.shape
@@ -87,6 +91,7 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
     hist = np.zeros(edges.shape[0] + 1, np.int32)  # a block holds far fewer than 2^31 steps
     coarse = np.zeros(coarse_bins, np.int64)
     acc = np.zeros(13)
+    per_token = np.zeros((n, TOKEN_SUMS))
     ang_sum = np.zeros(lags.shape[0])
     ang_n = np.zeros(lags.shape[0], np.int64)
     angular_sums(block, lead, start, sample_rows, cents, origin, lags, ang_sum, ang_n)
@@ -172,6 +177,10 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
                     acc[1] += a * a
                     acc[2] += dd
                     acc[3] += 1
+                    own = per_token[u0 + u]
+                    own[0] += a
+                    own[1] += dd
+                    own[2] += 1
                     if a > 0:
                         acc[4] += 1
                         outward[tl] += 1
@@ -185,6 +194,8 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
                         coarse[min(int(rho * coarse_bins), coarse_bins - 1)] += 1
                         acc[11] += rho
                         acc[12] += 1
+                        own[3] += rho
+                        own[4] += 1
                 if g >= 2 and t > first + 1:  # a step before this one, in this block
                     den = np.sqrt(dd) * np.sqrt(pp)
                     if den > 0 and np.isfinite(den) and np.isfinite(num):
@@ -199,4 +210,4 @@ def sphere_walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray
             per[tl, 1] = outward[tl] / step_n[tl] if step_n[tl] else np.nan
             per[tl, 2] = a_sum[tl] / a_n[tl] if a_n[tl] else np.nan
             per[tl, 3] = dr_sum[tl] / step_n[tl] if step_n[tl] else np.nan
-    return per, hist, coarse, acc, ang_sum, ang_n, nonfinite
+    return per, hist, coarse, acc, ang_sum, ang_n, nonfinite, per_token

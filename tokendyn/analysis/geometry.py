@@ -15,6 +15,7 @@ from . import base
 from ._eigen import top_eigenvalues
 from ._frames import acquire_buffer, release_buffer
 from .base import FrameRange, StoredFrames, TokenSelection, annotate, decoded, finish, frame_coords, merge, selection, stream
+from .comoving import token_mean_error
 from .registry import Analysis, add
 
 # The principal variances come from float32 covariances: float64 centred values rounded to float32,
@@ -29,6 +30,11 @@ FLOAT32_SPREAD = 4.0
 #: ``nn_distance`` (between tokens) has none.
 CENTRES = {"centroid_norm": "origin (the norm of the centroid of the selected tokens)",
            "radius_mean": "centroid of the selected tokens",
+           "radius_first": "centroid of the selected tokens",
+           "radius_last": "centroid of the selected tokens",
+           "radius_mean_first_error": "centroid of the selected tokens",
+           "radius_mean_last_error": "centroid of the selected tokens",
+           "centroid_norm_last_error": "origin (the norm of the centroid of the selected tokens)",
            "radius_rms": "centroid of the selected tokens",
            "radius_quantile": "centroid of the selected tokens",
            "principal_variance": "centroid of each class's selected tokens"}
@@ -36,8 +42,11 @@ CENTRES = {"centroid_norm": "origin (the norm of the centroid of the selected to
 
 def _geometry_block(block: np.ndarray, lead: int, start: int, ordered: np.ndarray, offsets: np.ndarray,
                     extra: np.ndarray, class_rows: list, quantiles: np.ndarray, k: int, nn_at: np.ndarray,
-                    sample: np.ndarray) -> dict[str, Any]:
-    """Per-frame geometry of one block of stored frames (run where the block is read)."""
+                    sample: np.ndarray, ends: np.ndarray, rows: np.ndarray, unorder: np.ndarray) -> dict[str, Any]:
+    """Per-frame geometry of one block of stored frames (run where the block is read); at the frames
+    ``ends`` (positions in the selection: the first and the last), each selected token's distance
+    from the centroid and its position along the centroid's direction, in the order of ``rows``
+    (``unorder`` takes the kernel's order, ``ordered`` then ``extra``, back to it)."""
     block = block[lead:]
     m, d = block.shape[0], block.shape[2]
     n = ordered.size + extra.size
@@ -52,6 +61,14 @@ def _geometry_block(block: np.ndarray, lead: int, start: int, ordered: np.ndarra
         rmean = radii[:m].mean(axis=1)
         rrms = np.sqrt((radii[:m] ** 2).mean(axis=1))
         rq = np.quantile(radii[:m], quantiles, axis=1).T
+        at_ends = []
+        for j in range(m):
+            if start + j in ends:
+                x = decoded(block[j:j + 1])[0, rows].astype(np.float64)
+                norm = np.linalg.norm(cents[j])
+                with np.errstate(invalid="ignore", over="ignore"):
+                    along = x @ (cents[j] / norm) if norm > 0 else np.full(rows.size, np.nan)
+                at_ends.append((start + j, radii[j, unorder].copy(), along))
     finally:
         release_buffer(y)
         release_buffer(radii)
@@ -66,7 +83,7 @@ def _geometry_block(block: np.ndarray, lead: int, start: int, ordered: np.ndarra
             nn.append((start + j, np.sqrt(np.maximum(dist2.min(1), 0)).mean()))
     cnorm = np.linalg.norm(cents, axis=1)
     return {"centroid_norm": cnorm, "radius_mean": rmean, "radius_rms": rrms, "radius_quantile": rq,
-            "principal_variance": pv, "nn_distance": nn}
+            "principal_variance": pv, "nn_distance": nn, "ends": at_ends}
 
 
 def _principal_variances(block: np.ndarray, y: np.ndarray, offsets: np.ndarray, class_rows: list,
@@ -137,16 +154,20 @@ def cloud_geometry(
     ordered = np.concatenate(class_rows) if class_rows else np.empty(0, np.int64)
     offsets = np.cumsum([0] + [c.size for c in class_rows]).astype(np.int64)
     extra = rows[~np.isin(classes, [code for code, _ in present])]
+    unorder = np.argsort(np.concatenate([ordered, extra]), kind="stable")  # rows are in increasing order
+    ends = np.unique([0, n_frames - 1])
     parts = stream(StoredFrames(ds), positions, _geometry_block, ordered, offsets, extra, class_rows,
-                   np.asarray(quantiles, float), k, nn_at, rows[sample], progress=progress)
+                   np.asarray(quantiles, float), k, nn_at, rows[sample], ends, rows, unorder, progress=progress)
     got = merge(parts, {"centroid_norm": "concat", "radius_mean": "concat", "radius_rms": "concat",
                         "radius_quantile": "concat", "principal_variance": "concat",
-                        "nn_distance": lambda found: _at_frames(found, nn_at)})
+                        "nn_distance": lambda found: _at_frames(found, nn_at),
+                        "ends": lambda found: {t: (r, a) for part in found for t, r, a in part}})
     cnorm, rmean, rrms, rq = got["centroid_norm"], got["radius_mean"], got["radius_rms"], got["radius_quantile"]
     pv, nn = got["principal_variance"], got["nn_distance"]
     steps = sub[fmt.STEP].values
     out = xr.Dataset(coords={**frame_coords(sub), "quantile": list(quantiles),
-                             "class": [name for _, name in present], "component": np.arange(k)})
+                             "class": [name for _, name in present], "component": np.arange(k),
+                             fmt.DIM_TOKEN: sub[fmt.DIM_TOKEN].values, fmt.TOKEN_CLASS: (fmt.DIM_TOKEN, classes)})
     u = "embedding units"
     out["centroid_norm"] = annotate(xr.DataArray(cnorm, dims="frame"), "norm of the centroid", u)
     out["radius_mean"] = annotate(xr.DataArray(rmean, dims="frame"), "mean distance from the centroid", u)
@@ -158,6 +179,21 @@ def cloud_geometry(
     out["nn_distance"] = annotate(xr.DataArray(nn, dims="nn_frame",
                                                coords={"nn_frame": nn_at, "nn_step": ("nn_frame", steps[nn_at])}),
                                   f"mean nearest-neighbour distance ({sample.size} tokens)", u)
+    (r_first, _), (r_last, along_last) = got["ends"][0], got["ends"][n_frames - 1]
+    out["radius_first"] = annotate(xr.DataArray(r_first, dims="token"),
+                                   "each token's distance from the centroid at the first frame", u)
+    out["radius_last"] = annotate(xr.DataArray(r_last, dims="token"),
+                                  "each token's distance from the centroid at the last frame", u)
+    out["radius_mean_first_error"] = annotate(xr.DataArray(token_mean_error(r_first)),
+                                              "standard error of the first frame's mean radius (bootstrap over "
+                                              "the tokens)", u)
+    out["radius_mean_last_error"] = annotate(xr.DataArray(token_mean_error(r_last)),
+                                             "standard error of the last frame's mean radius (bootstrap over "
+                                             "the tokens)", u)
+    out["centroid_norm_last_error"] = annotate(
+        xr.DataArray(token_mean_error(along_last)),
+        "standard error of the last frame's centroid norm (bootstrap over the tokens of their position along the "
+        "centroid's direction: the delta method)", u)
     for var, centre in CENTRES.items():
         out[var].attrs["centre"] = centre
     # the centroid sums every selected value: it is finite exactly where they all are
@@ -176,8 +212,20 @@ def _at_frames(found: list[list[tuple[int, float]]], nn_at: np.ndarray) -> np.nd
 # --- in the report ------------------------------------------------------------------------------
 
 def _headline(geo: xr.Dataset) -> dict[str, Any]:
-    return {"radius_mean_first": geo.radius_mean.values[0], "radius_mean_last": geo.radius_mean.values[-1],
-            "centroid_norm_last": geo.centroid_norm.values[-1]}
+    error = lambda name: geo[name].item() if name in geo else np.nan  # noqa: E731 (older results lack them)
+    return {"radius_mean_first": geo.radius_mean.values[0], "radius_mean_first_error": error("radius_mean_first_error"),
+            "radius_mean_last": geo.radius_mean.values[-1], "radius_mean_last_error": error("radius_mean_last_error"),
+            "centroid_norm_last": geo.centroid_norm.values[-1],
+            "centroid_norm_last_error": error("centroid_norm_last_error")}
 
 
-add(Analysis("geometry", cloud_geometry, order=30, applies=functools.partial(base.enough, min_tokens=2), headline=_headline))
+def _curves(geo: xr.Dataset) -> dict[str, xr.DataArray]:
+    return {"radius_mean": geo.radius_mean, "centroid_norm": geo.centroid_norm}
+
+
+def _token_values(geo: xr.Dataset) -> dict[str, xr.DataArray]:
+    return {"radius": geo.radius_last}
+
+
+add(Analysis("geometry", cloud_geometry, order=30, applies=functools.partial(base.enough, min_tokens=2), headline=_headline,
+             curves=_curves, token_values=_token_values))

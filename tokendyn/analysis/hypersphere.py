@@ -10,6 +10,7 @@ from scipy import stats
 
 from tokendyn import format as fmt
 from tokendyn.errors import AnalysisError
+from tokendyn.stats import block_average, plus_minus
 
 from . import _hypersphere_kernels as K
 from . import base
@@ -33,7 +34,7 @@ _COARSE = 200  # equal bins of rho in the histogram the report shows
 # the sums the kernel accumulates over a block's steps, in the order of its ``acc`` array
 _SUMS = ("radial_sum", "radial_sq_sum", "step_sq_sum", "steps", "outward_steps", "inward_steps",
          "cos_sum", "cos_sq_sum", "cosines", "radius_sum", "radii", "rho_sum", "rhos")
-_FIELDS = ("per_frame", "rho_histogram", "rho_coarse", *_SUMS, "angle_sum", "angle_pairs", "nonfinite")
+_FIELDS = ("per_frame", "rho_histogram", "rho_coarse", *_SUMS, "angle_sum", "angle_pairs", "nonfinite", "per_token")
 
 
 def _sum64(values: Sequence[np.ndarray]) -> np.ndarray:
@@ -59,9 +60,9 @@ def _walk_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, cent
         sample = sample_rows if name == main else sample_rows[:0]
         fields = K.sphere_walk_block(block, lead, start, rows, np.zeros((0, block.shape[2])) if origin else cents, origin, sample,
                                      lags, edges, _COARSE)
-        per, hist, coarse, acc, ang_sum, ang_n, nonfinite = fields
+        per, hist, coarse, acc, ang_sum, ang_n, nonfinite, per_token = fields
         values = {"per_frame": per, "rho_histogram": hist, "rho_coarse": coarse, **dict(zip(_SUMS, acc)),
-                  "angle_sum": ang_sum, "angle_pairs": ang_n, "nonfinite": nonfinite}
+                  "angle_sum": ang_sum, "angle_pairs": ang_n, "nonfinite": nonfinite, "per_token": per_token}
         out.update({f"{name}:{k}": v for k, v in values.items()})
     frames = block.shape[0] - lead
     own = cents[lead:]
@@ -154,7 +155,8 @@ def hypersphere_walk(
     ang_sum, ang_n = g["angle_sum"], g["angle_pairs"]
     coarse = g["rho_coarse"]
 
-    out = xr.Dataset(coords=frame_coords(sub))
+    out = xr.Dataset(coords={**frame_coords(sub), fmt.DIM_TOKEN: sub[fmt.DIM_TOKEN].values,
+                             fmt.TOKEN_CLASS: (fmt.DIM_TOKEN, sub[fmt.TOKEN_CLASS].values)})
     out["rho_mean"] = annotate(xr.DataArray(per[:, 0], dims="frame"),
                                "mean radial fraction of the step arriving at this frame", "1")
     out["outward_fraction"] = annotate(xr.DataArray(per[:, 1], dims="frame"), "fraction of outward steps", "1")
@@ -180,9 +182,22 @@ def hypersphere_walk(
     csteps = cpf[:, 0][np.isfinite(cpf[:, 0])]
     centroid_rms = float(np.sqrt(np.mean(csteps ** 2))) if csteps.size else np.nan
     token_rms = tested["origin"]["step_rms"]
+    diffusion_error = _slope_error(lags[good], -np.log(decay[good]), slope) * r_mean ** 2 / (d - 1) \
+        if np.isfinite(diffusion) else np.nan
+    # the RMS step's error from the blocked error of the mean squared step: d sqrt(m) = dm / (2 sqrt(m))
+    square_error = block_average(csteps ** 2).error
+    ratio_error = square_error / (2 * centroid_rms) / token_rms if centroid_rms > 0 and token_rms > 0 else np.nan
+    by_token = _per_token(g["per_token"])
 
     scalar = lambda v, name, units: annotate(xr.DataArray(v), name, units)  # noqa: E731
     out["rho_mean_all"] = scalar(main["rho_mean_all"], "mean radial fraction over all steps", "1")
+    # the time averages' standard errors: Flyvbjerg-Petersen blocking of the per-frame means
+    for var, series, long_name in (("rho_mean_all", per[:, 0], "mean radial fraction"),
+                                   ("outward_fraction_all", per[:, 1], "fraction of outward steps"),
+                                   ("radial_mean_all", per[:, 2], "mean radial component")):
+        out[f"{var}_error"] = scalar(block_average(series).error,
+                                     f"standard error of the {long_name} (blocking of its per-frame means)",
+                                     "embedding units" if var == "radial_mean_all" else "1")
     out["rho_expected"] = scalar(1.0 / d, "radial fraction expected of an isotropic step, 1/d", "1")
     out["ks_statistic"] = scalar(main["ks_statistic"], "KS distance of rho from Beta(1/2, (d-1)/2)", "1")
     out["ks_statistic_error"] = scalar(main["ks_statistic_error"],
@@ -201,8 +216,18 @@ def hypersphere_walk(
                                        "z statistic of the step correlation, sum cos / sqrt(sum cos^2)", "1")
     out["step_correlation_pvalue"] = scalar(main["step_correlation_pvalue"],
                                             "two-sided p-value of the step correlation against 0", "1")
+    out["step_correlation_mean_error"] = scalar(
+        float(np.sqrt(g["cos_sq_sum"]) / g["cosines"]) if g["cosines"] else np.nan,
+        "standard error of the mean step correlation, sqrt(sum cos^2) / cosines", "1")
     out["mean_radius"] = scalar(r_mean, "mean radius", "embedding units")
     out["diffusion"] = scalar(diffusion, "fitted angular diffusion coefficient D", "embedding units^2 per frame")
+    out["diffusion_error"] = scalar(diffusion_error, "least-squares standard error of the fitted D (the lags' "
+                                    "cosines are correlated: a lower bound)", "embedding units^2 per frame")
+    out["outward_excess_token"] = annotate(
+        xr.DataArray(by_token["outward_excess"], dims=fmt.DIM_TOKEN),
+        "each token's outward excess: its mean radial step component / its RMS step length", "1")
+    out["rho_mean_token"] = annotate(xr.DataArray(by_token["rho_mean"], dims=fmt.DIM_TOKEN),
+                                     "each token's mean radial fraction of its steps", "1")
     out["cos_decay"] = annotate(xr.DataArray(decay, dims="lag", coords={"lag": lags}),
                                 "mean cosine between r_hat(t) and r_hat(t+lag)", "1")
     out["cos_decay_predicted"] = annotate(xr.DataArray(predicted, dims="lag", coords={"lag": lags}),
@@ -220,6 +245,8 @@ def hypersphere_walk(
     out["centroid_step_rms"] = scalar(centroid_rms, "RMS step of the centroid of all tokens", "embedding units")
     out["centroid_step_ratio"] = scalar(centroid_rms / token_rms if token_rms > 0 else np.nan,
                                         "RMS step of the centroid / RMS step of the tokens about the origin", "1")
+    out["centroid_step_ratio_error"] = scalar(ratio_error, "standard error of the centroid step ratio (blocking "
+                                              "of the centroid's squared steps)", "1")
 
     by = {"center": list(CENTERS)}
     per_center = lambda key: [tested[c][key] for c in CENTERS]  # noqa: E731
@@ -242,7 +269,36 @@ def hypersphere_walk(
     out["centers_agree"] = scalar(agree, "the verdicts about the centroid and the origin agree", "1")
     out = base.mark_nonfinite(out, g["nonfinite"] > 0)
     return finish(out, name, center=center, alpha=alpha, combination=COMBINATION, dim=d,
-                  steps_tested=main["steps"], ks_bins=edges.size + 1, tokens=str(tokens))
+                  steps_tested=main["steps"], ks_bins=edges.size + 1, tokens=_describe(ds, tokens))
+
+
+def _describe(ds: xr.Dataset, tokens: TokenSelection) -> str:
+    """A token selection in words for the result's ``tokens`` attribute (a mask: its classes, or its size)."""
+    if not isinstance(tokens, np.ndarray) or tokens.dtype != bool:
+        return str(tokens)
+    classes = np.unique(ds[fmt.TOKEN_CLASS].values[tokens])
+    whole = all(np.array_equal(tokens & (ds[fmt.TOKEN_CLASS].values == c), ds[fmt.TOKEN_CLASS].values == c)
+                for c in classes)
+    return "+".join(fmt.TOKEN_CLASSES[int(c)] for c in classes) if whole and classes.size else f"{int(tokens.sum())} tokens"
+
+
+def _per_token(sums: np.ndarray) -> dict[str, np.ndarray]:
+    """Each token's outward excess and mean radial fraction from its sums (``(tokens, 5)``: sum a,
+    sum |D|^2, steps, sum rho, radial fractions; see ``sphere_walk_block``); NaN without steps."""
+    a_sum, dd_sum, steps, rho_sum, rhos = sums.T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rms = np.sqrt(dd_sum / steps)
+        excess = np.where((steps > 0) & (rms > 0), a_sum / steps / rms, np.nan)
+        rho = np.where(rhos > 0, rho_sum / rhos, np.nan)
+    return {"outward_excess": excess, "rho_mean": rho}
+
+
+def _slope_error(x: np.ndarray, y: np.ndarray, slope: float) -> float:
+    """The least-squares standard error of a fit ``y = slope x`` through the origin (NaN under 2 points)."""
+    if x.size < 2 or not np.isfinite(slope):
+        return np.nan
+    residual = y - slope * x
+    return float(np.sqrt(np.sum(residual ** 2) / (x.size - 1) / np.sum(x ** 2)))
 
 
 # --- in the report and the train summary --------------------------------------------------------
@@ -263,14 +319,32 @@ def _summary_tokens(ds: xr.Dataset) -> Sequence[TokenSelection]:
     return ("dead", "phantom")
 
 
-_HEADLINE = ("isotropic", "combined_pvalue", "outward_excess", "outward_excess_error", "rho_mean_all", "rho_expected",
-             "ks_pvalue", "ks_pvalue_error", "sign_pvalue", "t_pvalue", "step_correlation_pvalue",
-             "outward_fraction_all", "step_correlation_mean", "diffusion", "centers_agree", "centroid_step_ratio")
+def _compare_tokens(ds: xr.Dataset) -> TokenSelection:
+    """The non-live tokens (dead and phantom together, as a mask), so that ``tokendyn compare`` can
+    set the two classes against each other token by token from one run; where they are too few for
+    the walk (see :func:`_applies`), the report's tokens."""
+    mask = ds[fmt.TOKEN_CLASS].values != fmt.CLASS_LIVE
+    return mask if _applies(ds, mask) else _report_tokens(ds, None)
+
+
+def _curves(h: xr.Dataset) -> dict[str, xr.DataArray]:
+    return {"rho_mean": h.rho_mean, "outward_fraction": h.outward_fraction}
+
+
+def _token_values(h: xr.Dataset) -> dict[str, xr.DataArray]:
+    return {"outward_excess": h.outward_excess_token, "rho_mean": h.rho_mean_token}
+
+
+_HEADLINE = ("isotropic", "combined_pvalue", "outward_excess", "outward_excess_error", "rho_mean_all",
+             "rho_mean_all_error", "rho_expected", "ks_pvalue", "ks_pvalue_error", "sign_pvalue", "t_pvalue",
+             "step_correlation_pvalue", "outward_fraction_all", "outward_fraction_all_error", "radial_mean_all",
+             "radial_mean_all_error", "step_correlation_mean", "step_correlation_mean_error", "diffusion",
+             "diffusion_error", "centers_agree", "centroid_step_ratio", "centroid_step_ratio_error")
 
 
 def _headline(h: xr.Dataset) -> dict[str, Any]:
     """The verdict's centre's numbers, and the verdict and outward excess about each centre."""
-    out: dict[str, Any] = {k: h[k].item() for k in _HEADLINE}
+    out: dict[str, Any] = {k: h[k].item() for k in _HEADLINE if k in h}  # (older results lack the errors)
     for c in h.center.values.tolist():
         for key in ("isotropic", "combined_pvalue", "outward_excess", "outward_excess_error"):
             out[f"{key}_{c}"] = h[f"{key}_by_center"].sel(center=c).item()
@@ -284,9 +358,9 @@ def _p(value: float) -> str:
 
 def _about(h: xr.Dataset, c: str) -> str:
     verdict = "isotropic" if bool(h.isotropic_by_center.sel(center=c)) else "NOT isotropic"
+    excess = float(h.outward_excess_by_center.sel(center=c))
     return (f"{verdict} about the {c} (p {_p(float(h.combined_pvalue_by_center.sel(center=c)))}), outward excess "
-            f"{float(h.outward_excess_by_center.sel(center=c)):+.3f} "
-            f"± {float(h.outward_excess_error_by_center.sel(center=c)):.2g}")
+            f"{'+' if excess >= 0 else ''}{plus_minus(excess, float(h.outward_excess_error_by_center.sel(center=c)))}")
 
 
 def _centres_line(h: xr.Dataset) -> str:
@@ -299,7 +373,8 @@ def _centres_line(h: xr.Dataset) -> str:
 
 def _summary_lines(h: xr.Dataset) -> list[tuple[str, str]]:
     label = f"hypersphere walk ({h.attrs['tokens']:7s})"
-    return [(label, f"{_about(h, h.attrs['center'])} (the verdict); rho {float(h.rho_mean_all):.4f} vs 1/d "
+    rho = plus_minus(float(h.rho_mean_all), float(h.rho_mean_all_error) if "rho_mean_all_error" in h else np.nan)
+    return [(label, f"{_about(h, h.attrs['center'])} (the verdict); rho {rho} vs 1/d "
                     f"{float(h.rho_expected):.4f}, KS p {_p(float(h.ks_pvalue))}, sign p {_p(float(h.sign_pvalue))}, "
                     f"step-correlation p {_p(float(h.step_correlation_pvalue))}"),
             ("", _centres_line(h))]
@@ -340,4 +415,5 @@ def _figures(h: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
 
 
 add(Analysis("hypersphere", hypersphere_walk, order=40, applies=_applies, report_tokens=_report_tokens,
-             summary_tokens=_summary_tokens, headline=_headline, summary_lines=_summary_lines, figures=_figures))
+             summary_tokens=_summary_tokens, headline=_headline, summary_lines=_summary_lines, figures=_figures,
+             compare_tokens=_compare_tokens, curves=_curves, token_values=_token_values))

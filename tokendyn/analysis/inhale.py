@@ -9,6 +9,7 @@ import numpy as np
 import xarray as xr
 
 from tokendyn import format as fmt
+from tokendyn.stats import plus_minus
 
 from . import _inhale_kernels as K
 from . import base
@@ -71,6 +72,23 @@ def _update_sums(ds: xr.Dataset, positions: np.ndarray) -> tuple[np.ndarray, boo
         for j in range(1, positions.size):
             out[j] = lr[positions[j - 1] + 1:positions[j] + 1].sum()
     return out, True
+
+
+#: The standard error of a normal's standard deviation estimated as MAD_TO_SD x its MAD, in units of
+#: the estimate over sqrt(samples): sqrt(1.3605), the MAD's asymptotic variance (37% efficiency).
+MAD_SD_ERROR = 1.1664
+
+
+def resolution(steps: np.ndarray, frame: int | None) -> float:
+    """The standard error of an event found at ``frame``: it happened at one of the updates after
+    the frame before, up to ``steps[frame]``, so it is known to the recording interval before it,
+    ``delta``; as a standard error, that of a uniform over it, ``delta / sqrt(12)`` (the first
+    frame: the interval after it). NaN for no event, or one frame only."""
+    if frame is None or steps.size < 2:
+        return np.nan
+    frame = int(frame)
+    delta = steps[frame] - steps[frame - 1] if frame >= 1 else steps[1] - steps[0]
+    return float(delta) / np.sqrt(12.0)
 
 
 def _window(values: np.ndarray, a: int, b: int, how: Callable[[np.ndarray], float]) -> float:
@@ -144,6 +162,7 @@ def inhale(
     steps = sub[fmt.STEP].values.astype(float)
     phases = ev["phases"]
     to_step = lambda i: float(steps[i]) if i is not None else np.nan  # noqa: E731
+    step_error = lambda i: resolution(steps, i)  # noqa: E731
     sched = schedule_of(sub, ds)
     relative = sched.relative()
     full_relative = schedule_of(ds).relative()
@@ -161,6 +180,10 @@ def inhale(
                                               f"cloud radius, moving average over {smooth} frames", u))
     out["radius_noise"] = centred(annotate(xr.DataArray(ev["noise"]),
                                            "frame-to-frame noise of R: 1.4826 MAD(diff(R, 2)) / sqrt(2)", u))
+    seconds = int(np.isfinite(np.diff(r, 2)).sum()) if r.size >= 3 else 0
+    out["radius_noise_error"] = centred(annotate(
+        xr.DataArray(MAD_SD_ERROR * ev["noise"] / np.sqrt(seconds) if seconds else np.nan),
+        "standard error of radius_noise (a normal's MAD estimate: 1.166 noise / sqrt(second differences))", u))
     lr_ratio = relative if relative is not None else np.full(r.size, np.nan)
     out["lr_ratio"] = annotate(xr.DataArray(lr_ratio, dims="frame"),
                                "learning rate of the update that led to the frame over the peak", "1")
@@ -182,9 +205,21 @@ def inhale(
                                    "step of a contraction phase's first contracting update", "steps")
     out["phase_bottom"] = per_phase([to_step(p["bottom"]) for p in phases], "step a contraction phase bottoms out",
                                     "steps")
+    out["phase_start_error"] = per_phase([step_error(p["start"]) for p in phases],
+                                         "resolution of phase_start: the recording interval before it / sqrt(12)",
+                                         "steps")
+    out["phase_bottom_error"] = per_phase([step_error(p["bottom"]) for p in phases],
+                                          "resolution of phase_bottom: the recording interval before it / sqrt(12)",
+                                          "steps")
     out["phase_depth"] = per_phase([p["depth"] for p in phases],
                                    "relative depth of the phase (fraction of R at the frame before its start)", "1")
+    drop_error = [ev["noise"] * np.sqrt(p["bottom"] - p["start"] + 1) for p in phases]
+    out["phase_depth_error"] = per_phase(
+        [e / abs(ev["smoothed"][p["start"] - 1]) if ev["smoothed"][p["start"] - 1] else np.nan
+         for e, p in zip(drop_error, phases)],
+        "standard error of phase_depth: phase_drop_error / R at the frame before the start", "1")
     out["phase_drop"] = per_phase([p["drop"] for p in phases], "fall of R over the phase (unsmoothed)", u)
+    out["phase_drop_error"] = per_phase(drop_error, "standard error of phase_drop: radius_noise * sqrt(updates)", u)
     out["phase_z"] = per_phase([p["z"] for p in phases],
                                "fall of R over its noise: drop / (radius_noise * sqrt(updates))", "1")
     out["phase_p"] = per_phase([p["p"] for p in phases], "one-sided normal p-value of phase_z (nominal)", "1")
@@ -233,6 +268,11 @@ def inhale(
                                            "step of the global radius minimum before sustained expansion", "steps"))
     out["expansion_step"] = centred(annotate(xr.DataArray(to_step(ev["expansion"])),
                                              "step after which R stays above R(0)", "steps"))
+    for var, frame in (("contraction_start", phases[0]["start"] if has else None),
+                       ("minimum_step", ev["minimum"] if has else None), ("expansion_step", ev["expansion"])):
+        out[f"{var}_error"] = centred(annotate(xr.DataArray(step_error(frame)),
+                                               f"resolution of {var}: the recording interval before it / sqrt(12)",
+                                               "steps"))
     # R(t) is not finite exactly where a selected token's position is not (a diverged frame)
     return finish(base.mark_nonfinite(out, ~np.isfinite(r)), "inhale", measure=measure, smooth=smooth,
                   min_depth=float(min_depth), tol=float(tol), split=float(split), min_z=float(min_z), centre=centre,
@@ -241,7 +281,9 @@ def inhale(
 
 # --- in the report and the train summary --------------------------------------------------------
 
-_PHASE_FIELDS = {"start": "phase_start", "bottom": "phase_bottom", "depth": "phase_depth", "drop": "phase_drop",
+_PHASE_FIELDS = {"start": "phase_start", "start_error": "phase_start_error", "bottom": "phase_bottom",
+                 "bottom_error": "phase_bottom_error", "depth": "phase_depth", "depth_error": "phase_depth_error",
+                 "drop": "phase_drop", "drop_error": "phase_drop_error",
                  "z": "phase_z", "p": "phase_p", "lr_min": "phase_lr_min", "lr_max": "phase_lr_max",
                  "rows_moved": "phase_rows_moved", "rows_predicted": "phase_rows_predicted",
                  "coords_moved": "phase_coords_moved", "coords_predicted": "phase_coords_predicted",
@@ -256,13 +298,28 @@ def _phase_rows(inh: xr.Dataset) -> list[dict[str, Any]]:
 
 
 def _headline(inh: xr.Dataset) -> dict[str, Any]:
+    value = lambda name: float(inh[name]) if name in inh else np.nan  # noqa: E731 (older results lack some)
     return {"n_phases": int(inh.n_phases),
             "phases": _phase_rows(inh),
-            "radius_noise": float(inh.radius_noise) if "radius_noise" in inh else np.nan,
+            "radius_noise": value("radius_noise"), "radius_noise_error": value("radius_noise_error"),
             "centre": inh.attrs.get("centre", "centroid of the selected tokens"),
-            "contraction_start": inh.contraction_start.item(),
-            "minimum_step": inh.minimum_step.item(),
-            "expansion_step": inh.expansion_step.item()}
+            "contraction_start": inh.contraction_start.item(), "contraction_start_error": value("contraction_start_error"),
+            "minimum_step": inh.minimum_step.item(), "minimum_step_error": value("minimum_step_error"),
+            "expansion_step": inh.expansion_step.item(), "expansion_step_error": value("expansion_step_error")}
+
+
+def _curves(inh: xr.Dataset) -> dict[str, xr.DataArray]:
+    return {"radius": inh.radius}
+
+
+def _events(inh: xr.Dataset) -> dict[str, Any]:
+    """Whether the cloud inhaled, in how many phases, when the first began and bottomed out, and
+    when R passed R(0) for good (NaN: it did not)."""
+    n = int(inh.n_phases)
+    return {"inhale": n > 0, "phases": n,
+            "first_phase_start": float(inh.phase_start.values[0]) if n else np.nan,
+            "first_phase_bottom": float(inh.phase_bottom.values[0]) if n else np.nan,
+            "expansion_step": float(inh.expansion_step.item())}
 
 
 def _percent(x: float) -> str:
@@ -271,7 +328,9 @@ def _percent(x: float) -> str:
 
 def _phase_text(p: dict[str, Any]) -> str:
     """One phase with its cause columns, for the train summary."""
-    text = f"{p['start']:.0f}->{p['bottom']:.0f} ({p['depth'] * 100:.3g}%, z {p['z']:.3g}"
+    depth = (plus_minus(p["depth"] * 100, p["depth_error"] * 100) if "depth_error" in p
+             else f"{p['depth'] * 100:.3g}")
+    text = f"{p['start']:.0f}->{p['bottom']:.0f} ({depth}%, z {p['z']:.3g}"
     if np.isfinite(p.get("lr_min", np.nan)):
         text += f", lr {p['lr_min']:.2g}-{p['lr_max']:.2g} of peak"
     if np.isfinite(p.get("coords_predicted", np.nan)):
@@ -288,8 +347,9 @@ def _summary_lines(ev: xr.Dataset) -> list[tuple[str, str]]:
     if not int(ev.n_phases):
         return [("inhale", "no contraction of the radius before it expands")]
     phases = "; ".join(_phase_text(p) for p in _phase_rows(ev))
+    error = float(ev.expansion_step_error) if "expansion_step_error" in ev else np.nan
     return [("inhale", f"{int(ev.n_phases)} contraction phase(s) at steps {phases}; "
-                       f"expansion from step {ev.expansion_step.item():.0f}")]
+                       f"expansion from step {plus_minus(ev.expansion_step.item(), error, '.0f')}")]
 
 
 def _figures(inh: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
@@ -361,4 +421,4 @@ def plot_phases(inh: xr.Dataset, ax: Any, low: Any, *, zoom: bool = False, label
 # the report looks for phases on the unsmoothed R: a burst lasts a few frames, and a phase must
 # stand min_z = 3 noise standard deviations out of the frame-to-frame scatter
 add(Analysis("inhale", inhale, order=10, applies=functools.partial(base.enough, min_frames=2),
-             headline=_headline, summary_lines=_summary_lines, figures=_figures))
+             headline=_headline, summary_lines=_summary_lines, figures=_figures, curves=_curves, events=_events))

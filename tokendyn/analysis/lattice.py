@@ -9,6 +9,8 @@ import xarray as xr
 
 from tokendyn import format as fmt
 from tokendyn.errors import AnalysisError
+from tokendyn.stats import plus_minus
+from tokendyn.stats.bootstrap import RESAMPLES, SEED
 
 from . import _lattice_kernels as K
 from . import base
@@ -181,6 +183,21 @@ def lattice_motion(
         xr.DataArray(onset_all, dims=("threshold",), coords={"threshold": list(thresholds)}),
         "first step at which the frozen fraction of the selected tokens (all classes) reaches the threshold",
         "steps")
+    # the uncertainties: binomial for a fraction, a bootstrap over the tokens for an onset (a quantile
+    # of their freeze steps)
+    last_fraction = frozen[-1]
+    out["frozen_fraction_last_error"] = annotate(
+        xr.DataArray(np.sqrt(last_fraction * (1 - last_fraction) / count), dims="class", coords={"class": cls}),
+        "binomial standard error of the last frame's frozen fraction, sqrt(f (1 - f) / tokens)", "1")
+    out["freeze_onset_error"] = annotate(
+        xr.DataArray(np.stack([onset_errors(freeze_frame[per_class[name]], steps, thresholds, onset[j])
+                               for j, name in enumerate(names)]),
+                     dims=("class", "threshold"), coords={"class": cls, "threshold": list(thresholds)}),
+        "standard error of the freeze onset (bootstrap over the class's tokens)", "steps")
+    out["freeze_onset_all_error"] = annotate(
+        xr.DataArray(onset_errors(freeze_frame, steps, thresholds, onset_all), dims=("threshold",),
+                     coords={"threshold": list(thresholds)}),
+        "standard error of the freeze onset of the selected tokens (bootstrap over the tokens)", "steps")
     masks = [per_class[n] for n in names] + [np.ones(n_tokens, bool)]
     causes, attrs = onset_causes(ds, sub, rows, positions, masks, onset_frame, freeze_step, [*names, "all"],
                                  list(thresholds))
@@ -188,6 +205,48 @@ def lattice_motion(
         out[var] = value
     out = base.mark_nonfinite(out, got["nonfinite"] > 0)
     return finish(out, name, tolerance=tolerance, **attrs)
+
+
+ONSET_BATCH = 4_000_000  # bootstrap draws x distinct freeze frames held at once by onset_errors
+
+
+def onset_errors(freeze_frame: np.ndarray, steps: np.ndarray, thresholds: Sequence[float],
+                 onsets: np.ndarray) -> np.ndarray:
+    """The bootstrap standard error of each freeze onset of one group of tokens.
+
+    The onset at threshold q is the first frame whose frozen fraction reaches q, a quantile of the
+    tokens' freeze frames (NaN: never frozen). Resampling the tokens with replacement is drawing
+    the counts of their distinct freeze frames from a multinomial (:data:`RESAMPLES` draws, the
+    seed of :mod:`tokendyn.stats.bootstrap`); the error is the standard deviation of the resampled
+    onsets, as steps, over the draws that reach q. NaN where the onset itself is NaN, or fewer
+    than two draws reach q; 0 where every draw gives the same frame.
+    """
+    out = np.full(len(thresholds), np.nan)
+    n = freeze_frame.size
+    if n == 0 or not np.isfinite(onsets).any():
+        return out
+    frozen = freeze_frame[np.isfinite(freeze_frame)].astype(np.int64)
+    values, counts = np.unique(frozen, return_counts=True)
+    probability = np.append(counts, n - frozen.size) / n  # the last bin: never frozen
+    rng = np.random.default_rng(SEED)
+    per_batch = max(1, ONSET_BATCH // probability.size)
+    drawn: list[list[np.ndarray]] = [[] for _ in thresholds]
+    for first in range(0, RESAMPLES, per_batch):
+        draws = rng.multinomial(n, probability, size=min(per_batch, RESAMPLES - first))
+        fraction = np.cumsum(draws[:, :-1], axis=1) / n  # frozen fraction at each distinct freeze frame
+        for k, threshold in enumerate(thresholds):
+            if not np.isfinite(onsets[k]) or float(threshold) <= 0 or values.size == 0:
+                continue
+            reached = fraction >= threshold
+            hit = reached.any(axis=1)
+            drawn[k].append(steps[values[np.argmax(reached[hit], axis=1)]])
+    for k in range(len(thresholds)):
+        if np.isfinite(onsets[k]) and float(thresholds[k]) <= 0:
+            out[k] = 0.0  # reached at the first frame by every draw
+        elif drawn[k]:
+            got = np.concatenate(drawn[k]).astype(np.float64)
+            out[k] = float(got.std(ddof=1)) if got.size >= 2 else np.nan
+    return out
 
 
 def _frozen_all(freeze_frame: np.ndarray, n_frames: int) -> np.ndarray:
@@ -239,8 +298,11 @@ def _applies(ds: xr.Dataset, tokens: TokenSelection) -> bool:
 def _onset_at(lat: xr.Dataset, group: str, threshold: float) -> dict[str, Any]:
     """One onset and what it owes to the schedule, as numbers (NaN where unknown)."""
     at = {"group": group, "threshold": threshold}
+    error = "freeze_onset_all_error" if group == "all" else "freeze_onset_error"
+    where = {"threshold": threshold} if group == "all" else {"class": group, "threshold": threshold}
     return {"step": lat.freeze_onset_all.sel(threshold=threshold).item() if group == "all"
             else lat.freeze_onset.sel(**{"class": group}, threshold=threshold).item(),
+            "step_error": lat[error].sel(where).item() if error in lat else np.nan,
             "lr_ratio": lat.freeze_onset_lr_ratio.sel(at).item(),
             "update_ratio": lat.freeze_onset_update_ratio.sel(at).item(),
             "schedule_driven": bool(lat.freeze_onset_schedule_driven.sel(at).item()),
@@ -264,7 +326,7 @@ def _onset_text(onset: dict[str, Any], threshold: float) -> str:
     what = f"{threshold * 100:.0f}% frozen"
     if not np.isfinite(onset["step"]):
         return f"never {what}"
-    text = f"freeze onset ({what}) at step {onset['step']:.0f}"
+    text = f"freeze onset ({what}) at step {plus_minus(onset['step'], onset.get('step_error', np.nan), '.0f')}"
     if np.isfinite(onset["lr_ratio"]):
         text += (f"; the next update's lr {onset['lr_ratio'] * 100:.3g}% of peak, "
                  f"{onset['update_ratio']:.2g} x half the spacing")
@@ -279,9 +341,14 @@ def _main_threshold(lat: xr.Dataset) -> float:
 
 def _headline(lat: xr.Dataset) -> dict[str, Any]:
     thresholds = lat.threshold.values
+    has = "freeze_onset_error" in lat  # (older results lack the errors)
     return {str(c): {"frozen_fraction_last": lat.frozen_fraction.sel(**{"class": c}).values[-1],
+                     "frozen_fraction_last_error": (lat.frozen_fraction_last_error.sel(**{"class": c}).item()
+                                                    if has else np.nan),
                      "freeze_onset": {str(t): lat.freeze_onset.sel(**{"class": c}, threshold=t).item()
                                       for t in thresholds},
+                     "freeze_onset_error": {str(t): lat.freeze_onset_error.sel(**{"class": c}, threshold=t).item()
+                                            if has else np.nan for t in thresholds},
                      **{f"freeze_onset_{key}": {str(t): _onset_at(lat, str(c), t)[key] for t in thresholds}
                         for key in ("lr_ratio", "update_ratio", "schedule_driven", "cause")}}
             for c in lat["class"].values}
@@ -290,18 +357,59 @@ def _headline(lat: xr.Dataset) -> dict[str, Any]:
 def _summary_lines(lat: xr.Dataset) -> list[tuple[str, str]]:
     threshold = _main_threshold(lat)
     frozen_all = float(np.isfinite(lat.freeze_frame.values).mean())
-    lines = [("lattice (all)", f"{frozen_all * 100:.0f}% frozen at the end, "
-                               + _onset_text(_onset_at(lat, "all", threshold), threshold))]
+    tokens = lat.freeze_frame.size
+    lines = [("lattice (all)", f"{_percent(frozen_all, np.sqrt(frozen_all * (1 - frozen_all) / tokens))} frozen at "
+                               "the end, " + _onset_text(_onset_at(lat, "all", threshold), threshold))]
     for cls in lat["class"].values:
         frozen = float(lat.frozen_fraction.sel(**{"class": cls}).values[-1])
+        error = float(lat.frozen_fraction_last_error.sel(**{"class": cls})) if "frozen_fraction_last_error" in lat \
+            else np.nan
         onset = _onset_at(lat, str(cls), 0.5)
-        when = f"half frozen at step {onset['step']:.0f}" if np.isfinite(onset["step"]) else "never half frozen"
+        when = (f"half frozen at step {plus_minus(onset['step'], onset['step_error'], '.0f')}"
+                if np.isfinite(onset["step"]) else "never half frozen")
         if np.isfinite(onset["step"]) and onset["cause"] != "lattice":
             when += f" ({_short(onset['cause'])})"
         temp = float(lat.temperature.sel(**{"class": cls}).values[-1])
-        lines.append((f"lattice ({cls:7s})", f"{frozen * 100:.0f}% frozen at the end, {when}; "
+        lines.append((f"lattice ({cls:7s})", f"{_percent(frozen, error)} frozen at the end, {when}; "
                                               f"final temperature {temp:.3g} sites^2"))
     return lines
+
+
+def _percent(fraction: float, error: float) -> str:
+    """``"42 ± 3%"``: a fraction and its error in percent (``"0%"`` where the error is 0)."""
+    return plus_minus(fraction * 100, error * 100, ".0f") + "%"
+
+
+def _curves(lat: xr.Dataset) -> dict[str, xr.DataArray]:
+    return {"temperature": lat.temperature, "frozen_fraction": lat.frozen_fraction}
+
+
+def _token_values(lat: xr.Dataset) -> dict[str, xr.DataArray]:
+    """Each token's freeze step (a token never seen to freeze: the last step + 1, so that a rank test
+    takes it as the latest) and whether it froze (0/1)."""
+    steps = lat["step"].values
+    never = float(steps[-1]) + 1
+    frozen = np.isfinite(lat.freeze_frame.values)
+    step = xr.DataArray(np.where(frozen, lat.freeze_step.values, never), dims="token",
+                        coords=lat.freeze_step.coords)
+    step.attrs.update(long_name="step after which the token's bits never change again (never frozen: the last "
+                                "step + 1)", units="steps", never_frozen=never,
+                      note=f"a token never seen to freeze is coded as the last step + 1 ({never:g}), later than any "
+                           "freeze")
+    flag = xr.DataArray(frozen.astype(np.float64), dims="token", coords=lat.freeze_step.coords)
+    flag.attrs.update(long_name="frozen for good by the last frame (1) or not (0)", units="1")
+    return {"freeze_step": step, "frozen": flag}
+
+
+def _events(lat: xr.Dataset) -> dict[str, Any]:
+    """Whether the selected tokens (all classes) were ever half frozen, and the step (the result's
+    onset at threshold 0.5 where it has one, else from the tokens' freeze frames)."""
+    if 0.5 in [float(t) for t in lat.threshold.values]:
+        step = float(lat.freeze_onset_all.sel(threshold=0.5).item())
+    else:
+        reached = np.flatnonzero(_frozen_all(lat.freeze_frame.values, lat["step"].size) >= 0.5)
+        step = float(lat["step"].values[reached[0]]) if reached.size else np.nan
+    return {"half_frozen": bool(np.isfinite(step)), "freeze_onset_half": step}
 
 
 def _figures(lat: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
@@ -337,4 +445,4 @@ def _figures(lat: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
 
 
 add(Analysis("lattice", lattice_motion, order=50, applies=_applies, headline=_headline, summary_lines=_summary_lines,
-             figures=_figures))
+             figures=_figures, curves=_curves, token_values=_token_values, events=_events))
