@@ -34,16 +34,18 @@ class Run:
     preset: str
     overrides: dict[str, Any]
     config_hash: str = ""
+    group: str = ""  # an experiment's group: the run's configuration without its seed
 
 
-def builtin_specs() -> list[str]:
-    return sorted(os.path.splitext(f)[0] for f in os.listdir(BUILTIN) if f.endswith(".yaml"))
+def builtin_specs(builtin: str = BUILTIN) -> list[str]:
+    """The names of the built-in specs in the folder ``builtin`` (the sweeps' by default)."""
+    return sorted(os.path.splitext(f)[0] for f in os.listdir(builtin) if f.endswith(".yaml"))
 
 
-def spec_path(source: str) -> str:
-    """The file of a spec: ``source`` itself, or the built-in spec of that name."""
-    if not os.path.exists(source) and source in builtin_specs():
-        return os.path.join(BUILTIN, source + ".yaml")
+def spec_path(source: str, builtin: str = BUILTIN) -> str:
+    """The file of a spec: ``source`` itself, or the built-in spec of that name in ``builtin``."""
+    if not os.path.exists(source) and source in builtin_specs(builtin):
+        return os.path.join(builtin, source + ".yaml")
     return source
 
 
@@ -51,23 +53,30 @@ def load_spec(source: str) -> dict[str, Any]:
     """A spec from a YAML or TOML file, or the name of a built-in one (``efficiency-cliff``,
     ``architecture``), checked through: its keys and their types, and every run it expands to
     (:func:`expand`). Every problem is one :class:`ConfigError` naming the file."""
-    path = spec_path(source)
-    if not os.path.isfile(path):
-        raise ConfigError(f"no sweep spec file or built-in spec of that name (built-in: {', '.join(builtin_specs())})",
-                          source)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the sweep spec ({exc.strerror or exc})", path) from None
-    spec = _parse(raw, path)
-    _check_shape(spec, path)
+    path, spec = read_spec(source)
+    check_shape(spec, path)
     spec.setdefault("name", os.path.splitext(os.path.basename(path))[0])
     expand(spec, path)  # every run's config is checked before anything trains
     return spec
 
 
-def _parse(raw: bytes, path: str) -> Any:
+def read_spec(source: str, *, builtin: str = BUILTIN, what: str = "sweep spec") -> tuple[str, Any]:
+    """The file of a spec (``source`` or the built-in of that name in ``builtin``) and its parsed
+    YAML/TOML content, unchecked; a missing, unreadable or unparsable file is a :class:`ConfigError`
+    naming it (``what`` names the kind of spec in the message)."""
+    path = spec_path(source, builtin)
+    if not os.path.isfile(path):
+        raise ConfigError(f"no {what} file or built-in spec of that name (built-in: {', '.join(builtin_specs(builtin))})",
+                          source)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} ({exc.strerror or exc})", path) from None
+    return path, _parse(raw, path, what)
+
+
+def _parse(raw: bytes, path: str, what: str = "sweep spec") -> Any:
     try:
         if path.endswith(".toml"):
             try:
@@ -81,13 +90,13 @@ def _parse(raw: bytes, path: str) -> Any:
             errors = (yaml.YAMLError,)
     except ImportError as exc:
         package = "PyYAML" if exc.name == "yaml" else exc.name
-        raise TokendynError(f"reading a sweep spec needs {package}: pip install 'tokendyn[distributed]'") from None
+        raise TokendynError(f"reading a {what} needs {package}: pip install 'tokendyn[distributed]'") from None
     try:
         text = raw.decode("utf-8")
         return tomllib.loads(text) if path.endswith(".toml") else yaml.load(text, Loader=_unique_key_loader())
     except (UnicodeDecodeError, ValueError, RecursionError, *errors) as exc:
         first = " ".join(str(exc).replace(' in "<unicode string>",', "").split())  # one line, however it wraps
-        raise ConfigError(f"cannot parse the sweep spec ({first[:300]})", path) from None
+        raise ConfigError(f"cannot parse the {what} ({first[:300]})", path) from None
 
 
 def _unique_key_loader() -> type:
@@ -113,13 +122,15 @@ def _unique_key_loader() -> type:
     return UniqueKeyLoader
 
 
-def _check_shape(spec: Any, path: str) -> None:
-    """The spec's keys and the types of their values (the values themselves are the configs' to check)."""
+def check_shape(spec: Any, path: str, *, keys: set[str] = SPEC_KEYS, grid_keys: set[str] = GRID_KEYS,
+                what: str = "sweep spec") -> None:
+    """The spec's keys (of ``keys``; its grid's of ``grid_keys``) and the types of the values they
+    share with a sweep's (the values themselves are the configs' to check)."""
     if not isinstance(spec, dict):
-        raise ConfigError("a sweep spec is a mapping (name, preset or presets, grid, ...)", path)
-    unknown = set(spec) - SPEC_KEYS
+        raise ConfigError(f"{_a(what)} is a mapping (name, preset or presets, grid, ...)", path)
+    unknown = set(spec) - keys
     if unknown:
-        raise ConfigError(f"unknown sweep spec key(s) {sorted(map(str, unknown))}; keys: {sorted(SPEC_KEYS)}", path)
+        raise ConfigError(f"unknown {what} key(s) {sorted(map(str, unknown))}; keys: {sorted(keys)}", path)
     words = lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, str) for x in v)  # noqa: E731
     wholes = lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, int) and not isinstance(x, bool)  # noqa: E731
                                                                 for x in v)
@@ -131,30 +142,29 @@ def _check_shape(spec: Any, path: str) -> None:
              "set": (lambda v: isinstance(v, dict), "a mapping of config fields to values")}
     for key, (fits, expected) in kinds.items():
         if key in spec and not fits(spec[key]):
-            raise ConfigError(f"the sweep spec's {key} must be {expected}, not {spec[key]!r}"[:300], path)
-    bad_grid = set(spec.get("grid") or {}) - GRID_KEYS
+            raise ConfigError(f"the {what}'s {key} must be {expected}, not {spec[key]!r}"[:300], path)
+    bad_grid = set(spec.get("grid") or {}) - grid_keys
     if bad_grid:
-        raise ConfigError(f"cannot sweep over {sorted(map(str, bad_grid))}; grid keys: {sorted(GRID_KEYS)}", path)
+        raise ConfigError(f"cannot sweep over {sorted(map(str, bad_grid))}; grid keys: {sorted(grid_keys)}", path)
     empty = [key for key, values in (spec.get("grid") or {}).items() if values == [] or isinstance(values, dict)]
     if empty:
         raise ConfigError(f"the grid's {empty[0]} must be a value or a non-empty list of values", path)
     if not spec.get("preset") and not spec.get("presets"):
-        raise ConfigError("a sweep spec needs preset: NAME or presets: [NAMES]", path)
+        raise ConfigError(f"{_a(what)} needs preset: NAME or presets: [NAMES]", path)
+
+
+def _a(what: str) -> str:
+    return ("an " if what[:1] in "aeiou" else "a ") + what
 
 
 def expand(spec: dict[str, Any], path: str | None = None) -> list[Run]:
     """Every run of a spec: presets x grid x seeds, each config validated before anything trains
     (errors name ``path``, the spec's file, and the run)."""
-    from tokendyn.trainers.config import from_preset
-
     presets = spec.get("presets") or [spec["preset"]]
     grid = spec.get("grid") or {}
     keys = sorted(grid)
     seeds = spec.get("seeds") or [None]
-    fixed = dict(spec.get("set") or {})
-    for key in ("steps", "precision", "record", "device"):
-        if key in spec:
-            fixed[key] = spec[key]
+    fixed = fixed_overrides(spec)
     runs = []
     for preset in presets:
         for values in itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys)):
@@ -164,18 +174,41 @@ def expand(spec: dict[str, Any], path: str | None = None) -> list[Run]:
                     overrides["seed"] = int(seed)
                 parts = [preset] + [f"{k}{v}" for k, v in zip(keys, values)] + ([f"seed{seed}"] if seed is not None else [])
                 run_id = "-".join(str(p) for p in parts)
-                try:
-                    cfg = from_preset(preset, **overrides)
-                    cfg.validate()
-                except ConfigError as exc:
-                    raise ConfigError(f"run {run_id}: {exc.problem}", path or exc.path) from None
-                runs.append(Run(run_id, preset, overrides, config_hash(cfg.to_dict())))
+                runs.append(make_run(run_id, preset, overrides, path)[0])
+    check_unique(runs, path)
+    return runs
+
+
+def fixed_overrides(spec: dict[str, Any]) -> dict[str, Any]:
+    """The config values every run of a spec shares: its ``set`` and its steps, precision, record, device."""
+    fixed = dict(spec.get("set") or {})
+    for key in ("steps", "precision", "record", "device"):
+        if key in spec:
+            fixed[key] = spec[key]
+    return fixed
+
+
+def make_run(run_id: str, preset: str, overrides: dict[str, Any], path: str | None = None,
+             group: str = "") -> tuple[Run, Any]:
+    """A run and its resolved, validated :class:`~tokendyn.trainers.config.TrainConfig`; an invalid
+    config is a :class:`ConfigError` naming ``path`` (the spec's file) and the run."""
+    from tokendyn.trainers.config import from_preset
+
+    try:
+        cfg = from_preset(preset, **overrides)
+        cfg.validate()
+    except ConfigError as exc:
+        raise ConfigError(f"run {run_id}: {exc.problem}", path or exc.path) from None
+    return Run(run_id, preset, overrides, config_hash(cfg.to_dict()), group), cfg
+
+
+def check_unique(runs: list[Run], path: str | None = None) -> None:
+    """No two runs of a spec share an id (a value given twice in the spec)."""
     seen: set[str] = set()
     twice = [r.run_id for r in runs if r.run_id in seen or seen.add(r.run_id)]
     if twice:
         raise ConfigError(f"the spec expands to the run {twice[0]!r} more than once (a value given twice in "
                           "presets, the grid or seeds)", path)
-    return runs
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -212,6 +245,7 @@ def run_one(run: Run, run_dir: str) -> dict[str, Any]:
     metrics = {
         "run": run.run_id, "preset": run.preset, **{k: cfg[k] for k in ("layers", "dim", "heads", "batch", "context",
                                                                        "precision", "steps", "seed")},
+        "tied": bool(cfg.get("tied", True)), "control": cfg.get("control", "none"), "group": run.group,
         "ffn_hidden": int(cfg["ffn"] or round(cfg["dim"] * cfg["ffn_ratio"])),
         "n_params": result.n_params, "device": result.device,
         "steps_per_second": result.steps_per_second, "tokens_per_second": result.steps_per_second * tokens_per_step,
@@ -319,39 +353,73 @@ def run_sweep(source: str, out_dir: str, *, workers: int = 1, scheduler: str | N
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run (or resume) a sweep; every run is a task on a dask cluster (a local one of ``workers``
     processes by default, or the scheduler at ``scheduler``)."""
-    from tokendyn.cluster import compute_on
-
     say = log or (lambda text: print(text, file=sys.stderr))
     path = spec_path(source)
     spec = load_spec(source)
     runs = expand(spec, path)
     run_dir = os.path.join(os.path.abspath(out_dir), "runs")
-    os.makedirs(run_dir, exist_ok=True)
-    todo = [r for r in runs if finished_result(r, run_dir) is None]
-    stale = [r for r in todo if os.path.isfile(os.path.join(run_dir, r.run_id + ".json"))]
-    for r in stale:  # made from another spec: gone before the run starts again, so never reported
-        os.remove(os.path.join(run_dir, r.run_id + ".json"))
-    done = len(runs) - len(todo)
-    say(f"sweep {spec['name']}: {len(runs)} runs, {done} already finished, {len(todo)} to run"
-        + (f" ({len(stale)} of them changed in the spec since they ran)" if stale else ""))
-    if todo:
-        with compute_on(scheduler, workers or 1) as client:
-            from distributed import as_completed
-            from tqdm.auto import tqdm
-
-            futures = {client.submit(run_one, r, run_dir, key=f"tokendyn-run-{r.run_id}-{r.config_hash}", pure=False): r
-                       for r in todo}
-            with tqdm(total=len(todo), desc="sweep", unit="run", file=sys.stderr) as bar:
-                for future in as_completed(futures):
-                    run = futures[future]
-                    try:
-                        metrics = future.result()
-                        bar.set_postfix_str(f"{run.run_id}: {metrics['tokens_per_second']:.0f} tok/s")
-                    except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others
-                        say(f"run {run.run_id} failed: {exc}")
-                    bar.update(1)
+    outcome = run_all(runs, run_dir, workers=workers or 1, scheduler=scheduler, say=say,
+                      title=f"sweep {spec['name']}", desc="sweep")
+    done = len(outcome["skipped"])
     results = [metrics for metrics in (finished_result(r, run_dir) for r in runs) if metrics is not None]
     if not results:
         raise ConfigError("no run of the sweep finished", out_dir)
     paths = summarize(spec, results, os.path.abspath(out_dir))
     return {"spec": spec, "runs": len(runs), "finished": len(results), "skipped": done, **paths}
+
+
+def run_all(runs: list[Run], run_dir: str, *, workers: int = 1, scheduler: str | None = None,
+            say: Callable[[str], None] | None = None, title: str = "sweep", desc: str = "sweep",
+            progress: bool = True) -> dict[str, Any]:
+    """Run every run of ``runs`` that has no finished result in ``run_dir`` with its config (a
+    result made from another config is removed first, so it is never reported), each a task on a
+    dask cluster: the scheduler at ``scheduler``, else a local cluster of ``workers`` processes;
+    ``workers=0`` runs them here, one after another, without dask. A failed run is reported
+    through ``say`` and the others go on.
+
+    Returns
+    -------
+    dict
+        ``skipped`` (the ids finished before), ``ran`` (the ids that finished now), ``failed``
+        (id -> the error, one line) and ``stale`` (the ids whose old result was from another config).
+    """
+    from tokendyn.cluster import compute_on
+
+    say = say or (lambda text: print(text, file=sys.stderr))
+    os.makedirs(run_dir, exist_ok=True)
+    todo = [r for r in runs if finished_result(r, run_dir) is None]
+    stale = [r for r in todo if os.path.isfile(os.path.join(run_dir, r.run_id + ".json"))]
+    for r in stale:  # made from another spec: gone before the run starts again, so never reported
+        os.remove(os.path.join(run_dir, r.run_id + ".json"))
+    done = [r.run_id for r in runs if r not in todo]
+    say(f"{title}: {len(runs)} runs, {len(done)} already finished, {len(todo)} to run"
+        + (f" ({len(stale)} of them changed in the spec since they ran)" if stale else ""))
+    ran: list[str] = []
+    failed: dict[str, str] = {}
+    if not todo:
+        return {"skipped": done, "ran": ran, "failed": failed, "stale": [r.run_id for r in stale]}
+    from tqdm.auto import tqdm
+
+    def finish(run: Run, get: Callable[[], dict[str, Any]], bar: Any) -> None:
+        try:
+            metrics = get()
+            ran.append(run.run_id)
+            bar.set_postfix_str(f"{run.run_id}: {metrics['tokens_per_second']:.0f} tok/s")
+        except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others
+            failed[run.run_id] = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+            say(f"run {run.run_id} failed: {failed[run.run_id]}")
+        bar.update(1)
+
+    with tqdm(total=len(todo), desc=desc, unit="run", file=sys.stderr, disable=not progress) as bar:
+        if scheduler is None and not workers:
+            for run in todo:
+                finish(run, lambda run=run: run_one(run, run_dir), bar)
+        else:
+            with compute_on(scheduler, workers or 1) as client:
+                from distributed import as_completed
+
+                futures = {client.submit(run_one, r, run_dir, key=f"tokendyn-run-{r.run_id}-{r.config_hash}",
+                                         pure=False): r for r in todo}
+                for future in as_completed(futures):
+                    finish(futures[future], future.result, bar)
+    return {"skipped": done, "ran": ran, "failed": failed, "stale": [r.run_id for r in stale]}
