@@ -1,20 +1,20 @@
 """Dead tokens as a random walk on a hypersphere: is their motion isotropic, or pushed outward?"""
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import xarray as xr
-from scipy import stats
 
 from tokendyn import format as fmt
 from tokendyn.errors import AnalysisError
-from tokendyn.stats import block_average, plus_minus
+from tokendyn.stats import block_average
 
 from . import _hypersphere_kernels as K
 from . import base
 from ._centroids import SharedCentroids
+from ._hypersphere_report import _curves, _figures, _headline, _summary_lines, _token_values
 from ._hypersphere_stats import (  # noqa: F401 (public here)
     beta_edges,
     cauchy_combination,
@@ -25,7 +25,7 @@ from ._hypersphere_stats import (  # noqa: F401 (public here)
     walk_statistics,
 )
 from .base import FrameRange, StoredFrames, TokenSelection, annotate, finish, frame_coords, merge, selection, stream
-from .registry import Analysis, ReportFigure, add
+from .registry import Analysis, add
 
 CENTERS = ("centroid", "origin")  # both are tested in every pass; the ``center`` option picks the verdict's
 TESTS = ("ks", "sign", "t", "step_correlation")  # the tests the verdict combines, in ``pvalue_by_center``
@@ -325,93 +325,6 @@ def _compare_tokens(ds: xr.Dataset) -> TokenSelection:
     the walk (see :func:`_applies`), the report's tokens."""
     mask = ds[fmt.TOKEN_CLASS].values != fmt.CLASS_LIVE
     return mask if _applies(ds, mask) else _report_tokens(ds, None)
-
-
-def _curves(h: xr.Dataset) -> dict[str, xr.DataArray]:
-    return {"rho_mean": h.rho_mean, "outward_fraction": h.outward_fraction}
-
-
-def _token_values(h: xr.Dataset) -> dict[str, xr.DataArray]:
-    return {"outward_excess": h.outward_excess_token, "rho_mean": h.rho_mean_token}
-
-
-_HEADLINE = ("isotropic", "combined_pvalue", "outward_excess", "outward_excess_error", "rho_mean_all",
-             "rho_mean_all_error", "rho_expected", "ks_pvalue", "ks_pvalue_error", "sign_pvalue", "t_pvalue",
-             "step_correlation_pvalue", "outward_fraction_all", "outward_fraction_all_error", "radial_mean_all",
-             "radial_mean_all_error", "step_correlation_mean", "step_correlation_mean_error", "diffusion",
-             "diffusion_error", "centers_agree", "centroid_step_ratio", "centroid_step_ratio_error")
-
-
-def _headline(h: xr.Dataset) -> dict[str, Any]:
-    """The verdict's centre's numbers, and the verdict and outward excess about each centre."""
-    out: dict[str, Any] = {k: h[k].item() for k in _HEADLINE if k in h}  # (older results lack the errors)
-    for c in h.center.values.tolist():
-        for key in ("isotropic", "combined_pvalue", "outward_excess", "outward_excess_error"):
-            out[f"{key}_{c}"] = h[f"{key}_by_center"].sel(center=c).item()
-    return {**out, "center": h.attrs.get("center"), "tokens": h.attrs.get("tokens")}
-
-
-def _p(value: float) -> str:
-    """A p-value as shown: two digits, or ``< 1e-16`` where double precision has lost it."""
-    return f"{value:.2g}" if not value < 1e-16 else "< 1e-16"
-
-
-def _about(h: xr.Dataset, c: str) -> str:
-    verdict = "isotropic" if bool(h.isotropic_by_center.sel(center=c)) else "NOT isotropic"
-    excess = float(h.outward_excess_by_center.sel(center=c))
-    return (f"{verdict} about the {c} (p {_p(float(h.combined_pvalue_by_center.sel(center=c)))}), outward excess "
-            f"{'+' if excess >= 0 else ''}{plus_minus(excess, float(h.outward_excess_error_by_center.sel(center=c)))}")
-
-
-def _centres_line(h: xr.Dataset) -> str:
-    """The other centre's verdict, whether the two agree, and how far the centroid moves."""
-    other = [c for c in h.center.values.tolist() if c != h.attrs["center"]][0]
-    agree = "the centres agree" if bool(h.centers_agree) else "the centres DISAGREE"
-    return (f"{_about(h, other)}; {agree}; the centroid's RMS step is "
-            f"{float(h.centroid_step_ratio):.2f} x the tokens'")
-
-
-def _summary_lines(h: xr.Dataset) -> list[tuple[str, str]]:
-    label = f"hypersphere walk ({h.attrs['tokens']:7s})"
-    rho = plus_minus(float(h.rho_mean_all), float(h.rho_mean_all_error) if "rho_mean_all_error" in h else np.nan)
-    return [(label, f"{_about(h, h.attrs['center'])} (the verdict); rho {rho} vs 1/d "
-                    f"{float(h.rho_expected):.4f}, KS p {_p(float(h.ks_pvalue))}, sign p {_p(float(h.sign_pvalue))}, "
-                    f"step-correlation p {_p(float(h.step_correlation_pvalue))}"),
-            ("", _centres_line(h))]
-
-
-def _figures(h: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
-    import matplotlib.pyplot as plt
-
-    d = int(h.attrs["dim"])
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
-    counts = h.rho_histogram.values.astype(float)
-    centres = h.rho_bin.values
-    width = centres[1] - centres[0]
-    total = counts.sum()
-    if total > 0:
-        axes[0].bar(centres, counts / (total * width), width=width, alpha=0.6, label="observed")
-    grid = np.linspace(1e-3, 1, 400)
-    axes[0].plot(grid, stats.beta(0.5, (d - 1) / 2).pdf(grid), "k-", lw=1, label=f"Beta(1/2, {(d - 1) / 2:g})")
-    axes[0].set(xlabel="radial fraction rho", ylabel="density", yscale="log", ylim=(1e-3, None),
-                title=("isotropic" if bool(h.isotropic) else "NOT isotropic")
-                + f" about the {h.attrs['center']}: p {_p(float(h.combined_pvalue))}")
-    axes[0].legend(fontsize=8)
-    centers = h.center.values.tolist()
-    excess = h.outward_excess_by_center.values
-    error = h.outward_excess_error_by_center.values
-    axes[1].bar(centers, excess, yerr=2 * error, capsize=4,
-                color=["C2" if bool(v) else "C3" for v in h.isotropic_by_center.values])
-    axes[1].axhline(0, color="k", lw=0.8)
-    axes[1].set(ylabel="outward excess (± 2 s.e.)",
-                title="about each centre: " + ("agree" if bool(h.centers_agree) else "DISAGREE")
-                + " (green: isotropic)")
-    axes[2].plot(h.lag.values, h.cos_decay.values, "o", ms=3, label="observed")
-    axes[2].plot(h.lag.values, h.cos_decay_predicted.values, "-", label="Brownian on a sphere (fitted D)")
-    axes[2].set(xlabel="lag (frames)", ylabel="mean cos angle", title=f"angular decay about the {h.attrs['center']}")
-    axes[2].legend(fontsize=8)
-    fig.tight_layout()
-    return [ReportFigure("hypersphere", "Hypersphere random-walk test", fig)]
 
 
 add(Analysis("hypersphere", hypersphere_walk, order=40, applies=_applies, report_tokens=_report_tokens,
