@@ -2,7 +2,7 @@
 the analyses it runs, and its peak memory as the number of runs grows.
 
 For each movie, in one run of this script: every analysis that applies, run on its own as the
-report runs it (``standard_run(...).load()``, on the tokens ``compare`` gives it), summed over the
+report runs it (``standard_run(...).load()`` and its headline, on the tokens ``compare`` gives it), summed over the
 analyses and the movies (the baseline); then ``tokendyn.compare`` of 2 and of all the movies, each
 in its own subprocess (its peak RSS its own). Baseline and compare alternate (base, compare, base)
 so that a drift of the machine shows; the ratio is compare over the mean of the two baselines.
@@ -38,7 +38,9 @@ def baseline(paths: list[str]) -> dict:
             if not spec.applies(ds, tokens):
                 continue
             start = time.perf_counter()
-            spec.standard_run(ds, tokens).load()
+            result = spec.standard_run(ds, tokens).load()
+            if spec.headline is not None:  # as the report does
+                spec.headline(result)
             seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
     return {"seconds": sum(seconds.values()), "by_analysis": seconds, "peak_rss_mb": peak_rss_mb()}
 

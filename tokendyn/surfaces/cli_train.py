@@ -21,6 +21,10 @@ def register(sub: Any) -> None:
     p.add_argument("--corpus", help="a text file or a folder of .txt files (default: embedded stories)")
     p.add_argument("--record-every", help="record schedule: N, 'dense:K,every:M' or 'steps:a,b,c'")
     p.add_argument("--seed", type=int)
+    p.add_argument("--control", metavar="NAME",
+                   help="a control run that should learn nothing: shuffled-targets (targets permuted across "
+                   "the batch), random-targets (targets uniform over the live ids), lr-zero (no gradient step, "
+                   "only weight decay at the schedule's lr), no-weight-decay, or none (default)")
     p.add_argument("--set", dest="set_values", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field (repeatable), e.g. --set lr=1e-3 --set tied=false")
     p.add_argument("--overwrite", action="store_true", help="replace an existing movie")
@@ -39,7 +43,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {}
     for key, value in (("steps", args.steps), ("device", args.device), ("precision", args.precision),
-                       ("corpus", args.corpus), ("record", args.record_every), ("seed", args.seed)):
+                       ("corpus", args.corpus), ("record", args.record_every), ("seed", args.seed),
+                       ("control", args.control)):
         if value is not None:
             overrides[key] = value
     if args.checkpoint_every is not None:

@@ -24,6 +24,7 @@ import torch
 from tokendyn.errors import ConfigError, TokendynError
 
 from .config import TrainConfig
+from .controls import TargetControl
 from .data import Batches
 
 FORMAT = "tokendyn.checkpoint"
@@ -56,12 +57,19 @@ def config_hash(cfg: TrainConfig) -> str:
 
 
 def _resume_config_json(cfg: TrainConfig) -> str:
-    kept = {k: v for k, v in cfg.to_dict().items() if k not in FREE_ON_RESUME}
+    kept = _without_default_control({k: v for k, v in cfg.to_dict().items() if k not in FREE_ON_RESUME})
     return json.dumps(kept, sort_keys=True, default=str)
 
 
+def _without_default_control(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields without ``control`` when it is ``"none"``: a normal run hashes as it did before
+    controls existed, so its older checkpoints still resume."""
+    return {k: v for k, v in fields.items() if not (k == "control" and v == "none")}
+
+
 def save_checkpoint(movie: str, *, step: int, movie_state: MovieState, cfg: TrainConfig, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, batches: Batches, device: torch.device) -> str:
+                    optimizer: torch.optim.Optimizer, batches: Batches, device: torch.device,
+                    control: TargetControl | None = None) -> str:
     """Write the checkpoint of ``movie`` atomically; returns its path.
 
     Parameters
@@ -70,6 +78,8 @@ def save_checkpoint(movie: str, *, step: int, movie_state: MovieState, cfg: Trai
         The last step the model and optimizer have taken.
     movie_state
         The movie's ``run_id`` and its frame count, flushed to disk, at ``step``.
+    control
+        A target control run's control, whose generator's state is saved as ``control_rng``.
     """
     rounding = getattr(optimizer, "generator", None)
     content = {
@@ -80,6 +90,7 @@ def save_checkpoint(movie: str, *, step: int, movie_state: MovieState, cfg: Trai
         "torch_rng": torch.get_rng_state(),
         **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
         **({"rounding_rng": rounding.get_state()} if isinstance(rounding, torch.Generator) else {}),
+        **({"control_rng": control.state()} if control is not None else {}),
     }
     path = checkpoint_path(movie)
     write_atomically(content, path)
@@ -183,14 +194,21 @@ def config_changes(saved_json: str, cfg: TrainConfig) -> str:
         saved = json.loads(saved_json)
     except ValueError:
         saved = {}
+    if isinstance(saved, dict):
+        saved.setdefault("control", "none")  # a checkpoint written before controls existed
     now = json.loads(json.dumps(cfg.to_dict(), default=str))
     keys = sorted(k for k in set(saved) | set(now) if k not in FREE_ON_RESUME and saved.get(k) != now.get(k))
     return ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in keys) or "the fields differ"
 
 
 def restore(ckpt: dict[str, Any], path: str, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            lr_tensor: torch.Tensor | None, batches: Batches, device: torch.device) -> None:
-    """Load a checked checkpoint into the model, the optimizer and every random state."""
+            lr_tensor: torch.Tensor | None, batches: Batches, device: torch.device,
+            control: TargetControl | None = None) -> None:
+    """Load a checked checkpoint into the model, the optimizer and every random state (a target
+    control's generator among them)."""
+    if control is not None and not isinstance(ckpt.get("control_rng"), dict):
+        raise ConfigError(f"the checkpoint has no state of the {control.control} control's generator, so the "
+                          "control cannot continue its stream", path)
     try:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -201,6 +219,8 @@ def restore(ckpt: dict[str, Any], path: str, *, model: torch.nn.Module, optimize
         rounding = getattr(optimizer, "generator", None)
         if isinstance(rounding, torch.Generator) and isinstance(ckpt.get("rounding_rng"), torch.Tensor):
             rounding.set_state(ckpt["rounding_rng"])
+        if control is not None:
+            control.set_state(ckpt["control_rng"])
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"the checkpoint does not fit this model ({str(exc).splitlines()[0]})", path) from None
     if lr_tensor is not None:  # loading replaced it with the checkpoint's copy; the graph reads this one

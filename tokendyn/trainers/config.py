@@ -15,6 +15,9 @@ PRECISIONS = ("fp32", "bf16-mixed", "bf16-pure")
 MAX_STEP = 2**63  # steps are stored as int64
 SCHEDULES = ("linear", "cosine", "constant")
 ROUNDINGS = ("nearest", "stochastic")
+# control runs (trainers/controls.py): "none" trains normally; the others break the link between
+# inputs and targets, or the gradient step, or weight decay, so that a movie shows what is NOT learning
+CONTROLS = ("none", "shuffled-targets", "random-targets", "lr-zero", "no-weight-decay")
 
 
 @dataclass
@@ -55,6 +58,7 @@ class TrainConfig:
     compile: bool = False
     cuda_graphs: bool = True  # on CUDA: the whole step as one CUDA graph, batches sampled on the GPU
     fused_loss: bool | None = None  # loss without the full logits (trainers/loss.py); None: on except on CUDA
+    control: str = "none"  # a control run, one of CONTROLS (trainers/controls.py)
     # recording and reporting
     record: str = "1"  # recorder schedule: N, "dense:K,every:M" or "steps:a,b,c"
     record_untied_e: bool = True
@@ -96,6 +100,9 @@ class TrainConfig:
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
             (self.rounding in ROUNDINGS, f"rounding must be one of {ROUNDINGS}, got {self.rounding!r}"),
+            (self.control in CONTROLS, f"unknown control {self.control!r}; choose one of {', '.join(CONTROLS)}"),
+            (self.control != "shuffled-targets" or self.batch >= 2,
+             f"control shuffled-targets permutes targets across the batch: it needs batch >= 2, got {self.batch}"),
             (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"),
              f"device must be auto, cpu, cuda or mps, got {self.device!r}"),
             (self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}"),
@@ -243,6 +250,8 @@ def _coerce(field_type: Any, value: Any, key: str) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             if "None" in kind:
                 return None
+            if kind == "str" and isinstance(value, str):  # a word of a text field (control="none")
+                return value
             raise ValueError(value)
         if "bool" in kind:
             words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
@@ -286,6 +295,7 @@ def apply_overrides(config: TrainConfig, pairs: Iterable[str]) -> TrainConfig:
     for key, value in parsed.items():
         if key not in types:
             raise ConfigError(f"unknown config field {key!r}; fields: {', '.join(sorted(types))}")
-        text_field = "str" in str(types[key]) and value.lower() not in ("none", "null")
+        kind = str(types[key])
+        text_field = kind == "str" or ("str" in kind and value.lower() not in ("none", "null"))
         changes[key] = value if text_field else _coerce(types[key], parse_value(value), key)
     return dataclasses.replace(config, **changes)

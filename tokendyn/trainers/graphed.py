@@ -7,6 +7,9 @@ replayed each step, as in PyTorch's "whole network capture" recipe. The learning
 device tensor the loop refills before each replay. Warm-up iterations (needed before capture) run
 on copies of the state: the model and optimizer are restored bit for bit afterwards, so the run
 trains exactly ``steps`` updates.
+
+Of the control runs (:mod:`.controls`) only ``no-weight-decay`` is graphed (its optimizer groups
+carry weight decay 0); the target controls and ``lr-zero`` train eagerly.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .controls import effective_weight_decay
 from .optim import PureBF16AdamW, param_groups
 
 
@@ -23,7 +27,7 @@ def make_capturable_optimizer(model: torch.nn.Module, cfg: Any,
                               device: torch.device) -> tuple[torch.optim.Optimizer, torch.Tensor]:
     """An optimizer whose step can be captured, and the shared 0-d device tensor holding the lr."""
     lr = torch.tensor(float(cfg.lr), dtype=torch.float32, device=device)
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, effective_weight_decay(getattr(cfg, "control", "none"), cfg.weight_decay))
     for group in groups:
         group["lr"] = lr
     if cfg.precision == "bf16-pure":

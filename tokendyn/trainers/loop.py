@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
+from .controls import TargetControl, decay_only_step
 from .data import Batches, TokenData
 from .evaluate import heldout_loss
 from .graphed import GraphedStep
@@ -41,6 +42,8 @@ class Run:
     autocast: Callable[[], Any]  # a context manager factory: bf16 autocast, or nothing
     cuda_graphs: bool  # capture the whole step as one CUDA graph
     start_step: int  # 0, or the checkpoint's step when resuming
+    targets: TargetControl | None = None  # a target control (shuffled-/random-targets): trains on its targets
+    decay_only: bool = False  # the lr-zero control: weight decay only, the gradient step dropped
 
 
 @dataclass
@@ -79,7 +82,8 @@ def run_steps(run: Run, recorder: Recorder | None, *, progress: bool, say: Calla
         try:
             if start == 0:
                 record_step_zero(run, capture)
-            graphed = capture_graph(run, say) if run.cuda_graphs and cfg.steps > start else None
+            eager_only = run.targets is not None or run.decay_only  # controls the graphed step does not apply
+            graphed = capture_graph(run, say) if run.cuda_graphs and not eager_only and cfg.steps > start else None
             if progress:
                 bar = progress_bar(cfg.steps, start)
             t_start = time.perf_counter()  # throughput counts the steps, not the set-up before them
@@ -146,10 +150,14 @@ def close_quietly(bar: Any, recorder: Recorder | None, say: Callable[[str], None
 def eager_step(run: Run, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One step launched op by op: a batch from the host, forward, backward, clip, update.
 
-    Returns the loss and the gradient norm as device tensors (the norm is 0 without clipping).
+    A target control replaces the batch's targets; ``lr-zero`` replaces the update by the weight
+    decay alone (:func:`~tokendyn.trainers.controls.decay_only_step`). Returns the loss and the
+    gradient norm as device tensors (the norm is 0 without clipping).
     """
     set_lr(run.optimizer, run.lr_tensor, lr)
     x, y = run.batches.next()
+    if run.targets is not None:
+        y = run.targets.targets(y)
     xb = torch.from_numpy(x).to(run.device, non_blocking=True)
     yb = torch.from_numpy(y).to(run.device, non_blocking=True)
     with run.autocast():
@@ -159,7 +167,11 @@ def eager_step(run: Run, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
     grad_clip = run.cfg.grad_clip
     grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), grad_clip) if grad_clip > 0 \
         else torch.zeros(())
-    run.optimizer.step()
+    if run.decay_only:  # lr-zero: the gradient (measured above) is not taken; only the decay moves W
+        run.optimizer.zero_grad(set_to_none=True)
+        decay_only_step(run.optimizer, lr)
+    else:
+        run.optimizer.step()
     return loss, grad_norm
 
 
@@ -204,6 +216,8 @@ def frame_capture(run: Run, recorder: Recorder | None) -> Callable[..., None]:
 def record_step_zero(run: Run, capture: Callable[..., None]) -> None:
     """The frame before any update, with the loss of one training batch (drawn even if not recorded)."""
     x, y = run.batches.next()
+    if run.targets is not None:  # the loss of what the control trains on
+        y = run.targets.targets(y)
     with torch.no_grad(), run.autocast():
         _, loss0 = run.forward_model(torch.from_numpy(x).to(run.device), torch.from_numpy(y).to(run.device))
     capture(0, loss0, lr=0.0)

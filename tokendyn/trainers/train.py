@@ -32,6 +32,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import TrainConfig, apply_overrides, from_preset
+from .controls import effective_weight_decay, graph_safe, make_target_control
 from .data import Batches, TokenData, build
 from .evaluate import generate_sample, heldout_loss
 from .graphed import make_capturable_optimizer
@@ -64,6 +65,16 @@ class TrainResult:
     seconds: float = float("nan")  # wall time of the training loop
     recording_wait_seconds: float = 0.0  # of which the loop waited for the recorder's writer
     stopped_by: str | None = None  # "SIGINT" (Ctrl-C) or "SIGTERM" when interrupted
+    control: str = "none"  # the control run (trainers/controls.py), "none" for a normal run
+
+
+# what each control does, for the summary and the movie's title
+CONTROL_TEXT = {
+    "shuffled-targets": "targets permuted across the batch: no correct answers",
+    "random-targets": "targets uniform over the live ids: wrong answers only",
+    "lr-zero": "no gradient step, only weight decay at the schedule's lr moves the weights",
+    "no-weight-decay": "weight decay 0 for every parameter group",
+}
 
 
 def train(
@@ -101,7 +112,12 @@ def train(
     set_values
         ``key=value`` overrides as strings (what ``--set`` passes).
     overrides
-        Config fields to override (e.g. ``steps=500, precision="bf16-pure"``).
+        Config fields to override (e.g. ``steps=500, precision="bf16-pure"``). ``control=NAME``
+        makes a control run (:mod:`tokendyn.trainers.controls`): ``shuffled-targets``,
+        ``random-targets``, ``lr-zero`` (the gradient step dropped; weight decay still applied at
+        the schedule's lr, ``p *= 1 - lr_t * wd``, since a literal lr of 0 would freeze decoupled
+        AdamW's decay too), ``no-weight-decay``, or ``none`` (the default). The held-out loss is
+        always measured on the true held-out text.
 
     Returns
     -------
@@ -129,20 +145,26 @@ def train(
     data = build_data(cfg)
     check_fits(cfg, device, data.vocab_rows)
     batches = Batches(data.train, cfg.batch, cfg.context, seed=cfg.seed)
+    targets = make_target_control(cfg.control, cfg.seed, data.token_class)
     model = build_model(cfg, data, device)
     cuda_graphs = cfg.cuda_graphs and device.type == "cuda"
+    graphs_off = cuda_graphs and not graph_safe(cfg.control)
+    cuda_graphs = cuda_graphs and not graphs_off
     optimizer, lr_tensor = build_optimizer(model, cfg, device, capturable=cuda_graphs)
     if ckpt is not None:
         assert out is not None
         restore(ckpt, checkpoint_path(out), model=model, optimizer=optimizer, lr_tensor=lr_tensor, batches=batches,
-                device=device)
+                device=device, control=targets)
     forward_model = torch.compile(model) if cfg.compile and device.type == "cuda" else model
     autocast = autocast_for(cfg, device)
     run = Run(cfg, device, data, batches, model, forward_model, optimizer, lr_tensor, autocast, cuda_graphs,
-              start_step)
+              start_step, targets=targets, decay_only=cfg.control == "lr-zero")
     classes = tokens_per_class(data)
     say(f"tokendyn train: preset {cfg.preset}, {model.n_params() / 1e6:.2f} M parameters, {cfg.precision} on "
         f"{device}, {len(data.train):,} training tokens")
+    if cfg.control != "none":
+        say(f"control run: {cfg.control} ({CONTROL_TEXT[cfg.control]})"
+            + ("; CUDA graphs off, the steps run eagerly" if graphs_off else ""))
     say(f"vocabulary: {data.vocab_rows} rows, {_class_shares(classes, data.vocab_rows)}")
     say(f"unigram baseline (entropy of the training tokens): {data.unigram_entropy:.3f} nats/token")
 
@@ -158,7 +180,7 @@ def train(
             return None
         state = MovieState(run_id=movie_run_id(recorder, movie_before), frames=recorder.frames_written)
         return save_checkpoint(out, step=step, movie_state=state, cfg=cfg, model=model, optimizer=optimizer,
-                               batches=batches, device=device)
+                               batches=batches, device=device, control=targets)
 
     reached = run_steps(run, recorder, progress=progress, say=say, checkpoint=None if out is None else checkpoint,
                         checkpoint_every=float(checkpoint_every))  # closes the recorder
@@ -176,7 +198,7 @@ def train(
         steps_per_second=steps_done / reached.seconds if reached.seconds > 0 else float("nan"), sample=sample,
         interrupted=reached.interrupted, n_params=model.n_params(), tokens_per_class=classes, device=str(device),
         seconds=reached.seconds, recording_wait_seconds=recorder.wait_seconds if recorder is not None else 0.0,
-        stopped_by=reached.stopped_by,
+        stopped_by=reached.stopped_by, control=cfg.control,
     )
 
 
@@ -256,7 +278,7 @@ def build_optimizer(model: GPT, cfg: TrainConfig, device: torch.device, *,
     device tensor holding its learning rate (``None`` otherwise)."""
     if capturable:
         return make_capturable_optimizer(model, cfg, device)
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, effective_weight_decay(cfg.control, cfg.weight_decay))
     if cfg.precision == "bf16-pure":
         gen = torch.Generator(device=device).manual_seed(cfg.seed + 1) if cfg.rounding == "stochastic" else None
         return PureBF16AdamW(groups, lr=cfg.lr, betas=cfg.betas, rounding=cfg.rounding, generator=gen), None
@@ -296,15 +318,22 @@ def open_recorder(out: str, run: Run, *, overwrite: bool, resume: bool, expect_r
                   "unigram_entropy": data.unigram_entropy, "tokenizer": data.tokenizer.source,
                   "device": str(run.device), "torch": torch.__version__}
     return Recorder(out, token_class=data.token_class, token_text=data.token_text, token_count=data.token_count,
-                    config=run_config, seed=cfg.seed, title=f"tokendyn {cfg.preset}", schedule=cfg.record,
+                    config=run_config, seed=cfg.seed, title=movie_title(cfg), schedule=cfg.record,
                     scalars=SCALARS, overwrite=overwrite, resume_after=run.start_step if resume else None,
                     expect_run_id=expect_run_id if resume else None)
+
+
+def movie_title(cfg: TrainConfig) -> str:
+    """``tokendyn tiny``, or ``tokendyn tiny, control shuffled-targets`` for a control run."""
+    return f"tokendyn {cfg.preset}" + (f", control {cfg.control}" if cfg.control != "none" else "")
 
 
 def result_text(result: TrainResult) -> str:
     """A short human summary of a run."""
     verdict = "below" if result.final_loss < result.unigram_entropy else "NOT below"
-    lines = [
+    lines = [f"control          {result.control} ({CONTROL_TEXT[result.control]}; held-out loss on the true "
+             "held-out text)"] if result.control in CONTROL_TEXT else []
+    lines += [
         f"steps            {result.steps}{'  (interrupted)' if result.interrupted else ''}",
         f"final loss       {result.final_loss:.3f} nats/token ({verdict} the unigram baseline {result.unigram_entropy:.3f})",
         f"held-out loss    {result.heldout_loss:.3f}",
