@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import one_line_error
 
 import tokendyn
 from tokendyn import format as fmt
@@ -13,8 +14,6 @@ from tokendyn.comparison import build, resolve
 from tokendyn.comparison.aggregate import error_of, over_runs
 from tokendyn.errors import CompareError
 from tokendyn.recorder import Recorder
-
-from conftest import one_line_error
 
 
 def class_walk(path, *, n_dead=200, n_phantom=200, dim=16, frames=40, dead_step=0.01, phantom_step=0.01, seed=0):
