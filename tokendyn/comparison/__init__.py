@@ -71,6 +71,10 @@ def build(runs: Sequence[str | os.PathLike] | Mapping[str, Sequence[str | os.Pat
     if progress:
         from tqdm.auto import tqdm
 
+        from tokendyn.analysis import registry
+
+        order = list(registry.analyses())
+
         bar = tqdm(total=len(members), desc="compare", unit="run", file=sys.stderr,
                    bar_format="{l_bar}{bar}| {n:.1f}/{total} runs [{elapsed}<{remaining}{postfix}]")
     for index, (label, path) in enumerate(members):
@@ -79,8 +83,10 @@ def build(runs: Sequence[str | os.PathLike] | Mapping[str, Sequence[str | os.Pat
         moved = None
         if bar is not None:
             def moved(name: str, done: int, total: int, _i: int = index, _path: str = path) -> None:
-                bar.set_postfix_str(f"{os.path.basename(_path)}: {name}")
-                bar.n = _i + done / max(total, 1) * 0.999
+                # the run's share of the bar, split evenly over the analyses, so it only moves forward
+                part = (order.index(name) + done / max(total, 1)) / len(order) if name in order else 0.0
+                bar.set_postfix_str(f"{os.path.basename(_path)}: {name}", refresh=False)
+                bar.n = _i + min(part, 0.999)
                 bar.refresh()
         digests.append(digest_run(path, label, progress=moved))
         if bar is not None:

@@ -268,8 +268,12 @@ def notes(runs: Sequence[RunDigest]) -> list[str]:
     for name in names:
         ran = [r for r in runs if name in r.analyses]
         if 0 < len(ran) < len(runs):
-            missing = [r.label + ": " + ("failed: " + r.failed[name] if name in r.failed else "does not apply")
-                       for r in runs if name not in r.analyses]
+            why: dict[str, int] = {}
+            for r in runs:
+                if name not in r.analyses:
+                    reason = f"{r.label} (failed: {r.failed[name]})" if name in r.failed else f"{r.label} (does not apply)"
+                    why[reason] = why.get(reason, 0) + 1
+            missing = [f"{n} runs of {reason}" if n > 1 else f"1 run of {reason}" for reason, n in why.items()]
             out.append(f"{name} ran on {len(ran)} of {len(runs)} runs; not on " + "; ".join(missing[:6])
                        + (" ..." if len(missing) > 6 else ""))
     return out
