@@ -126,7 +126,9 @@ binade of coordinates cross the bf16 lattice at its start; learning: every coord
 {table(["group", "an inhale", "phases (count in runs)", "first phase", "causes of the phases"], rows)}
 
 - **Two contraction phases in three runs: {verdict}** (rule: two phases in at least 3 runs of one
-  group; most: {best[1]} in {best[0] or "none"}).
+  group; most: {best[1]} in {best[0] or "none"}). `inhale` counts a phase only where the radius falls by
+  at least 3 times its frame-to-frame noise (z ≥ 3); a dip smaller than that is not told apart from
+  noise, and is not counted.
 """
 
 
