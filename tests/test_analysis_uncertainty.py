@@ -261,12 +261,6 @@ def test_class_mean_errors_are_the_bootstrap_se_of_the_tokens(movies):
             own = ((y[lag:] - y[:-lag]) ** 2).sum(2).mean(0)[np.equal(CLASSES, code)]  # each token's MSD
             assert com.msd_error.sel(lag=lag, **{"class": c}).item() == pytest.approx(
                 own.std() / math.sqrt(own.size), rel=0.15)
-    # above BOOTSTRAP_TOKENS the ideal bootstrap's error, which the resampled one converges to
-    values = np.random.default_rng(1).exponential(size=comoving_module.BOOTSTRAP_TOKENS + 1)
-    assert comoving_module.token_mean_error(values) == pytest.approx(values.std() / math.sqrt(values.size), rel=1e-12)
-    few = values[:comoving_module.BOOTSTRAP_TOKENS]  # resampled: tokendyn.stats.bootstrap_mean
-    assert comoving_module.token_mean_error(few) == pytest.approx(few.std() / math.sqrt(few.size), rel=0.05)
-    assert comoving_module.token_mean_error(few) != few.std() / math.sqrt(few.size)
 
 
 def test_lattice_errors_are_binomial_and_a_bootstrap_of_the_onset(movies):

@@ -414,3 +414,13 @@ def test_difference_of_large_samples_takes_the_normal_interval_that_the_bootstra
     full_boot = twosample.stats.bootstrap((x, y), twosample._mean_difference, n_resamples=2000, vectorized=True,
                                           method="percentile", **twosample._rng_keyword(1))
     assert normal.error == pytest.approx(full_boot.standard_error, rel=0.1)
+
+
+def test_bootstrap_mean_above_its_resampling_limit_takes_the_ideal_bootstrap_error():
+    from tokendyn.stats import bootstrap
+
+    values = np.random.default_rng(1).exponential(size=bootstrap.RESAMPLED_UP_TO + 1)
+    assert bootstrap_mean(values).error == pytest.approx(values.std() / math.sqrt(values.size), rel=1e-12)
+    few = values[:bootstrap.RESAMPLED_UP_TO]  # resampled
+    assert bootstrap_mean(few).error == pytest.approx(few.std() / math.sqrt(few.size), rel=0.05)
+    assert bootstrap_mean(few).error != few.std() / math.sqrt(few.size)

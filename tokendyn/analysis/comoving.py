@@ -140,37 +140,20 @@ def comoving_displacement(
     out["displacement_last"] = annotate(xr.DataArray(last[:, 1], dims="token"),
                                         f"co-moving displacement from frame {t0} at the last frame", unit)
     out["step_displacement_mean_last_error"] = annotate(
-        xr.DataArray([token_mean_error(last[groups == g, 0]) for g in range(len(names))], dims="class",
+        xr.DataArray([bootstrap_mean(last[groups == g, 0]).error for g in range(len(names))], dims="class",
                      coords={"class": names}),
         "standard error of the last frame's mean step displacement (bootstrap over the class's tokens)", unit)
     if requested.size:
         with np.errstate(invalid="ignore", divide="ignore"):
             own = got["msd_token_sums"] / np.where(got["msd_token_counts"] > 0, got["msd_token_counts"], np.nan)
         at = {lag: li for li, lag in enumerate(all_lags.tolist())}
-        err = np.array([[token_mean_error(own[at[lag], groups == g]) if lag in at else np.nan for g in range(len(names))]
+        err = np.array([[bootstrap_mean(own[at[lag], groups == g]).error if lag in at else np.nan for g in range(len(names))]
                         for lag in requested.tolist()])
         out["msd_error"] = annotate(xr.DataArray(err, dims=("lag", "class"), coords={"lag": requested, "class": names}),
                                     "standard error of the MSD (bootstrap over the class's tokens of each token's MSD)",
                                     "embedding units^2")
     out = base.mark_nonfinite(out, got["nonfinite"] > 0)
     return finish(out, name, reference=str(reference), ref_frame=t0)
-
-
-#: Up to this many finite per-token values, a class mean's error is :func:`tokendyn.stats.bootstrap_mean`'s;
-#: above it, the ideal bootstrap's (what the resampled error converges to; within ~2% of a 2,000-resample
-#: one, and exact): ``bootstrap_mean`` holds every resample at once (8 s and 800 MB for 50,000 tokens).
-BOOTSTRAP_TOKENS = 1000
-
-
-def token_mean_error(values: np.ndarray) -> float:
-    """The bootstrap standard error of the mean of per-token values: ``bootstrap_mean(values).error``
-    up to :data:`BOOTSTRAP_TOKENS` finite values, the ideal bootstrap's ``sqrt(sum (x - mean)^2) / n``
-    above (NaN for fewer than two finite values)."""
-    x = np.asarray(values, np.float64).ravel()
-    x = x[np.isfinite(x)]
-    if x.size <= BOOTSTRAP_TOKENS:
-        return bootstrap_mean(x).error
-    return float(np.sqrt(np.sum((x - x.mean()) ** 2)) / x.size)
 
 
 # --- in the report ------------------------------------------------------------------------------

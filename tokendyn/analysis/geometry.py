@@ -9,13 +9,13 @@ import numpy as np
 import xarray as xr
 
 from tokendyn import format as fmt
+from tokendyn.stats import bootstrap_mean
 
 from . import _geometry_kernels as K
 from . import base
 from ._eigen import top_eigenvalues
 from ._frames import acquire_buffer, release_buffer
 from .base import FrameRange, StoredFrames, TokenSelection, annotate, decoded, finish, frame_coords, merge, selection, stream
-from .comoving import token_mean_error
 from .registry import Analysis, add
 
 # The principal variances come from float32 covariances: float64 centred values rounded to float32,
@@ -184,14 +184,14 @@ def cloud_geometry(
                                    "each token's distance from the centroid at the first frame", u)
     out["radius_last"] = annotate(xr.DataArray(r_last, dims="token"),
                                   "each token's distance from the centroid at the last frame", u)
-    out["radius_mean_first_error"] = annotate(xr.DataArray(token_mean_error(r_first)),
+    out["radius_mean_first_error"] = annotate(xr.DataArray(bootstrap_mean(r_first).error),
                                               "standard error of the first frame's mean radius (bootstrap over "
                                               "the tokens)", u)
-    out["radius_mean_last_error"] = annotate(xr.DataArray(token_mean_error(r_last)),
+    out["radius_mean_last_error"] = annotate(xr.DataArray(bootstrap_mean(r_last).error),
                                              "standard error of the last frame's mean radius (bootstrap over "
                                              "the tokens)", u)
     out["centroid_norm_last_error"] = annotate(
-        xr.DataArray(token_mean_error(along_last)),
+        xr.DataArray(bootstrap_mean(along_last).error),
         "standard error of the last frame's centroid norm (bootstrap over the tokens of their position along the "
         "centroid's direction: the delta method)", u)
     for var, centre in CENTRES.items():

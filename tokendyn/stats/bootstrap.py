@@ -18,6 +18,11 @@ from .estimate import Estimate
 
 RESAMPLES = 2000
 SEED = 20261203
+#: Up to this many values a mean is resampled; above it, its error is the ideal bootstrap's,
+#: ``sqrt(sum (x - mean)^2) / n`` (what the resampled error converges to, within ~2 % of 2,000
+#: resamples), with a normal interval: resampling holds every resample at once (8 s and 800 MB
+#: for 50,000 tokens).
+RESAMPLED_UP_TO = 1000
 
 
 def _rng_keyword(seed: int) -> dict[str, Any]:
@@ -32,6 +37,7 @@ def bootstrap_mean(values: npt.ArrayLike, *, confidence: float = 0.95, resamples
     error and percentile interval.
 
     Non-finite values are left out. With one value the error is NaN; with none the mean is NaN.
+    Above :data:`RESAMPLED_UP_TO` values the error is the ideal bootstrap's, without resampling.
     ``what`` names the samples in :attr:`Estimate.method` (``"bootstrap over 184 tokens"``).
     """
     x = np.asarray(values, dtype=np.float64).ravel()
@@ -44,6 +50,11 @@ def bootstrap_mean(values: npt.ArrayLike, *, confidence: float = 0.95, resamples
         error = math.nan if n == 1 else 0.0
         return Estimate(mean, error, mean if n > 1 else math.nan, mean if n > 1 else math.nan, confidence, n,
                         f"bootstrap over {n} {what}")
+    if n > RESAMPLED_UP_TO:
+        error = float(np.sqrt(np.sum((x - mean) ** 2)) / n)
+        z = float(stats.norm.ppf(0.5 + confidence / 2))
+        return Estimate(mean, error, mean - z * error, mean + z * error, confidence, n,
+                        f"ideal bootstrap over {n} {what} (normal interval)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns on degenerate resamples of tiny samples
         res = stats.bootstrap((x,), np.mean, n_resamples=resamples, confidence_level=confidence,
