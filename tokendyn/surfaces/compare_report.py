@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from tokendyn.errors import TokendynError
 from tokendyn.jsonable import jsonable
 from tokendyn.stats import plus_minus
 
@@ -38,15 +37,12 @@ def compare(runs: Sequence[str | os.PathLike] | Mapping[str, Sequence[str | os.P
         A progress bar on stderr.
     """
     from tokendyn.comparison import build
+    from tokendyn.surfaces.report import check_output_folder, make_output_folder
 
     out_dir = os.fspath(output) if output else "comparison"
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise TokendynError("the comparison's output is a folder, but a file of that name exists", out_dir)
+    check_output_folder(out_dir, "comparison")
     comparison = build(runs, labels, alpha=alpha, margin=margin, run_margin=run_margin, progress=progress)
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as exc:
-        raise TokendynError(f"cannot create the comparison's folder ({exc.strerror or exc})", out_dir) from None
+    make_output_folder(out_dir, "comparison")
     json_path = os.path.join(out_dir, "comparison.json")
     with open(json_path, "w", encoding="utf-8") as f:
         json.dump(as_json(comparison), f, indent=1)

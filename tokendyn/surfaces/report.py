@@ -31,6 +31,21 @@ def _nonfinite_note(proj) -> str:
             "of the PCA fit, drawn empty in the player and marked in its label.</p>")
 
 
+def check_output_folder(path: str, what: str) -> None:
+    """Refuse an output folder whose name a file holds (before any work is done); ``what`` names it
+    in the error (``"report"``)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise TokendynError(f"the {what}'s output is a folder, but a file of that name exists", path)
+
+
+def make_output_folder(path: str, what: str) -> None:
+    """Create an output folder (and its parents), a one-line error naming it where that fails."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise TokendynError(f"cannot create the {what}'s folder ({exc.strerror or exc})", path) from None
+
+
 def png_data(fig) -> str:
     """A matplotlib figure as base64 PNG for a data URI (the figure is closed)."""
     buf = io.BytesIO()
@@ -155,18 +170,14 @@ def write_report(movie: str | os.PathLike, output: str | os.PathLike | None = No
 
     movie = os.fspath(movie)
     out_dir = os.fspath(output) if output else os.path.splitext(movie)[0] + ".report"
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise TokendynError("the report's output is a folder, but a file of that name exists", out_dir)
+    check_output_folder(out_dir, "report")
     ds = open_movie(movie)
     meta = info(movie)
     results = _run_analyses(ds, tokens, frames, progress)
     proj = project_naming(movie, ds, tokens=tokens or "all", frames=frames, max_frames=player_frames)
     figures = _figures(ds, results, proj)
     summary = _summary(meta, ds, results)
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as exc:
-        raise TokendynError(f"cannot create the report's folder ({exc.strerror or exc})", out_dir) from None
+    make_output_folder(out_dir, "report")
     summary_path = os.path.join(out_dir, "summary.json")
     with open(summary_path, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, default=_number)
