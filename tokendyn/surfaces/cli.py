@@ -134,6 +134,12 @@ def _register_analysis(sub: Any) -> None:
     register(sub)
 
 
+def _register_play(sub: Any) -> None:
+    from tokendyn.surfaces.cli_play import register
+
+    register(sub)
+
+
 def _register_import(sub: Any) -> None:
     from tokendyn.surfaces.cli_import import register
 
@@ -152,7 +158,7 @@ def _register_experiment(sub: Any) -> None:
     register(sub)
 
 
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_train, _register_analysis, _register_import,
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_train, _register_analysis, _register_play, _register_import,
                                                 _register_compare, _register_experiment]
 
 

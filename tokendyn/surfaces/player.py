@@ -19,8 +19,7 @@ import numpy as np
 
 from tokendyn import format as fmt
 from tokendyn.errors import TokendynError
-
-CLASS_COLOURS = {"live": "#1f77b4", "dead": "#d62728", "phantom": "#7f7f7f"}
+from tokendyn.surfaces.palette import CLASS_COLOURS
 
 
 @dataclass
