@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 
@@ -97,3 +98,29 @@ def error_without(blocked, module):
     assert out.returncode == 0, out.stderr
     return out.stdout
 
+
+def browser(window: str = "1200,1600"):
+    """A headless Debian chromium through selenium, or a skip (CI installs both and sets
+    TOKENDYN_REQUIRE_BROWSER=1, so there the test cannot skip)."""
+    required = os.environ.get("TOKENDYN_REQUIRE_BROWSER") == "1"
+    try:
+        from selenium import webdriver
+    except ImportError:
+        if required:
+            raise
+        pytest.skip("selenium is not installed")
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not (binary and driver_path):
+        if required:
+            raise RuntimeError("TOKENDYN_REQUIRE_BROWSER=1 but chromium/chromedriver are not installed")
+        pytest.skip("chromium and chromedriver are not installed")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                f"--window-size={window}"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver_path), options=opts)

@@ -2,17 +2,15 @@
 import json
 import os
 import re
-import shutil
 
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import random_bf16_frames, run_cli
+from conftest import browser, random_bf16_frames, run_cli
 
 import tokendyn
 from tokendyn import synthetic
 from tokendyn.analysis import comoving_displacement, hypersphere_walk, inhale, registry
-from tokendyn.surfaces.player import play
 from tokendyn.surfaces.report import write_report
 
 
@@ -163,36 +161,9 @@ def test_report_marks_the_planted_inhale_and_skips_lattice_on_float32(inhaling, 
     assert summary["inhale"]["expansion_step"] == float(direct.expansion_step)
 
 
-def _browser():
-    """A headless Debian chromium through selenium, or a skip (CI installs both and sets
-    TOKENDYN_REQUIRE_BROWSER=1, so there the test cannot skip)."""
-    required = os.environ.get("TOKENDYN_REQUIRE_BROWSER") == "1"
-    try:
-        from selenium import webdriver
-    except ImportError:
-        if required:
-            raise
-        pytest.skip("selenium is not installed")
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not (binary and driver_path):
-        if required:
-            raise RuntimeError("TOKENDYN_REQUIRE_BROWSER=1 but chromium/chromedriver are not installed")
-        pytest.skip("chromium and chromedriver are not installed")
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1200,1600"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(driver_path), options=opts)
-
-
 def test_report_loads_in_a_headless_browser_with_every_figure_and_no_console_errors(trained, tmp_path):
     out = write_report(trained, tmp_path / "rep", progress=False)
-    driver = _browser()
+    driver = browser()
     try:
         driver.get("file://" + os.path.abspath(out["html"]))
         images = driver.find_elements("css selector", "section img")
@@ -214,42 +185,6 @@ def test_report_loads_in_a_headless_browser_with_every_figure_and_no_console_err
         assert errors == []
     finally:
         driver.quit()
-
-
-# --------------------------------------------------------------------------------------------- play
-def test_play_html_is_a_self_contained_player(trained, tmp_path):
-    out = play(trained, tmp_path / "cloud.html", max_frames=20, trace=[5])
-    page = open(out, encoding="utf-8").read()
-    assert "<canvas" in page and "application/json" in page and "https://" not in page
-    data = json.loads(page.split('<script type="application/json">')[1].split("</script>")[0])
-    assert len(data["steps"]) == 20 and data["steps"][0] == 0 and data["steps"][-1] == 80
-    assert data["trace_labels"] == ["token 5"]
-
-
-def test_play_projection_is_fitted_once(trained):
-    from tokendyn.surfaces.player import project
-
-    ds = tokendyn.open_movie(trained)
-    a = project(ds, fit=0, max_frames=10)
-    b = project(ds, frames=slice(0, 41), fit=0, max_frames=5)
-    # the same plane whatever frames are shown: frame 0 lands on the same points
-    np.testing.assert_allclose(a.xy[0], b.xy[0], rtol=1e-5, atol=1e-6)
-
-
-def test_play_gif_has_one_image_per_frame(trained, tmp_path):
-    from PIL import Image
-
-    out = play(trained, tmp_path / "cloud.gif", max_frames=6)
-    with Image.open(out) as im:
-        assert im.n_frames == 6
-
-
-def test_play_mp4_without_ffmpeg_says_so(trained, tmp_path, monkeypatch):
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    with pytest.raises(tokendyn.TokendynError, match="MP4 needs ffmpeg"):
-        play(trained, tmp_path / "cloud.mp4")
-    r = run_cli("play", trained, "-o", str(tmp_path / "x.webm"))
-    assert r.returncode == 2 and "unknown output type .webm" in r.stderr
 
 
 def test_report_and_play_read_a_movie_that_is_still_being_recorded(tmp_path):
