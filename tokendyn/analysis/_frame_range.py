@@ -20,7 +20,7 @@ def frame_slice(ds: xr.Dataset, frames: slice | tuple | None) -> slice:
         if isinstance(frames, slice) else None
     whole = lambda v: v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)))  # noqa: E731
     if parts is None or not 1 <= len(parts) <= 3 or not all(whole(v) for v in parts):
-        raise AnalysisError(f"frames must be a slice or (start, stop[, step]) of whole numbers, e.g. 0:500, "
+        raise AnalysisError(f"frames must be a slice or (start, stop[, step]) of whole numbers, e.g. 0:500 or 0:500:10, "
                             f"not {shown(frames)}", ds.encoding.get("source"))
     cut = slice(*parts)
     if cut.step is not None and cut.step < 1:

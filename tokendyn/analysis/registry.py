@@ -229,11 +229,14 @@ def first_paragraph(fn: Callable[..., Any]) -> str:
 
 
 def parse_options(fn: Callable[..., Any] | Analysis, pairs: list[str], movie: str | None = None) -> dict[str, Any]:
-    """``["lags=(1,2,4)", "center=centroid"]`` -> keyword arguments, checked against the signature:
+    """``["lags=1,2,4", "center=centroid"]`` -> keyword arguments, checked against the signature:
     each key must be an option, and each value must fit the option's rule (see
     :func:`tokendyn.analysis.base.accepts`) or, for an analysis that declares none, be of the kind
     of its default (a number, a whole number, a word, a sequence; ``None`` where the annotation
-    allows it). Errors name ``movie``."""
+    allows it). Errors name ``movie``.
+
+    A sequence is written ``1,2,4`` (no brackets, so the shell needs no quotes), or ``(1,2,4)`` as
+    before; one value (``lags=4``) is a sequence of one where the option takes a sequence."""
     fn = fn.function if isinstance(fn, Analysis) else fn
     known = options(fn)
     try:
@@ -247,11 +250,35 @@ def parse_options(fn: Callable[..., Any] | Analysis, pairs: list[str], movie: st
             raise AnalysisError(f"{fn.__name__} has no option {key!r}; its options: {', '.join(known) or 'none'}",
                                 movie)
         rule = rules.get(key)
+        if _wants_sequence(known[key], rule) and not isinstance(value, (tuple, list)) and value is not None:
+            value = out[key] = (value,)  # lags=4: a sequence of one
         expected = (None if rule.fits(value) else rule.expected) if rule else \
             _kind_mismatch(value, known[key], str(parameters[key].annotation))
         if expected:
             raise AnalysisError(f"{fn.__name__}'s {key} must be {expected}, not {shown(value)}", movie)
     return out
+
+
+def _wants_sequence(default: Any, rule: Any) -> bool:
+    """Whether an option takes a sequence: its default is one, or its rule takes ``(x,)`` but not ``x``."""
+    if isinstance(default, (tuple, list)):
+        return True
+    if rule is None or isinstance(default, (str, bytes)):
+        return False
+    probe = default if default is not None else 1
+    try:
+        return bool(rule.fits((probe,))) and not rule.fits(probe)
+    except Exception:  # noqa: BLE001 - a rule that cannot judge the probe: leave the value as written
+        return False
+
+
+def option_text(value: Any) -> str:
+    """An option's value as ``-O KEY=VALUE`` takes it unquoted: ``(1, 2, 4)`` -> ``1,2,4``."""
+    if isinstance(value, (tuple, list)) and value and all(isinstance(v, (int, float)) for v in value):
+        return ",".join(repr(v) for v in value)
+    if isinstance(value, str) and value and value.replace("_", "").replace("-", "").isalnum():
+        return value
+    return repr(value)
 
 
 def _kind_mismatch(value: Any, default: Any, annotation: str) -> str | None:
@@ -262,7 +289,7 @@ def _kind_mismatch(value: Any, default: Any, annotation: str) -> str | None:
              (int, "a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
              (float, "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
              (str, "a word", lambda v: isinstance(v, str)),
-             ((tuple, list), "a sequence such as (1,2,4)", lambda v: isinstance(v, (tuple, list)))]
+             ((tuple, list), "a sequence such as 1,2,4", lambda v: isinstance(v, (tuple, list)))]
     for kind, expected, fits in kinds:
         if isinstance(default, kind):
             return None if fits(value) else expected
@@ -270,11 +297,12 @@ def _kind_mismatch(value: Any, default: Any, annotation: str) -> str | None:
 
 
 def help_text() -> str:
-    """The listing of ``tokendyn analyse``: each analysis, its help and its options."""
-    lines = ["analyses:"]
+    """The listing of ``tokendyn analyse``: each analysis, its help and its options (with their
+    defaults, written as ``-O KEY=VALUE`` takes them)."""
+    lines = ["analyses (options: -O KEY=VALUE, a sequence as 1,2,4):"]
     for short, spec in analyses().items():
         lines.append(textwrap.fill(spec.help, 110, initial_indent=f"  {short:12s} ", subsequent_indent=" " * 15))
-        opts = ", ".join(f"{k}={v!r}" for k, v in spec.options.items())
+        opts = " ".join(f"{k}={option_text(v)}" for k, v in spec.options.items())
         if opts:
             lines.append(textwrap.fill(opts, 110, initial_indent=f"  {'':12s}   options: ",
                                        subsequent_indent=" " * 27, break_long_words=False))

@@ -9,7 +9,6 @@ runs every applicable analysis of the registry once per run and keeps what compa
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,14 +68,13 @@ def build(runs: Sequence[str | os.PathLike] | Mapping[str, Sequence[str | os.Pat
     digests = []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         from tokendyn.analysis import registry
+        from tokendyn.progress import progress_bar
 
         order = list(registry.analyses())
 
-        bar = tqdm(total=len(members), desc="compare", unit="run", file=sys.stderr,
-                   bar_format="{l_bar}{bar}| {n:.1f}/{total} runs [{elapsed}<{remaining}{postfix}]")
+        bar = progress_bar(len(members), "compare", " runs",
+                           bar_format="{l_bar}{bar}| {n:.1f}/{total} runs [{elapsed}<{remaining}{postfix}]")
     for index, (label, path) in enumerate(members):
         if on_run is not None:
             on_run(index, len(members), path)

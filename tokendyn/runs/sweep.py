@@ -296,7 +296,7 @@ def run_all(runs: list[Run], run_dir: str, *, workers: int = 1, scheduler: str |
     failed: dict[str, str] = {}
     if not todo:
         return {"skipped": done, "ran": ran, "failed": failed, "stale": [r.run_id for r in stale]}
-    from tqdm.auto import tqdm
+    from tokendyn.progress import progress_bar
 
     def finish(run: Run, get: Callable[[], dict[str, Any]], bar: Any) -> None:
         try:
@@ -308,7 +308,7 @@ def run_all(runs: list[Run], run_dir: str, *, workers: int = 1, scheduler: str |
             say(f"run {run.run_id} failed: {failed[run.run_id]}")
         bar.update(1)
 
-    with tqdm(total=len(todo), desc=desc, unit="run", file=sys.stderr, disable=not progress) as bar:
+    with progress_bar(len(todo), desc, " runs", disable=not progress) as bar:
         if scheduler is None and not workers:
             for run in todo:
                 finish(run, lambda run=run: run_one(run, run_dir), bar)

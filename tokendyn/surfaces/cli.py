@@ -10,7 +10,7 @@ from typing import Any
 
 from tokendyn._version import __version__
 from tokendyn.errors import TokendynError
-from tokendyn.surfaces.cli_common import terminal_text, with_progress
+from tokendyn.surfaces.cli_common import HelpFormatter, examples, terminal_text, with_progress
 
 
 def _human_bytes(n: float) -> str:
@@ -87,30 +87,41 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tokendyn", description="Record, inspect and analyse W-movies of token embeddings.")
+    parser = argparse.ArgumentParser(prog="tokendyn", description="Record, inspect and analyse W-movies of token "
+                                     "embeddings.", formatter_class=HelpFormatter,
+                                     epilog=examples("tokendyn train --preset tiny --out runs/quickstart.h5",
+                                                     "tokendyn report runs/quickstart.h5",
+                                                     "tokendyn COMMAND --help   (each command's options and examples)"))
     parser.add_argument("--version", action="version", version=f"tokendyn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("info", help="describe a movie (frames, steps, tokens per class, size)")
-    p.add_argument("path")
+    p = sub.add_parser("info", help="describe a movie (frames, steps, tokens per class, size)",
+                       description="Describe a movie (.h5 or .zarr) without reading its matrices.",
+                       epilog=examples("tokendyn info runs/quickstart.h5", "tokendyn info runs/quickstart.zarr --json"))
+    p.add_argument("path", help="the movie (.h5 or .zarr)")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("check", help="list every violation of the W-movie spec (exit 1 if any)")
-    p.add_argument("path")
+    p = sub.add_parser("check", help="list every violation of the W-movie spec (exit 1 if any)",
+                       description="List every way a movie (.h5 or .zarr) breaks the W-movie spec; exit 1 if any.",
+                       epilog=examples("tokendyn check runs/quickstart.h5", "tokendyn check runs/quickstart.zarr --no-scan"))
+    p.add_argument("path", help="the movie (.h5 or .zarr)")
     p.add_argument("--no-scan", action="store_true", help="skip reading every frame for NaN/Inf")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("repair", help="write a clean copy of a crashed movie that any HDF5 tool opens")
-    p.add_argument("path")
+    p = sub.add_parser("repair", help="write a clean copy of a crashed movie that any HDF5 tool opens",
+                       epilog=examples("tokendyn repair runs/crashed.h5", "tokendyn repair runs/crashed.h5 --in-place"))
+    p.add_argument("path", help="the HDF5 movie")
     p.add_argument("-o", "--output", help="output path (default: NAME.repaired.h5)")
     p.add_argument("--in-place", action="store_true", help="replace the input with the clean copy")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_repair)
 
-    p = sub.add_parser("convert", help="copy a movie to zarr (for object storage) or a zarr copy back to HDF5")
+    p = sub.add_parser("convert", help="copy a movie to zarr (for object storage) or a zarr copy back to HDF5",
+                       epilog=examples("tokendyn convert runs/quickstart.h5 runs/quickstart.zarr",
+                                       "tokendyn convert runs/quickstart.zarr back.h5 --overwrite"))
     p.add_argument("source", help="movie.h5 or movie.zarr")
     p.add_argument("output", help="movie.zarr (from HDF5) or movie.h5 (from zarr)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -119,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in _EXTRA_COMMANDS:
         register(sub)
+    for command in sub.choices.values():
+        command.formatter_class = HelpFormatter  # the examples kept line by line
     return parser
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tokendyn.surfaces.cli_common import add_cluster
+from tokendyn.surfaces.cli_common import add_cluster, examples
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -22,7 +22,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser("compare", help="compare runs: headlines, curves, events and token classes, with error bars",
                        description="Compare runs: every applicable analysis on each, headlines side by side, "
                                    "curves overlaid with a group's bootstrap band, events counted, token classes "
-                                   "tested. Runs that share a label form a group (seeds of one configuration).")
+                                   "tested. Runs that share a label form a group (seeds of one configuration).",
+                       epilog=examples("tokendyn compare runs/a.h5 runs/b.h5 -o comparison",
+                                       "tokendyn compare runs/*.h5 --label 'tied=*tied*' --label 'untied=*untied*'"))
     p.add_argument("runs", nargs="+", metavar="RUN", help="movies (.h5 or .zarr)")
     p.add_argument("-o", "--output", default=None, metavar="DIR", help="output folder (default: comparison/)")
     p.add_argument("--label", action="append", metavar="NAME=GLOB",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tokendyn.surfaces.cli_common import terminal_text
+from tokendyn.surfaces.cli_common import examples, terminal_text
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
@@ -29,7 +29,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("experiment", help="run a grid of training runs from a spec, then compare them",
                        description="Train presets x precisions x controls x seeds (and grid values) from a "
                        "YAML/TOML spec, each run a task on a dask cluster, then compare the runs, one group per "
-                       "configuration without its seed. Finished runs are kept: running it again resumes.")
+                       "configuration without its seed. Finished runs are kept: running it again resumes.",
+                       epilog=examples("tokendyn experiment", "tokendyn experiment lab-log --workers 2 -o experiments/lab-log"))
     p.add_argument("spec", nargs="?", help="a .yaml/.toml spec, or a built-in: lab-log (omit to list them)")
     p.add_argument("-o", "--output", default=None, help="experiment folder (default: experiments/NAME)")
     p.add_argument("--workers", type=int, default=None,

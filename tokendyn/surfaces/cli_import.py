@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tokendyn.surfaces.cli_common import terminal_text, with_progress
+from tokendyn.surfaces.cli_common import examples, terminal_text, with_progress
 
 
 def register(sub: Any) -> None:
@@ -12,7 +12,9 @@ def register(sub: Any) -> None:
                        description="Import embeddings a run already saved, one frame at a time: a safetensors "
                        "file holding a stacked [T, V, d] tensor, a folder of *_step{N}.safetensors snapshots, a "
                        "folder of Hugging Face Trainer checkpoint-<step>/ folders, or one HF model folder. "
-                       "bf16 stays bit-exact; pickle files (.bin, .pt, .ckpt) are refused, never opened.")
+                       "bf16 stays bit-exact; pickle files (.bin, .pt, .ckpt) are refused, never opened.",
+                       epilog=examples("tokendyn import snapshots/ -o runs/imported.h5 --dead-ids 3,5,10-20",
+                                       "tokendyn import stack.safetensors --steps 0:1000:10 -o runs/stack.h5"))
     p.add_argument("source", help="a .safetensors stack, or a folder of snapshots, checkpoints or one model")
     p.add_argument("-o", "--output", required=True, help="the movie to write (.h5)")
     p.add_argument("--kind", default="auto", choices=["auto", "stack", "snapshots", "checkpoints", "model"],

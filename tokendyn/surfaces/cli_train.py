@@ -6,12 +6,17 @@ import os
 import signal
 from typing import Any
 
+from tokendyn.surfaces.cli_common import examples
+
 
 def register(sub: Any) -> None:
     register_sweep(sub)
     p = sub.add_parser("train", help="train a tiny GPT and record its embedding matrix into a movie",
                        description="Train a tiny GPT-style model on a corpus (default: the embedded "
-                       "story generator) and record W at every step of the schedule.")
+                       "story generator) and record W at every step of the schedule.",
+                       epilog=examples("tokendyn train --preset tiny --steps 600 --out runs/quickstart.h5",
+                                       "tokendyn train --preset duckling --record-every dense:100,every:10 "
+                                       "--set lr=1e-3 --out runs/duckling.h5"))
     p.add_argument("--preset", default="tiny", help="tiny, duckling, duckling2, goldilocks-lean, "
                    "goldilocks-balanced, goldilocks-rich, flannel, flannel-untied (default: tiny)")
     p.add_argument("--out", default="runs/run.h5", help="movie to write (default: runs/run.h5)")
@@ -78,7 +83,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def register_sweep(sub: Any) -> None:
     p = sub.add_parser("sweep", help="run many training runs from a YAML/TOML spec on a dask cluster",
                        description="Run a sweep (a grid of presets, sizes, batches, seeds); each run is a "
-                       "task on a dask cluster. Finished runs are kept: running it again resumes.")
+                       "task on a dask cluster. Finished runs are kept: running it again resumes.",
+                       epilog=examples("tokendyn sweep", "tokendyn sweep efficiency-cliff --workers 2 -o sweeps/cliff"))
     p.add_argument("spec", nargs="?", help="a .yaml/.toml spec, or a built-in: efficiency-cliff, architecture "
                    "(omit to list them)")
     p.add_argument("-o", "--output", default=None, help="sweep folder (default: sweeps/SPEC)")

@@ -3,7 +3,6 @@ the config's schedules ask."""
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,11 +50,12 @@ class Reached:
     """Where the steps stopped and what they measured on the way."""
 
     step: int  # the last step completed
-    loss: float  # its training loss (after Ctrl-C: the last one shown, nan without a bar)
+    loss: float  # the last finite training loss measured (of step loss_step; nan if none was)
     heldout: float  # the last held-out loss evaluated (nan if none was due)
     interrupted: bool
     seconds: float  # from the first step to the movie's last frame written
     stopped_by: str | None = None  # "SIGINT" (Ctrl-C) or "SIGTERM" when interrupted
+    loss_step: int | None = None  # the step whose loss :attr:`loss` is (None: no loss measured)
 
 
 def run_steps(run: Run, recorder: Recorder | None, *, progress: bool, say: Callable[[str], None],
@@ -74,6 +74,7 @@ def run_steps(run: Run, recorder: Recorder | None, *, progress: bool, say: Calla
     watch = DivergenceWatch(run.device, recorder.path if recorder is not None else None)
     stopped_by = None
     completed, done_loss = start, None  # the last step completed, and its loss
+    seen: tuple[int, float] | None = None  # the last finite loss read (for the bar) and its step
     heldout = float("nan")
     t_start = time.perf_counter()
     shown = 0.0
@@ -81,7 +82,7 @@ def run_steps(run: Run, recorder: Recorder | None, *, progress: bool, say: Calla
     with StopSignals() as signals:
         try:
             if start == 0:
-                record_step_zero(run, capture)
+                completed, done_loss = 0, record_step_zero(run, capture)  # a Ctrl-C before step 1 still has a loss
             eager_only = run.targets is not None or run.decay_only  # controls the graphed step does not apply
             graphed = capture_graph(run, say) if run.cuda_graphs and not eager_only and cfg.steps > start else None
             if progress:
@@ -108,8 +109,11 @@ def run_steps(run: Run, recorder: Recorder | None, *, progress: bool, say: Calla
                 if time.perf_counter() - shown >= SHOW_EVERY_SECONDS or step == cfg.steps:
                     shown = time.perf_counter()
                     watch.check()  # on an accelerator: reads the device, as the bar does
+                    value = float(loss.detach())
+                    if math.isfinite(value):
+                        seen = (step, value)
                     if bar is not None:
-                        bar.set_postfix_str(progress_text(float(loss.detach()), run.data.unigram_entropy, heldout))
+                        bar.set_postfix_str(progress_text(value, run.data.unigram_entropy, heldout), refresh=False)
                 if bar is not None:
                     bar.update(1)
                 if checkpoint is not None and checkpoint_every > 0 and step < cfg.steps \
@@ -129,9 +133,20 @@ def run_steps(run: Run, recorder: Recorder | None, *, progress: bool, say: Calla
             bar.close()
         if recorder is not None:
             recorder.close()
-    loss_value = float(done_loss.detach()) if done_loss is not None else float("nan")
+    loss_value, loss_step = last_finite_loss(completed, done_loss, seen)
     return Reached(step=completed, loss=loss_value, heldout=heldout, interrupted=stopped_by is not None,
-                   seconds=time.perf_counter() - t_start, stopped_by=stopped_by)
+                   seconds=time.perf_counter() - t_start, stopped_by=stopped_by, loss_step=loss_step)
+
+
+def last_finite_loss(step: int, loss: torch.Tensor | None, seen: tuple[int, float] | None) -> tuple[float, int | None]:
+    """The loss to report and its step: that of the last step completed where it is finite, else
+    the last finite one read on the way (``seen``), else NaN and ``None`` (no step measured one)."""
+    value = float(loss.detach()) if loss is not None else float("nan")
+    if math.isfinite(value):
+        return value, step
+    if seen is not None:
+        return seen[1], seen[0]
+    return float("nan"), None
 
 
 def close_quietly(bar: Any, recorder: Recorder | None, say: Callable[[str], None]) -> None:
@@ -213,21 +228,24 @@ def frame_capture(run: Run, recorder: Recorder | None) -> Callable[..., None]:
     return capture
 
 
-def record_step_zero(run: Run, capture: Callable[..., None]) -> None:
-    """The frame before any update, with the loss of one training batch (drawn even if not recorded)."""
+def record_step_zero(run: Run, capture: Callable[..., None]) -> torch.Tensor:
+    """The frame before any update, with the loss of one training batch (drawn even if not
+    recorded); returns that loss."""
     x, y = run.batches.next()
     if run.targets is not None:  # the loss of what the control trains on
         y = run.targets.targets(y)
     with torch.no_grad(), run.autocast():
         _, loss0 = run.forward_model(torch.from_numpy(x).to(run.device), torch.from_numpy(y).to(run.device))
     capture(0, loss0, lr=0.0)
+    return loss0
 
 
 def progress_bar(total: int, initial: int) -> Any:
-    """A tqdm bar on stderr counting steps."""
-    from tqdm.auto import tqdm
+    """The bar on stderr counting steps (:func:`tokendyn.progress.progress_bar`: redrawn on a
+    terminal, a plain line every few percent in a log)."""
+    from tokendyn.progress import progress_bar as bar
 
-    return tqdm(total=total, initial=initial, desc="training", unit="step", file=sys.stderr, dynamic_ncols=True)
+    return bar(total, "training", " steps", initial=initial)
 
 
 def progress_text(loss: float, unigram_entropy: float, heldout: float) -> str:

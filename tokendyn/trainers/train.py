@@ -65,6 +65,7 @@ class TrainResult:
     seconds: float = float("nan")  # wall time of the training loop
     recording_wait_seconds: float = 0.0  # of which the loop waited for the recorder's writer
     stopped_by: str | None = None  # "SIGINT" (Ctrl-C) or "SIGTERM" when interrupted
+    loss_step: int | None = None  # the step whose training loss final_loss is
     control: str = "none"  # the control run (trainers/controls.py), "none" for a normal run
 
 
@@ -198,7 +199,7 @@ def train(
         steps_per_second=steps_done / reached.seconds if reached.seconds > 0 else float("nan"), sample=sample,
         interrupted=reached.interrupted, n_params=model.n_params(), tokens_per_class=classes, device=str(device),
         seconds=reached.seconds, recording_wait_seconds=recorder.wait_seconds if recorder is not None else 0.0,
-        stopped_by=reached.stopped_by, control=cfg.control,
+        stopped_by=reached.stopped_by, control=cfg.control, loss_step=reached.loss_step,
     )
 
 
@@ -335,7 +336,9 @@ def result_text(result: TrainResult) -> str:
              "held-out text)"] if result.control in CONTROL_TEXT else []
     lines += [
         f"steps            {result.steps}{'  (interrupted)' if result.interrupted else ''}",
-        f"final loss       {result.final_loss:.3f} nats/token ({verdict} the unigram baseline {result.unigram_entropy:.3f})",
+        f"final loss       {result.final_loss:.3f} nats/token"
+        + (f" (at step {result.loss_step})" if result.interrupted and result.loss_step is not None else "")
+        + f" ({verdict} the unigram baseline {result.unigram_entropy:.3f})",
         f"held-out loss    {result.heldout_loss:.3f}",
         f"speed            {result.steps_per_second:.1f} steps/s on {result.device}",
     ]
