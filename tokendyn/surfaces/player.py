@@ -1,50 +1,170 @@
-"""Play a movie: the token cloud in one fixed 2-D PCA projection, animated over frames.
+"""Play a movie: the token cloud in a 2-D PCA projection, animated over frames.
 
-The projection is fitted once (on all shown frames, or on one chosen frame), so motion on screen is
-motion of the tokens, not an artefact of refitting. Outputs: a self-contained HTML player (play,
-pause, scrub; works offline), a GIF (Pillow, through matplotlib), or an MP4 (needs ffmpeg).
+Three projections: ``fixed`` (one PCA plane fitted on all shown frames, or on one chosen frame, so
+motion on screen is motion of the tokens, not an artefact of refitting), ``last`` (the plane of the
+last shown frame: where the cloud ends up) and ``aligned`` (a PCA plane per frame, each rotated onto
+the previous one by orthogonal Procrustes, so the picture neither flips nor spins).
+
+Outputs: a self-contained HTML player (works offline: hover, search, pin and trail, class toggles,
+play/pause/step/scrub and speed), a GIF (Pillow, through matplotlib), or an MP4 (needs ffmpeg).
 """
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import json
 import os
+import re
 import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from tokendyn import format as fmt
 from tokendyn.errors import TokendynError
-from tokendyn.surfaces.palette import CLASS_COLOURS
+from tokendyn.surfaces.palette import CLASS_COLOURS, CLASS_ORDER
+
+__all__ = ["CLASS_COLOURS", "PROJECTIONS", "Projection", "json_for_script", "play", "player_fragment", "project",
+           "project_naming", "resolve_tokens"]
+
+PROJECTIONS = ("fixed", "last", "aligned")
+WORD_START = ("\u2581", "\u0120", " ")  # how tokenizers mark a word start: sentencepiece, byte-level BPE, plain
+_BATCH_BYTES = 16 * 2 ** 20  # float32 W decoded per batch
 
 
 @dataclass
 class Projection:
-    """Token positions in a fixed 2-D PCA plane, for a subset of frames."""
+    """Token positions in a 2-D PCA projection, for a subset of frames."""
 
-    frames: np.ndarray  # frame indices shown
+    frames: np.ndarray  # frame indices shown (positions in the movie)
     steps: np.ndarray
     loss: np.ndarray  # NaN where the movie has no loss
     xy: np.ndarray  # (frame, token, 2) float32
     token_ids: np.ndarray
     classes: np.ndarray  # class names per token
-    explained: np.ndarray  # variance fraction of the two components (on the fit data)
+    explained: np.ndarray  # variance fraction of the two axes (the fit data; for aligned, the mean over frames)
     fit: str
     finite: np.ndarray | None = None  # per shown frame: all of W finite (a diverged run's frames are not)
+    projection: str = "fixed"
+    lr: np.ndarray | None = None  # NaN where the movie has no lr
+    radius: np.ndarray | None = None  # (frame, token) float32: the norm of each row of W at that frame
+    token_text: np.ndarray | None = None  # object array of str, when the movie holds token_text
+    token_count: np.ndarray | None = None  # occurrences in the training data, when the movie holds token_count
+    explained_per_frame: np.ndarray | None = None  # (frame, 2): the aligned projection's per-frame fractions
+    neighbours: dict[int, np.ndarray] = field(default_factory=dict)  # token position -> (frame, k) positions
 
     def __post_init__(self) -> None:
         if self.finite is None:
             self.finite = np.isfinite(self.xy).all(axis=(1, 2))
+        if self.lr is None:
+            self.lr = np.full(len(self.steps), np.nan)
+
+
+def _whole(name: str, value: Any, low: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise TokendynError(f"{name} must be a whole number >= {low}, got {value!r}")
+
+
+def resolve_tokens(ds: Any, items: Sequence[int | str] | str | int | None) -> list[int]:
+    """Token ids for ``items``: ids, or token texts as a user types them.
+
+    A text matches exactly first, then with a word-start mark in front (``"the"`` finds ``"▁the"``
+    when ``"the"`` itself is not a token); a whole number that is one of the movie's ids is that id.
+
+    Raises
+    ------
+    TokendynError
+        an item that is neither a token text nor an id of the movie (naming it; the caller adds the
+        movie's path, see :func:`project_naming`).
+    """
+    if items is None:
+        return []
+    if isinstance(items, (str, int, np.integer)):
+        items = [items]
+    ids = np.asarray(ds[fmt.DIM_TOKEN].values)
+    id_set = set(int(i) for i in ids)
+    texts = ds[fmt.TOKEN_TEXT].values if fmt.TOKEN_TEXT in ds.coords else None
+    index: dict[str, int] = {}
+    if texts is not None:
+        for i, text in zip(ids, texts):
+            index.setdefault(str(text), int(i))
+    out: list[int] = []
+    for item in items:
+        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            if int(item) not in id_set:
+                raise TokendynError(f"--trace {int(item)}: the movie has no token with this id "
+                                    f"(ids {int(ids.min())}..{int(ids.max())})")
+            out.append(int(item))
+            continue
+        text = str(item)
+        found = next((index[t] for t in (text, *(m + text for m in WORD_START)) if t in index), None)
+        if found is None and text.strip().isdigit() and int(text) in id_set:
+            found = int(text)
+        if found is None:
+            where = "a token text" if texts is not None else "a token id (the movie holds no token_text)"
+            raise TokendynError(f"--trace {text!r} is not {where} of the movie, nor an id")
+        out.append(found)
+    return list(dict.fromkeys(out))
+
+
+class _Frames:
+    """The shown frames of W, the selected tokens only, as float32 batches of about
+    ``_BATCH_BYTES``, read straight from the file where the movie allows it
+    (:class:`tokendyn.analysis.base.StoredFrames`). Batches that small are decoded into memory
+    the allocator reuses, which is faster than keeping them for a second pass."""
+
+    def __init__(self, ds: Any, frames: np.ndarray, rows: np.ndarray):
+        from tokendyn.analysis.base import StoredFrames
+
+        self.source = StoredFrames(ds, "W")
+        self.frames, self.rows = frames, rows
+        self.all_rows = len(rows) == self.source.shape[1] and bool(np.all(rows == np.arange(len(rows))))
+        self.dim = int(self.source.shape[2])
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        from tokendyn.analysis.base import decoded
+
+        size = max(1, _BATCH_BYTES // (int(np.prod(self.source.shape[1:])) * 4))
+        buf = np.empty((min(size, len(self.frames)),) + self.source.shape[1:], self.source.dtype)
+        for start in range(0, len(self.frames), size):
+            x = decoded(self.source.read(self.frames[start:start + size], buf))
+            yield start, x if self.all_rows else x[:, self.rows]
+
+
+def _plane(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two leading eigenvectors of a covariance (d, 2), signs fixed (largest entry positive),
+    and the fraction of the variance along each."""
+    vals, vecs = np.linalg.eigh(cov)
+    order = np.argsort(vals)[::-1][:2]
+    basis = vecs[:, order]
+    if basis.shape[1] < 2:  # a 1-D embedding: the second axis is empty
+        basis = np.pad(basis, ((0, 0), (0, 2 - basis.shape[1])))
+    basis *= np.where(basis[np.abs(basis).argmax(axis=0), [0, 1]] < 0, -1.0, 1.0)
+    total = max(float(np.trace(cov)), 1e-300)
+    return basis, np.clip(np.diag(basis.T @ cov @ basis) / total, 0, 1)
+
+
+def _cov(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean (float64) and covariance (float64, the products in ``x``'s precision) of rows ``x``."""
+    mean = x.mean(axis=0, dtype=np.float64)
+    c = x - mean.astype(x.dtype)
+    return mean, (c.T @ c).astype(np.float64) / max(len(x), 1)
 
 
 def project(ds: Any, *, tokens: Any = "all", frames: slice | None = None, fit: str | int = "all",
-            max_frames: int = 200, max_tokens: int = 3000, trace: Sequence[int] | None = None,
-            seed: int = 0) -> Projection:
-    """Fit a PCA plane once and project the selected tokens of up to ``max_frames`` frames onto it.
+            max_frames: int = 200, max_tokens: int = 16384, trace: Sequence[int | str] | None = None,
+            seed: int = 0, projection: str = "fixed", neighbours: int = 5) -> Projection:
+    """Project the selected tokens of up to ``max_frames`` frames onto a 2-D PCA plane.
+
+    ``frames`` is a slice of the movie's frames (its step a stride: ``slice(0, 2000, 10)``);
+    ``max_frames`` then caps the frames shown, evenly spaced. ``projection`` is ``"fixed"`` (one
+    plane fitted on ``fit``: ``"all"`` shown frames or one frame index of the selection),
+    ``"last"`` (the plane of the last finite shown frame) or ``"aligned"`` (one plane per frame,
+    each rotated onto the previous one by orthogonal Procrustes). Above ``max_tokens`` tokens a
+    random sample is drawn, the ``trace`` tokens (ids or texts) always kept; for each of them the
+    ``neighbours`` nearest tokens in the full embedding space are listed at every shown frame.
 
     Frames holding NaN or infinite values (a diverged run) are left out of the fit; their
     positions are NaN and :attr:`Projection.finite` marks them.
@@ -52,35 +172,55 @@ def project(ds: Any, *, tokens: Any = "all", frames: slice | None = None, fit: s
     Raises
     ------
     TokendynError
-        ``max_frames`` or ``max_tokens`` below 1, a ``fit`` frame outside the movie or not finite,
-        or no finite frame to fit the plane on.
+        ``max_frames`` or ``max_tokens`` below 1, an unknown projection, a ``fit`` frame outside
+        the movie or not finite, a ``trace`` token the movie does not hold, or no finite frame.
     """
-    from tokendyn.analysis.base import select
+    from tokendyn.analysis.base import selection
 
-    for name, value in (("max_frames", max_frames), ("max_tokens", max_tokens)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise TokendynError(f"{name} must be a whole number >= 1, got {value!r}")
-
-    sub = select(ds, tokens, frames)
+    _whole("max_frames", max_frames)
+    _whole("max_tokens", max_tokens)
+    _whole("neighbours", neighbours, 0)
+    if projection not in PROJECTIONS:
+        raise TokendynError(f"--projection takes {', '.join(PROJECTIONS)}, got {projection!r}")
+    if fit != "all" and projection != "fixed":
+        raise TokendynError(f"--fit {fit} is for the fixed projection, not {projection!r}")
+    trace_ids = resolve_tokens(ds, trace)
+    sub, rows, positions = selection(ds, tokens, frames)
     n_frames, n_tokens = sub.sizes[fmt.DIM_FRAME], sub.sizes[fmt.DIM_TOKEN]
     shown = np.unique(np.linspace(0, n_frames - 1, min(max_frames, n_frames)).round().astype(int))
     keep = np.arange(n_tokens)
-    if n_tokens > max_tokens:  # a readable, light sample; traced tokens always kept
-        rng = np.random.default_rng(seed)
-        keep = np.sort(rng.choice(n_tokens, max_tokens, replace=False))
-        if trace:
-            ids = sub[fmt.DIM_TOKEN].values
-            keep = np.union1d(keep, np.flatnonzero(np.isin(ids, trace)))
+    if n_tokens > max_tokens:  # a light sample; traced tokens always kept
+        keep = np.sort(np.random.default_rng(seed).choice(n_tokens, max_tokens, replace=False))
+        keep = np.union1d(keep, np.flatnonzero(np.isin(sub[fmt.DIM_TOKEN].values, trace_ids)))
     sub = sub.isel({fmt.DIM_TOKEN: keep})
-    w = sub["W"].data[shown]
-    x = np.asarray(w.compute() if hasattr(w, "compute") else w, np.float64)  # (shown, tokens, dim)
-    finite = np.isfinite(x).all(axis=(1, 2))
-    if fit == "all":
-        if not finite.any():
+    token_ids = sub[fmt.DIM_TOKEN].values
+    traced = [int(p) for p in np.flatnonzero(np.isin(token_ids, trace_ids))]
+    w = _Frames(ds, positions[shown], rows[keep])
+    n_shown, n_keep = len(shown), len(keep)
+
+    # the plane(s): one for fixed and last, one per frame for aligned
+    finite = np.zeros(n_shown, bool)
+    mean = basis = None
+    explained = np.zeros(2)
+    if projection == "fixed" and fit == "all":
+        dim = w.dim
+        parts = []  # per batch: rows, mean, scatter about that mean (float32 data, float64 sums)
+        for start, x in w:
+            ok = np.isfinite(x).all(axis=(1, 2))
+            finite[start:start + len(x)] = ok
+            if ok.any():
+                flat = (x if ok.all() else x[ok]).reshape(-1, dim)
+                m = flat.mean(axis=0, dtype=np.float64)
+                c = flat - m.astype(np.float32)
+                parts.append((len(flat), m, (c.T @ c).astype(np.float64)))
+        if not parts:
             raise TokendynError("no shown frame of W is finite (NaN or infinite everywhere: a diverged run?), so "
                                 "there is no cloud to draw")
-        fit_data = x[finite].reshape(-1, x.shape[-1])
-    else:
+        count = sum(n for n, _, _ in parts)
+        mean = sum(n * m for n, m, _ in parts) / count
+        scatter = sum(sc + n * np.outer(m - mean, m - mean) for n, m, sc in parts)
+        basis, explained = _plane(scatter / count)
+    elif projection == "fixed":
         try:
             fit_index = int(fit)
         except ValueError:
@@ -90,16 +230,68 @@ def project(ds: Any, *, tokens: Any = "all", frames: slice | None = None, fit: s
         fit_data = np.asarray(sub["W"].isel({fmt.DIM_FRAME: fit_index}).values, np.float64)
         if not np.isfinite(fit_data).all():
             raise TokendynError(f"--fit frame {fit_index} holds NaN or infinite values; fit on 'all' or another frame")
-    mean = fit_data.mean(axis=0)
-    _, s, vt = np.linalg.svd(fit_data - mean, full_matrices=False)
-    explained = (s[:2] ** 2) / max((s ** 2).sum(), 1e-300)
-    xy = ((x - mean) @ vt[:2].T).astype(np.float32)
-    xy[~finite] = np.nan
-    loss = sub["loss"].values[shown] if "loss" in sub else np.full(shown.size, np.nan)
-    names = np.array(fmt.TOKEN_CLASSES)[sub[fmt.TOKEN_CLASS].values]
-    return Projection(frames=shown, steps=sub[fmt.STEP].values[shown], loss=np.asarray(loss, float), xy=xy,
-                      token_ids=sub[fmt.DIM_TOKEN].values, classes=names, explained=explained, fit=str(fit),
-                      finite=finite)
+        mean, cov = _cov(fit_data)
+        basis, explained = _plane(cov)
+
+    xy = np.full((n_shown, n_keep, 2), np.nan, np.float32)
+    radius = np.full((n_shown, n_keep), np.nan, np.float32)
+    per_frame = np.full((n_shown, 2), np.nan) if projection == "aligned" else None
+    k = min(neighbours, n_keep - 1)
+    near = {p: np.full((n_shown, k), -1, np.int32) for p in traced}
+    last_x = None
+    for start, x in w:
+        ok = np.isfinite(x).all(axis=(1, 2))
+        at = np.flatnonzero(ok) + start
+        finite[start:start + len(x)] = ok
+        if not ok.all():
+            x = x[ok]
+        if not len(x):
+            continue
+        r2 = np.einsum("ftd,ftd->ft", x, x)
+        radius[at] = np.sqrt(r2)
+        if projection == "aligned":
+            for j, frame in enumerate(x):
+                m, cov = _cov(frame)
+                b, _ = _plane(cov)
+                if basis is not None:  # rotate (or reflect) onto the previous frame's axes
+                    u, _, vt = np.linalg.svd(b.T @ basis)
+                    b = b @ (u @ vt)
+                basis = b
+                per_frame[at[j]] = np.diag(b.T @ cov @ b) / max(float(np.trace(cov)), 1e-300)
+                xy[at[j]] = frame @ b.astype(np.float32) - (m @ b).astype(np.float32)
+        elif mean is not None:
+            xy[at] = x @ basis.astype(np.float32) - (mean @ basis).astype(np.float32)
+        else:
+            last_x = x[-1].copy()  # the batch buffer is reused
+        for p, rows in near.items():
+            if k:  # squared distances |x|^2 - 2 x.x_p + |x_p|^2
+                d = r2 - 2 * np.einsum("ftd,fd->ft", x, x[:, p]) + r2[:, p:p + 1]
+                d[:, p] = np.inf
+                part = np.argpartition(d, k - 1, axis=1)[:, :k]
+                rows[at] = np.take_along_axis(part, np.argsort(np.take_along_axis(d, part, 1), axis=1, kind="stable"), 1)
+    if not finite.any():
+        raise TokendynError("no shown frame of W is finite (NaN or infinite everywhere: a diverged run?), so "
+                            "there is no cloud to draw")
+    if projection == "last":  # the plane of the last finite frame, then every frame projected onto it
+        mean, cov = _cov(np.asarray(last_x, np.float64))
+        basis, explained = _plane(cov)
+        for start, x in w:
+            ok = finite[start:start + len(x)]
+            xy[np.flatnonzero(ok) + start] = x[ok] @ basis.astype(np.float32) - (mean @ basis).astype(np.float32)
+    if per_frame is not None:
+        explained = np.nanmean(per_frame, axis=0)
+
+    def scalar(name: str) -> np.ndarray:
+        return np.asarray(sub[name].values[shown], float) if name in sub else np.full(n_shown, np.nan)
+
+    coords = sub.coords
+    return Projection(frames=positions[shown], steps=sub[fmt.STEP].values[shown], loss=scalar("loss"), xy=xy,
+                      token_ids=token_ids, classes=np.array(fmt.TOKEN_CLASSES)[sub[fmt.TOKEN_CLASS].values],
+                      explained=np.asarray(explained, float), fit=str(fit) if projection == "fixed" else projection,
+                      finite=finite, projection=projection, lr=scalar("lr"), radius=radius,
+                      token_text=coords[fmt.TOKEN_TEXT].values if fmt.TOKEN_TEXT in coords else None,
+                      token_count=coords[fmt.TOKEN_COUNT].values if fmt.TOKEN_COUNT in coords else None,
+                      explained_per_frame=per_frame, neighbours=near)
 
 
 def project_naming(movie: str, ds: Any, **kwargs: Any) -> Projection:
@@ -112,91 +304,124 @@ def project_naming(movie: str, ds: Any, **kwargs: Any) -> Projection:
         raise TokendynError(exc.problem, movie) from None
 
 
-_PLAYER_JS = r"""
-(function () {
-  const root = document.getElementById("%(id)s");
-  const data = JSON.parse(root.querySelector("script[type='application/json']").textContent);
-  const raw = atob(data.xy);
-  const bytes = new Uint8Array(raw.length);
-  for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
-  const xy = new Int16Array(bytes.buffer);
-  const nF = data.steps.length, nT = data.classes.length;
-  const canvas = root.querySelector("canvas"), ctx = canvas.getContext("2d");
-  const slider = root.querySelector("input[type=range]"), button = root.querySelector("button");
-  const label = root.querySelector(".tdplayer-label");
-  slider.max = nF - 1;
-  let frame = 0, timer = null;
-  function px(v) { return (v / 32767 * 0.46 + 0.5) * canvas.width; }
-  function py(v) { return (0.5 - v / 32767 * 0.46) * canvas.height; }
-  function draw() {
-    ctx.fillStyle = "#ffffff"; ctx.fillRect(0, 0, canvas.width, canvas.height);
-    const base = frame * nT * 2;
-    for (let t = 0; t < nT && data.finite[frame]; t++) {
-      ctx.fillStyle = data.colours[data.classes[t]];
-      ctx.fillRect(px(xy[base + 2 * t]) - 1.5, py(xy[base + 2 * t + 1]) - 1.5, 3, 3);
-    }
-    data.trace.forEach(function (t, k) {
-      ctx.strokeStyle = "#000000"; ctx.lineWidth = 1.2; ctx.beginPath();
-      for (let f = 0; f <= frame; f++) {
-        const b = f * nT * 2 + 2 * t;
-        if (f === 0) ctx.moveTo(px(xy[b]), py(xy[b + 1])); else ctx.lineTo(px(xy[b]), py(xy[b + 1]));
-      }
-      ctx.stroke();
-      ctx.fillStyle = "#000000"; ctx.font = "12px sans-serif";
-      ctx.fillText(data.trace_labels[k], px(xy[base + 2 * t]) + 4, py(xy[base + 2 * t + 1]) - 4);
-    });
-    const loss = data.loss[frame];
-    label.textContent = "step " + data.steps[frame] + (loss === null ? "" : "   loss " + loss.toFixed(3))
-      + "   (frame " + (frame + 1) + " of " + nF + ")" + (data.finite[frame] ? "" : "   W not finite (diverged)");
-    slider.value = frame;
-  }
-  function stop() { if (timer !== null) { clearInterval(timer); timer = null; } button.textContent = "play"; }
-  button.addEventListener("click", function () {
-    if (timer !== null) { stop(); return; }
-    if (frame >= nF - 1) frame = 0;
-    button.textContent = "pause";
-    timer = setInterval(function () { if (frame >= nF - 1) { stop(); return; } frame++; draw(); }, 1000 / data.fps);
-  });
-  slider.addEventListener("input", function () { stop(); frame = parseInt(slider.value, 10); draw(); });
-  draw();
-})();
-"""
+@functools.cache
+def _template(name: str) -> str:
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates", name), encoding="utf-8") as f:
+        return f.read()
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> Any:
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.PackageLoader("tokendyn.surfaces", "templates"),
+                              autoescape=True, keep_trailing_newline=True)
+
+
+_ELEMENT_ID = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
+
+
+def _b64(array: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")
+
+
+def _log_codes(radius: np.ndarray) -> tuple[list, list, np.ndarray]:
+    """Radii (frame, token) as one byte each on a per-token log scale: code 0 for 0 (or not
+    finite), 1..255 from the token's smallest positive radius ``lo`` to its largest ``hi``, so a
+    radius comes back as ``lo * (hi / lo) ** ((code - 1) / 254)``, within ``ln(hi / lo) / 508`` of
+    it (relative): under 1 % for a radius that grows a hundredfold."""
+    r = np.asarray(radius, np.float32)
+    valid = r > 0  # False for NaN (a frame that is not finite) and for 0
+    lo = np.where(valid, r, np.inf).min(axis=0)
+    hi = np.where(valid, r, 0).max(axis=0)
+    seen = np.isfinite(lo)
+    lo, hi = np.where(seen, lo, 1).astype(np.float32), np.where(seen, hi, 1).astype(np.float32)
+    scale = 254 / np.where(hi > lo, np.log(hi / lo), 1).astype(np.float32)
+    with np.errstate(all="ignore"):
+        pos = np.log(np.where(valid, r, lo) / lo) * scale
+    codes = np.where(valid, 1 + np.rint(np.clip(pos, 0, 254)), 0).astype(np.uint8)
+    return [float(np.float32(v)) for v in lo], [float(np.float32(v)) for v in hi], codes
 
 
 def player_fragment(proj: Projection, *, element_id: str = "tdplayer", fps: int = 12, trace: Sequence[int] = (),
-                    size: int = 560) -> str:
-    """An HTML fragment (canvas, controls, data and script; no external resources) playing ``proj``."""
-    if isinstance(fps, bool) or not isinstance(fps, (int, np.integer)) or fps < 1:
-        raise TokendynError(f"fps must be a whole number >= 1, got {fps!r}")
-    span = float(np.nanmax(np.abs(proj.xy))) if proj.finite.any() else 1.0
-    q = np.round(np.nan_to_num(proj.xy, nan=0.0) / (span or 1.0) * 32767).astype("<i2")
-    trace_idx = [int(i) for i in np.flatnonzero(np.isin(proj.token_ids, list(trace)))]
-    data = {
-        "xy": base64.b64encode(q.tobytes()).decode("ascii"),
-        "steps": [int(s) for s in proj.steps],
-        "loss": [None if not np.isfinite(v) else float(v) for v in proj.loss],
-        "classes": [str(c) for c in proj.classes],
-        "colours": CLASS_COLOURS,
-        "trace": trace_idx,
-        "trace_labels": [f"token {int(proj.token_ids[i])}" for i in trace_idx],
-        "fps": int(fps),
-        "finite": [bool(v) for v in proj.finite],
-    }
-    legend = " ".join(f'<span style="color:{c}">&#9632; {name}</span>' for name, c in CLASS_COLOURS.items()
-                      if name in set(proj.classes))
-    payload = json_for_script(data)
-    fitted_on = "on all shown frames" if proj.fit == "all" else "on frame " + proj.fit
-    return f"""<div class="tdplayer" id="{element_id}">
-<canvas width="{size}" height="{size}" style="border:1px solid #ccc"></canvas>
-<div><button type="button">play</button>
-<input type="range" min="0" value="0" step="1" style="width:{size - 80}px" aria-label="frame"></div>
-<div class="tdplayer-label" style="font-family:monospace"></div>
-<div style="font-size:90%">{legend}; PCA plane fitted once ({fitted_on}),
-explaining {proj.explained[0] * 100:.1f}% + {proj.explained[1] * 100:.1f}% of the variance.</div>
-<script type="application/json">{payload}</script>
-<script>{_PLAYER_JS % {"id": element_id}}</script>
-</div>"""
+                    size: int = 560, trail: int = 50) -> str:
+    """An HTML fragment (canvas, controls, data and script; no external resources) playing ``proj``.
 
+    Several fragments may share a page (give each its own ``element_id``). ``trace`` holds the ids
+    of the tokens pinned when the page opens; ``trail`` the frames of a pinned token's trail.
+    """
+    _whole("fps", fps)
+    _whole("size", size, 100)
+    _whole("trail", trail, 0)
+    if not isinstance(element_id, str) or not _ELEMENT_ID.match(element_id):
+        raise TokendynError(f"element_id must be a letter then letters, digits, '-' or '_', got {element_id!r}")
+    finite = np.asarray(proj.finite, bool)
+    span = float(np.nanmax(np.abs(proj.xy))) if finite.any() else 1.0
+    span = span if np.isfinite(span) and span > 0 else 1.0
+    q = np.rint(np.nan_to_num(np.asarray(proj.xy, np.float32), nan=0.0) * np.float32(32767 / span)).astype("<i2")
+    radius = proj.radius if proj.radius is not None else np.linalg.norm(proj.xy, axis=-1)
+    rlo, rhi, rq = _log_codes(radius)
+    positions = {int(t): i for i, t in enumerate(proj.token_ids)}
+    pinned = [positions[int(t)] for t in trace if int(t) in positions]
+
+    def finite_list(values: Any) -> list:
+        return [None if v is None or not np.isfinite(v) else float(v) for v in np.asarray(values, float)]
+
+    names = [c for c in CLASS_ORDER if c in set(proj.classes)] + sorted(set(proj.classes) - set(CLASS_ORDER))
+    data = {
+        "steps": [int(s) for s in proj.steps],
+        "frames": [int(f) for f in proj.frames],
+        "loss": finite_list(proj.loss),
+        "lr": finite_list(proj.lr if proj.lr is not None else np.full(len(proj.steps), np.nan)),
+        "finite": [bool(v) for v in finite],
+        "ids": [int(t) for t in proj.token_ids],
+        "classNames": names,
+        "classes": [names.index(str(c)) for c in proj.classes],
+        "colours": [CLASS_COLOURS.get(c, CLASS_COLOURS["unknown"]) for c in names],
+        "text": None if proj.token_text is None else [str(t) for t in proj.token_text],
+        "count": None if proj.token_count is None else [int(c) for c in proj.token_count],
+        "span": span, "rlo": rlo, "rhi": rhi, "nF": len(proj.steps), "nT": len(proj.token_ids),
+        "explained": [finite_list(e) for e in proj.explained_per_frame] if proj.explained_per_frame is not None
+        else [finite_list(proj.explained)],
+        "projection": proj.projection, "fit": proj.fit,
+        "pinned": pinned, "trail": int(trail), "fps": int(fps),
+        "neighbours": {str(p): [int(v) for v in rows.ravel()] for p, rows in proj.neighbours.items()},
+        "k": int(next(iter(proj.neighbours.values())).shape[1]) if proj.neighbours else 0,
+    }
+    if proj.projection == "aligned":
+        how = "a PCA plane per frame, each rotated onto the previous one (orthogonal Procrustes)"
+    elif proj.projection == "last":
+        how = "the PCA plane of the last shown frame"
+    else:
+        how = "one PCA plane, fitted " + ("on all shown frames" if proj.fit == "all" else "on frame " + proj.fit)
+    # the big base64 blobs go in after rendering: no escaping pass over them (they are base64, safe)
+    page = _environment().get_template("player.html").render(
+        id=element_id, size=int(size), payload=_BLOB % "json", xy=_BLOB % "xy", radius=_BLOB % "radius",
+        classes=[(n, data["colours"][i], int(np.sum(proj.classes == n))) for i, n in enumerate(names)],
+        how=how, explained=proj.explained, aligned=proj.projection == "aligned", speeds=(1, 3, 6, 12, 24, 30, 60),
+        fps=int(fps), trail=int(trail), css=_template("player.css"), js=_template("player.js"))
+    return _fill(page, json=json_for_script(data), xy=_b64(q), radius=_b64(rq))
+
+
+_BLOB = "\x00tdplayer-%s\x00"  # a NUL never appears in a template or in json_for_script's output
+
+
+def _fill(page: str, **blobs: str) -> str:
+    for name, text in blobs.items():
+        head, mark, tail = page.partition(_BLOB % name)
+        if not mark:
+            raise RuntimeError(f"the player template lost its {name} placeholder")
+        page = "".join((head, text, tail))
+    return page
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>tokendyn play: {{ name }}</title></head>
+<body style="font-family:sans-serif">
+<h1>{{ name }}: the token cloud</h1>
+{{ fragment|safe }}
+</body></html>
+"""
 
 _SCRIPT_UNSAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 
@@ -208,31 +433,51 @@ def json_for_script(data: Any) -> str:
     return json.dumps(data).translate(_SCRIPT_UNSAFE)
 
 
+def _axis_label(proj: Projection, axis: int, frame: int | None = None) -> str:
+    share = proj.explained_per_frame[frame, axis] if frame is not None and proj.explained_per_frame is not None \
+        else proj.explained[axis]
+    name = "axis " if proj.projection == "aligned" else "PC"
+    return f"{name}{axis + 1} ({share * 100:.1f}% of variance; embedding units)"
+
+
 def _animate(proj: Projection, path: str, fps: int, trace: Sequence[int]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib import animation
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(6, 6), dpi=80)
-    colours = [CLASS_COLOURS[c] for c in proj.classes]
+    fig, ax = plt.subplots(figsize=(6.4, 6.4), dpi=80)
+    colours = [CLASS_COLOURS.get(c, CLASS_COLOURS["unknown"]) for c in proj.classes]
     span = float(np.nanmax(np.abs(proj.xy))) * 1.05 or 1.0
-    ax.set(xlim=(-span, span), ylim=(-span, span), xlabel="PC 1 (embedding units)", ylabel="PC 2 (embedding units)")
+    ax.set(xlim=(-span, span), ylim=(-span, span), xlabel=_axis_label(proj, 0), ylabel=_axis_label(proj, 1))
     scat = ax.scatter(proj.xy[0, :, 0], proj.xy[0, :, 1], s=4, c=colours)
-    title = ax.set_title("")
+    present = [c for c in CLASS_ORDER if c in set(proj.classes)]
+    handles = [Line2D([], [], ls="", marker="o", color=CLASS_COLOURS[c], label=f"{c} ({int(np.sum(proj.classes == c))})")
+               for c in present]
     trace_idx = np.flatnonzero(np.isin(proj.token_ids, list(trace)))
     lines = [ax.plot([], [], "k-", lw=1)[0] for _ in trace_idx]
+    if len(trace_idx):
+        handles.append(Line2D([], [], color="k", lw=1, label="traced"))
+    ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.8)
+    title = ax.set_title("", fontsize=10)
 
     def update(f: int):
         scat.set_offsets(proj.xy[f])
-        loss = proj.loss[f]
+        loss, lr = proj.loss[f], proj.lr[f] if proj.lr is not None else np.nan
         title.set_text(f"step {proj.steps[f]}" + (f"   loss {loss:.3f}" if np.isfinite(loss) else "")
+                       + (f"   lr {lr:.2e}" if np.isfinite(lr) else "")
                        + ("" if proj.finite[f] else "   W not finite (diverged)"))
+        if proj.explained_per_frame is not None:
+            ax.set_xlabel(_axis_label(proj, 0, f))
+            ax.set_ylabel(_axis_label(proj, 1, f))
         for line, t in zip(lines, trace_idx):
             line.set_data(proj.xy[: f + 1, t, 0], proj.xy[: f + 1, t, 1])
         return [scat, title, *lines]
 
+    update(0)  # the title and labels in place before the layout leaves room for them
+    fig.tight_layout()
     anim = animation.FuncAnimation(fig, update, frames=len(proj.steps), blit=False)
     if path.lower().endswith(".gif"):
         anim.save(path, writer=animation.PillowWriter(fps=fps))
@@ -243,14 +488,30 @@ def _animate(proj: Projection, path: str, fps: int, trace: Sequence[int]) -> Non
 
 def play(movie: str | os.PathLike, output: str | os.PathLike | None = None, *, tokens: Any = "all",
          frames: slice | None = None, fit: str | int = "all", max_frames: int = 200,
-         trace: Sequence[int] | None = None, fps: int = 12) -> str:
-    """Write an animation of the token cloud of ``movie`` to ``output`` (.html, .gif or .mp4)."""
+         trace: Sequence[int | str] | None = None, fps: int = 12, projection: str = "fixed",
+         max_tokens: int = 16384, trail: int = 50, neighbours: int = 5) -> str:
+    """Write an animation of the token cloud of ``movie`` to ``output`` (.html, .gif or .mp4).
+
+    ``frames`` is a slice of frames (``slice(0, 2000, 10)``: every tenth); ``max_frames`` caps
+    the frames shown after it (evenly spaced). ``trace`` holds token ids or texts (``"the"`` finds
+    ``"▁the"``), pinned with their trails and nearest neighbours; by default the most frequent live
+    token, when the movie holds counts. See :func:`project` for ``projection`` and ``fit``.
+
+    Raises
+    ------
+    TokendynError
+        a bad output path or type, MP4 without ffmpeg, or anything :func:`project` refuses, naming
+        the movie.
+    """
     from tokendyn.sources.dataset import open_movie
 
     movie = os.fspath(movie)
     output = os.fspath(output) if output else os.path.splitext(movie)[0] + ".cloud.html"
-    if isinstance(fps, bool) or not isinstance(fps, (int, np.integer)) or fps < 1:
-        raise TokendynError(f"fps must be a whole number >= 1, got {fps!r}", movie)
+    try:
+        _whole("fps", fps)
+        _whole("trail", trail, 0)
+    except TokendynError as exc:
+        raise TokendynError(exc.problem, movie) from None
     if os.path.isdir(output):
         raise TokendynError("the output is a folder; give a file name ending in .html, .gif or .mp4", output)
     if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
@@ -268,20 +529,20 @@ def play(movie: str | os.PathLike, output: str | os.PathLike | None = None, *, t
         if fmt.TOKEN_COUNT in ds.coords and live.size:
             counts = ds[fmt.TOKEN_COUNT].values
             trace = [int(ds[fmt.DIM_TOKEN].values[live[np.argmax(counts[live])]])]
-    proj = project_naming(movie, ds, tokens=tokens, frames=frames, fit=fit, max_frames=max_frames, trace=trace)
+    try:
+        trace_ids = resolve_tokens(ds, trace)
+    except TokendynError as exc:
+        raise TokendynError(exc.problem, movie) from None
+    proj = project_naming(movie, ds, tokens=tokens, frames=frames, fit=fit, max_frames=max_frames, trace=trace_ids,
+                          projection=projection, max_tokens=max_tokens, neighbours=neighbours)
     if ext == ".html":
-        page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>tokendyn play: {html.escape(os.path.basename(movie))}</title></head>
-<body style="font-family:sans-serif">
-<h1>{html.escape(os.path.basename(movie))}: the token cloud</h1>
-{player_fragment(proj, fps=fps, trace=trace)}
-</body></html>
-"""
+        page = _fill(_environment().from_string(_PAGE).render(name=os.path.basename(movie), fragment=_BLOB % "fragment"),
+                     fragment=player_fragment(proj, fps=fps, trace=trace_ids, trail=trail))
         try:
             with open(output, "w", encoding="utf-8") as f:
                 f.write(page)
         except OSError as exc:
             raise TokendynError(f"cannot write the page ({exc.strerror or exc})", output) from None
     else:
-        _animate(proj, output, fps, trace)
+        _animate(proj, output, fps, trace_ids)
     return output
