@@ -4,8 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import random_bf16_frames, run_cli, write_movie
-from test_report import _browser
+from conftest import browser, random_bf16_frames, run_cli, write_movie
 
 from tokendyn.format import BF16Bits
 from tokendyn.recorder import Recorder
@@ -56,7 +55,7 @@ def test_no_script_from_the_file_runs_in_a_browser(hostile_movie, tmp_path, kind
         page = play(hostile_movie, str(tmp_path / "p.html"))
     else:
         page = write_report(hostile_movie, tmp_path / "rep", progress=False)["html"]
-    driver = _browser()
+    driver = browser()
     try:
         driver.get("file://" + os.path.abspath(page))
         assert driver.execute_script("return typeof window.pwned") == "undefined"

@@ -126,13 +126,19 @@ def test_report_writes_html_and_summary_with_the_headline_numbers(trained, tmp_p
     summary = json.load(open(out["summary"]))
     assert summary["frames"] == 81 and summary["tokens_per_class"]["phantom"] == 64
     assert summary["loss_last"] < summary["loss_first"]
-    assert set(summary["lattice"]) == {"live", "dead", "phantom"}
+    assert set(summary["lattice"]) == {"live", "dead", "phantom", "all"}
+    assert 0 <= summary["lattice"]["all"]["frozen_fraction_last"] <= 1
+    late = summary["comoving"]["late_window"]
+    assert "lr > 0" in late["basis"] and late["last_step"] <= 80 and late["frames"] >= 1
+    assert summary["comoving"]["live"]["late_mean_step_displacement"] > 0
     assert set(summary["hypersphere"]) >= {"isotropic", "ks_pvalue", "sign_pvalue", "outward_excess"}
     assert summary["hypersphere"]["tokens"] == "dead"
     page = open(out["html"], encoding="utf-8").read()
-    for fid in ("loss", "radius", "comoving", "hypersphere", "lattice", "pca"):
+    for fid in ("loss", "radius", "comoving", "geometry", "hypersphere", "lattice", "pca"):
         assert f'id="fig-{fid}"' in page
     assert "http://" not in page and "https://" not in page  # self-contained: nothing to fetch
+    assert "{'live'" not in page and "<pre>" not in page  # tables, not dumps
+    assert re.search(r"live \d+</span> · .*dead \d+</span> · .*phantom 64</span>", page)
 
 
 def test_report_progress_moves_within_each_analysis(inhaling, capsys):
@@ -166,10 +172,11 @@ def test_report_loads_in_a_headless_browser_with_every_figure_and_no_console_err
     driver = browser()
     try:
         driver.get("file://" + os.path.abspath(out["html"]))
-        images = driver.find_elements("css selector", "section img")
-        assert len(images) == 6
-        for img in images:
-            assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 100", img)
+        figures = driver.find_elements("css selector", "section svg.figure")
+        assert len(figures) == 7
+        for svg in figures:  # laid out at the page's width, its labels as text
+            assert driver.execute_script("return arguments[0].getBoundingClientRect().width > 600", svg)
+            assert driver.execute_script("return arguments[0].querySelectorAll('text').length > 10", svg)
         label = driver.find_element("css selector", ".tdplayer-label")
         first = label.text
         assert first.startswith("step 0")

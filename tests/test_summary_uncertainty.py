@@ -36,3 +36,14 @@ def test_summary_numbers_carry_errors_the_size_of_their_spread(tmp_path):
     moved = np.linalg.norm((w1 - w1.mean(0)) - (w0 - w0.mean(0)), axis=1)[:200]
     assert value == pytest.approx(moved.mean(), rel=1e-3)
     assert error == pytest.approx(moved.std(ddof=1) / np.sqrt(200), rel=0.15)
+    assert "(first to last frame)" in text and "learning rate" not in text  # no lr recorded: no lr line
+
+
+def test_summary_names_the_learning_rate_its_final_numbers_are_measured_against(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "lr.h5"
+    with Recorder(path, token_class=np.zeros(16, np.uint8), scalars=["lr"]) as rec:
+        for t, lr in enumerate((0.0, 2e-3, 1e-3, 5e-4)):
+            rec.capture(t, W=rng.normal(size=(16, 4)).astype(np.float32), lr=lr)
+    line = [x for x in movie_summary(path).splitlines() if "learning rate" in x]
+    assert line == ["  learning rate             peak 0.002, last 0.0005 (25.0% of peak)"]

@@ -39,6 +39,27 @@ def _headline(h: xr.Dataset) -> dict[str, Any]:
     return {**out, "center": h.attrs.get("center"), "tokens": h.attrs.get("tokens")}
 
 
+def _headline_fields(h: xr.Dataset) -> dict[str, tuple]:
+    """What each headline number is measured against, its units, and whether the report's main
+    table shows it."""
+    c = h.attrs.get("center", "centroid")
+    d = h.attrs.get("dim")
+    return {"isotropic": (f"the {h.attrs.get('tokens', '')} tokens' steps are isotropic about the {c} (the verdict)",
+                          "", True),
+            "combined_pvalue": ("combined p-value of the isotropy tests", "1 (p-value)", True),
+            "outward_excess": (f"excess of outward over inward steps about the {c} (0: isotropic)", "1", True),
+            "rho_mean_all": (f"mean radial fraction of the steps (isotropic: 1/d = {float(h.rho_expected):.4g})"
+                             if "rho_expected" in h else "mean radial fraction of the steps", "1", True),
+            "rho_expected": (f"the isotropic expectation 1/d (d = {d})", "1"),
+            "centers_agree": ("the verdicts about the centroid and the origin agree", "", True),
+            "centroid_step_ratio": ("the centroid's RMS step over the tokens'", "1"),
+            "diffusion": ("angular diffusion coefficient on the sphere", "1 / frame"),
+            "center": ("the centre of the verdict", ""), "tokens": ("the tokens tested", "")}
+
+
+_headline.fields = _headline_fields  # type: ignore[attr-defined]  # read by the report's headline table
+
+
 def _p(value: float) -> str:
     """A p-value as shown: two digits, or ``< 1e-16`` where double precision has lost it."""
     return f"{value:.2g}" if not value < 1e-16 else "< 1e-16"
@@ -69,34 +90,34 @@ def _summary_lines(h: xr.Dataset) -> list[tuple[str, str]]:
 
 
 def _figures(h: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
-    import matplotlib.pyplot as plt
+    from tokendyn.surfaces.figures import subplots
 
     d = int(h.attrs["dim"])
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+    fig, axes = subplots(1, 3, height=3.4)
+    tokens = str(h.attrs.get("tokens", ""))
     counts = h.rho_histogram.values.astype(float)
     centres = h.rho_bin.values
     width = centres[1] - centres[0]
     total = counts.sum()
     if total > 0:
-        axes[0].bar(centres, counts / (total * width), width=width, alpha=0.6, label="observed")
+        axes[0].bar(centres, counts / (total * width), width=width, alpha=0.6, color=colours.get(tokens, "C0"),
+                    label=f"observed ({tokens})" if tokens else "observed")
     grid = np.linspace(1e-3, 1, 400)
-    axes[0].plot(grid, stats.beta(0.5, (d - 1) / 2).pdf(grid), "k-", lw=1, label=f"Beta(1/2, {(d - 1) / 2:g})")
-    axes[0].set(xlabel="radial fraction rho", ylabel="density", yscale="log", ylim=(1e-3, None),
+    axes[0].plot(grid, stats.beta(0.5, (d - 1) / 2).pdf(grid), "k-", lw=1, label=f"isotropic: Beta(1/2, {(d - 1) / 2:g})")
+    axes[0].set(xlabel="radial fraction rho of a step", ylabel="density", yscale="log", ylim=(1e-3, None),
                 title=("isotropic" if bool(h.isotropic) else "NOT isotropic")
                 + f" about the {h.attrs['center']}: p {_p(float(h.combined_pvalue))}")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(loc="upper right")
     centers = h.center.values.tolist()
     excess = h.outward_excess_by_center.values
     error = h.outward_excess_error_by_center.values
     axes[1].bar(centers, excess, yerr=2 * error, capsize=4,
-                color=["C2" if bool(v) else "C3" for v in h.isotropic_by_center.values])
+                color=["tab:green" if bool(v) else "tab:red" for v in h.isotropic_by_center.values])
     axes[1].axhline(0, color="k", lw=0.8)
-    axes[1].set(ylabel="outward excess (± 2 s.e.)",
-                title="about each centre: " + ("agree" if bool(h.centers_agree) else "DISAGREE")
-                + " (green: isotropic)")
+    axes[1].set(xlabel="centre", ylabel="outward excess (± 2 s.e.)",
+                title="each centre: " + ("agree" if bool(h.centers_agree) else "DISAGREE") + " (green: isotropic)")
     axes[2].plot(h.lag.values, h.cos_decay.values, "o", ms=3, label="observed")
-    axes[2].plot(h.lag.values, h.cos_decay_predicted.values, "-", label="Brownian on a sphere (fitted D)")
-    axes[2].set(xlabel="lag (frames)", ylabel="mean cos angle", title=f"angular decay about the {h.attrs['center']}")
-    axes[2].legend(fontsize=8)
-    fig.tight_layout()
+    axes[2].plot(h.lag.values, h.cos_decay_predicted.values, "-", label="Brownian on a sphere")
+    axes[2].set(xlabel="lag (frames)", ylabel="mean cos of the angle", title=f"angular decay about the {h.attrs['center']}")
+    axes[2].legend(loc="upper right")
     return [ReportFigure("hypersphere", "Hypersphere random-walk test", fig)]

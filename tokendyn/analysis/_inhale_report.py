@@ -39,6 +39,32 @@ def _headline(inh: xr.Dataset) -> dict[str, Any]:
             "expansion_step": inh.expansion_step.item(), "expansion_step_error": value("expansion_step_error")}
 
 
+def _headline_fields(inh: xr.Dataset) -> dict[str, tuple]:
+    """What each headline number is measured against, its units, and whether the report's main
+    table shows it (by flattened key; ``*`` one part)."""
+    centre = inh.attrs.get("centre", "the centroid")
+    return {"n_phases": ("contraction phases of R (mean distance from the " + centre + ") before it expands", "",
+                         True),
+            "contraction_start": ("step of the first contracting update", "steps", True),
+            "minimum_step": ("step of R's minimum before sustained expansion", "steps", True),
+            "expansion_step": ("step after which R stays above R(0)", "steps", True),
+            "radius_noise": ("frame-to-frame noise of R (robust, from second differences)", "embedding units"),
+            "centre": ("the centre R is measured from", ""),
+            "phases.*.start": ("step of the phase's first contracting update", "steps"),
+            "phases.*.bottom": ("step the phase bottoms out", "steps"),
+            "phases.*.depth": ("fall of R over the phase, relative to R before it", "1", True),
+            "phases.*.drop": ("fall of R over the phase", "embedding units"),
+            "phases.*.z": ("fall of R over its noise", "1"),
+            "phases.*.p": ("one-sided normal p-value of z (nominal)", "1 (p-value)"),
+            "phases.*.lr_min": ("smallest lr of the phase's updates over the peak", "1"),
+            "phases.*.lr_max": ("largest lr of the phase's updates over the peak", "1"),
+            "phases.*.cause": ("lattice (the lr let a binade of coordinates across) or learning", "", True),
+            "phases.*": ("", "1")}
+
+
+_headline.fields = _headline_fields  # type: ignore[attr-defined]  # read by the report's headline table
+
+
 def _curves(inh: xr.Dataset) -> dict[str, xr.DataArray]:
     return {"radius": inh.radius}
 
@@ -84,18 +110,23 @@ def _summary_lines(ev: xr.Dataset) -> list[tuple[str, str]]:
 
 
 def _figures(inh: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
-    import matplotlib.pyplot as plt
+    from tokendyn.surfaces.figures import subplots
 
-    fig, axes = plt.subplots(2, 2, figsize=(10, 5), sharex="col", gridspec_kw={"height_ratios": (3, 2)})
+    fig, axes = subplots(2, 2, height=5.2, sharex="col", gridspec_kw={"height_ratios": (3, 2)})
     plot_phases(inh, axes[0, 0], axes[1, 0])
     plot_phases(inh, axes[0, 1], axes[1, 1], zoom=True)
-    axes[0, 0].set_title("whole run")
-    axes[0, 1].set_title("around the phases")
-    fig.tight_layout()
+    n = int(inh.n_phases)
+    axes[0, 0].set_title(f"whole run: {n} contraction phase{'s' if n != 1 else ''} shaded" if n else
+                         "whole run: no contraction phase")
+    axes[0, 1].set_title("around the phases and the expansion")
     return [ReportFigure("radius", "Cloud radius, the inhale's phases and their cause", fig)]
 
 
-def plot_phases(inh: xr.Dataset, ax: Any, low: Any, *, zoom: bool = False, label: str = "R(t)") -> None:
+PHASE_COLOURS = {"lattice": "tab:purple", "learning": "tab:red", "unknown": "tab:grey"}
+
+
+def plot_phases(inh: xr.Dataset, ax: Any, low: Any, *, zoom: bool = False, label: str = "R(t) / R(0)",
+                relative: bool = True) -> None:
     """Draw an :func:`~tokendyn.analysis.inhale.inhale` result on two matplotlib axes.
 
     Parameters
@@ -103,48 +134,55 @@ def plot_phases(inh: xr.Dataset, ax: Any, low: Any, *, zoom: bool = False, label
     inh : xarray.Dataset
         The result of :func:`~tokendyn.analysis.inhale.inhale`.
     ax, low : matplotlib.axes.Axes
-        ``ax``: R(t), the phases shaded (purple: lattice, red: learning) and numbered, with their
-        z-score and cause listed; ``low``: the learning rate over its peak and the fractions of
-        coordinates moved and predicted to cross half a bf16 spacing.
+        ``ax``: R(t) (over R(0) with ``relative``), the phases shaded (purple: lattice, red:
+        learning, grey: unknown) and numbered; ``low``: the learning rate over its peak and the
+        fractions of coordinates moved and predicted to cross half a bf16 spacing.
     zoom : bool
         Show only the frames around the phases and the expansion.
     label : str
         The legend label of R(t).
+    relative : bool
+        Plot R(t) / R(0), so that a contraction of a fraction of a percent shows at any radius.
     """
     step = inh["step"].values
     phases = _phase_rows(inh)
-    ax.plot(step, inh.radius.values, lw=1, marker="." if zoom else None, ms=3, label=label)
+    r = inh.radius.values.astype(np.float64)
+    finite = r[np.isfinite(r)]
+    r0 = float(finite[0]) if relative and finite.size and finite[0] != 0 else 1.0
+    if r0 == 1.0 and relative and label == "R(t) / R(0)":
+        label = "R(t)"
+    ax.plot(step, r / r0, lw=1, marker="." if zoom else None, ms=3, color="tab:blue", label=label)
     if "radius_smoothed" in inh and int(inh.attrs.get("smooth", 1)) > 1:
-        ax.plot(step, inh.radius_smoothed.values, lw=1, alpha=0.7, label="smoothed")
-    lines = []
+        ax.plot(step, inh.radius_smoothed.values / r0, lw=1, alpha=0.7, color="tab:cyan", label="smoothed")
+    shown: set[str] = set()
     for i, p in enumerate(phases, 1):
-        colour = "tab:purple" if p.get("cause") == "lattice" else "tab:red"
-        ax.axvspan(p["start"] - 1, p["bottom"], color=colour, alpha=0.15)
-        ax.annotate(str(i), (p["start"] - 1, 0.98), xycoords=("data", "axes fraction"), va="top", fontsize=7)
-        lines.append(f"{i}: {p['start']:.0f}-{p['bottom']:.0f}, z {p['z']:.3g}, {p.get('cause', '')}")
-    if lines:
-        ax.text(0.01, 0.02, "\n".join(lines), transform=ax.transAxes, fontsize=7, va="bottom")
+        cause = p.get("cause", "learning")
+        colour = PHASE_COLOURS.get(cause, "tab:red")
+        ax.axvspan(p["start"] - 1, p["bottom"], color=colour, alpha=0.18,
+                   label=f"phase ({cause})" if cause not in shown else "_nolegend_")
+        shown.add(cause)
+        if zoom:
+            ax.annotate(str(i), (p["start"] - 1, 0.98), xycoords=("data", "axes fraction"), va="top", fontsize=7)
     expansion = inh.expansion_step.item()
     if np.isfinite(expansion):
-        ax.axvline(expansion, color="tab:green", ls="--", lw=1, label="expansion")
-    ax.set(ylabel="radius (embedding units)")
-    ax.legend(fontsize=7, loc="upper right")
+        ax.axvline(expansion, color="tab:green", ls="--", lw=1, label="expansion (R > R(0) for good)")
+    ax.set(ylabel="R / R(0)" if r0 != 1.0 else "radius (embedding units)")
+    ax.legend(loc="best")
     if "lr_ratio" in inh:
-        low.plot(step, inh.lr_ratio.values, color="k", lw=1, label="lr / peak")
+        low.plot(step, inh.lr_ratio.values, color="k", lw=1, label="lr / peak lr")
     for name, style in (("coords_moved", "-"), ("coords_predicted", "--")):
         if name in inh and np.isfinite(inh[name].values).any():
             low.plot(step, inh[name].values, ls=style, lw=1, label=name.replace("_", " "))
     low.set(xlabel="step", ylabel="fraction", ylim=(-0.02, 1.05))
-    low.legend(fontsize=7, loc="lower right")
+    low.legend(loc="best")
     if zoom and step.size:
         marks = [p["start"] - 1 for p in phases] + [p["bottom"] for p in phases]
         marks += [expansion] if np.isfinite(expansion) else []
         lo, hi = (min(marks), max(marks)) if marks else (step[0], step[-1])
         pad = max(3.0, 0.2 * (hi - lo))
         ax.set_xlim(max(lo - pad, step[0]), min(hi + pad, step[-1]))
-        inside = (step >= ax.get_xlim()[0]) & (step <= ax.get_xlim()[1]) & np.isfinite(inh.radius.values)
+        inside = (step >= ax.get_xlim()[0]) & (step <= ax.get_xlim()[1]) & np.isfinite(r)
         if inside.any():
-            r = inh.radius.values[inside]
-            margin = 0.1 * (r.max() - r.min()) or 0.01 * abs(r.max()) or 1.0
-            ax.set_ylim(r.min() - margin, r.max() + margin)
-
+            shown_r = r[inside] / r0
+            margin = 0.1 * (shown_r.max() - shown_r.min()) or 0.01 * abs(shown_r.max()) or 1.0
+            ax.set_ylim(shown_r.min() - margin, shown_r.max() + margin)

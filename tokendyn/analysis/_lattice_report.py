@@ -65,16 +65,51 @@ def _main_threshold(lat: xr.Dataset) -> float:
 def _headline(lat: xr.Dataset) -> dict[str, Any]:
     thresholds = lat.threshold.values
     has = "freeze_onset_error" in lat  # (older results lack the errors)
-    return {str(c): {"frozen_fraction_last": lat.frozen_fraction.sel(**{"class": c}).values[-1],
-                     "frozen_fraction_last_error": (lat.frozen_fraction_last_error.sel(**{"class": c}).item()
-                                                    if has else np.nan),
-                     "freeze_onset": {str(t): lat.freeze_onset.sel(**{"class": c}, threshold=t).item()
-                                      for t in thresholds},
-                     "freeze_onset_error": {str(t): lat.freeze_onset_error.sel(**{"class": c}, threshold=t).item()
-                                            if has else np.nan for t in thresholds},
-                     **{f"freeze_onset_{key}": {str(t): _onset_at(lat, str(c), t)[key] for t in thresholds}
-                        for key in ("lr_ratio", "update_ratio", "schedule_driven", "cause")}}
-            for c in lat["class"].values}
+    out: dict[str, Any] = {
+        str(c): {"frozen_fraction_last": lat.frozen_fraction.sel(**{"class": c}).values[-1],
+                 "frozen_fraction_last_error": (lat.frozen_fraction_last_error.sel(**{"class": c}).item()
+                                                if has else np.nan),
+                 "freeze_onset": {str(t): lat.freeze_onset.sel(**{"class": c}, threshold=t).item()
+                                  for t in thresholds},
+                 "freeze_onset_error": {str(t): lat.freeze_onset_error.sel(**{"class": c}, threshold=t).item()
+                                        if has else np.nan for t in thresholds},
+                 **{f"freeze_onset_{key}": {str(t): _onset_at(lat, str(c), t)[key] for t in thresholds}
+                    for key in ("lr_ratio", "update_ratio", "schedule_driven", "cause")}}
+        for c in lat["class"].values}
+    # the cloud as a whole: when it froze and at what learning rate (relative to the peak)
+    threshold = _main_threshold(lat)
+    onset = _onset_at(lat, "all", threshold)
+    frozen = float(np.isfinite(lat.freeze_frame.values).mean())
+    out["all"] = {"threshold": threshold, "freeze_onset": onset["step"], "freeze_onset_error": onset["step_error"],
+                  "freeze_onset_lr_ratio": onset["lr_ratio"], "freeze_onset_update_ratio": onset["update_ratio"],
+                  "freeze_onset_cause": onset["cause"], "frozen_fraction_last": frozen,
+                  "frozen_fraction_last_error": float(np.sqrt(frozen * (1 - frozen) / max(lat.freeze_frame.size, 1)))}
+    return out
+
+
+def _headline_fields(lat: xr.Dataset) -> dict[str, tuple]:
+    """What each headline number is measured against, its units, and whether the report's main
+    table shows it (by flattened key; ``*`` stands for a class or a threshold)."""
+    t = _main_threshold(lat)
+    return {"*.frozen_fraction_last": ("fraction of the tokens frozen for good at the last frame", "1", True),
+            "*.freeze_onset.0.5": ("step at which half of the class is frozen for good", "steps", True),
+            "*.freeze_onset_lr_ratio.0.5": ("lr of the first update after half the class froze, over the peak lr",
+                                            "1", True),
+            "*.freeze_onset.*": ("step at which this frozen fraction is reached (fimbulwinter onset)", "steps"),
+            "*.freeze_onset_lr_ratio.*": ("lr of the first update after the onset, over the peak lr", "1"),
+            "*.freeze_onset_update_ratio.*": ("typical Adam update at the onset over half the bf16 spacing", "1"),
+            "*.freeze_onset_schedule_driven.*": ("the schedule stopped the tokens (lr < 10% of peak after it)", ""),
+            "*.freeze_onset_cause.*": ("what froze the tokens", ""),
+            "all.threshold": ("the frozen fraction the cloud's onset is taken at", "1"),
+            "all.freeze_onset": (f"step at which {t:.0%} of all tokens are frozen for good", "steps", True),
+            "all.freeze_onset_lr_ratio": (f"lr at which the cloud froze ({t:.0%} frozen), over the peak lr", "1",
+                                          True),
+            "all.freeze_onset_update_ratio": ("typical Adam update at the cloud's onset over half the bf16 spacing",
+                                              "1"),
+            "all.freeze_onset_cause": ("what froze the cloud", "", True)}
+
+
+_headline.fields = _headline_fields  # type: ignore[attr-defined]  # read by the report's headline table
 
 
 def _summary_lines(lat: xr.Dataset) -> list[tuple[str, str]]:
@@ -93,8 +128,14 @@ def _summary_lines(lat: xr.Dataset) -> list[tuple[str, str]]:
         if np.isfinite(onset["step"]) and onset["cause"] != "lattice":
             when += f" ({_short(onset['cause'])})"
         temp = float(lat.temperature.sel(**{"class": cls}).values[-1])
-        lines.append((f"lattice ({cls:7s})", f"{_percent(frozen, error)} frozen at the end, {when}; "
-                                              f"final temperature {temp:.3g} sites^2"))
+        if "temperature_median" in lat:  # the median is robust to the few coordinates crossing zero
+            median = float(lat.temperature_median.sel(**{"class": cls}).values[-1])
+            median_error = float(lat.temperature_median_error.sel(**{"class": cls}).values[-1])
+            temperature = (f"final temperature median {plus_minus(median, median_error, '.3g')} sites^2 "
+                           f"(mean {temp:.3g})")
+        else:
+            temperature = f"final temperature {temp:.3g} sites^2"
+        lines.append((f"lattice ({cls:7s})", f"{_percent(frozen, error)} frozen at the end, {when}; {temperature}"))
     return lines
 
 
@@ -136,32 +177,45 @@ def _events(lat: xr.Dataset) -> dict[str, Any]:
 
 
 def _figures(lat: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
-    import matplotlib.pyplot as plt
+    from tokendyn.surfaces.figures import ordered_classes, subplots
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, axes = subplots(1, 2, height=3.6)
     steps = lat["step"].values
-    for cls in lat["class"].values:
-        colour = colours.get(str(cls))
+    has_median = "temperature_median" in lat
+    for cls in ordered_classes(lat["class"].values):
+        colour = colours.get(cls)
         t = lat.temperature.sel(**{"class": cls}).values
         ok = np.isfinite(t) & (t > 0)
-        axes[0].plot(steps[ok], t[ok], lw=1, color=colour, label=str(cls))
-        axes[1].plot(steps, lat.frozen_fraction.sel(**{"class": cls}).values, lw=1, color=colour, label=str(cls))
-        onset = lat.freeze_onset.sel(**{"class": cls}, threshold=0.5).item()
+        axes[0].plot(steps[ok], t[ok], lw=0.7, ls=":" if has_median else "-", color=colour,
+                     label=f"{cls} mean" if has_median else cls)
+        if has_median:
+            m = lat.temperature_median.sel(**{"class": cls}).values
+            e = lat.temperature_median_error.sel(**{"class": cls}).values
+            ok = np.isfinite(m) & (m > 0)
+            axes[0].plot(steps[ok], m[ok], lw=1.4, color=colour, label=f"{cls} median")
+            band = ok & np.isfinite(e)
+            axes[0].fill_between(steps[band], np.maximum(m[band] - e[band], m[band] / 10), m[band] + e[band],
+                                 color=colour, alpha=0.2, lw=0)
+        axes[1].plot(steps, lat.frozen_fraction.sel(**{"class": cls}).values, lw=1.2, color=colour, label=cls)
+        onset = lat.freeze_onset.sel(**{"class": cls}, threshold=0.5).item() \
+            if 0.5 in [float(t) for t in lat.threshold.values] else np.nan
         if np.isfinite(onset):
             axes[1].axvline(onset, color=colour, ls=":", lw=1)
     axes[1].plot(steps, _frozen_all(lat.freeze_frame.values, steps.size), lw=1.2, ls="--", color="black",
-                 label="all")
+                 label="all classes")
     if np.isfinite(lat.lr_ratio.values).any():
-        axes[1].plot(steps, lat.lr_ratio.values, lw=1, color="grey", alpha=0.7, label="lr / peak")
+        axes[1].plot(steps, lat.lr_ratio.values, lw=1, color="grey", alpha=0.8, label="lr / peak lr")
     threshold = _main_threshold(lat)
     onset = _onset_at(lat, "all", threshold)
-    title = "dotted: half frozen (fimbulwinter onset)"
+    title = "frozen for good (dotted: half of a class)"
     if np.isfinite(onset["step"]):
         axes[1].axvline(onset["step"], color="black", ls="--", lw=0.8)
-        title = f"all {threshold * 100:.0f}% frozen at {onset['step']:.0f}: {_short(onset['cause'])}"
-    axes[0].set(xlabel="step", ylabel="temperature (sites^2 per coordinate)", yscale="log")
-    axes[1].set(xlabel="step", ylabel="frozen fraction", ylim=(0, 1.02))
-    axes[1].set_title(title, fontsize=9)
-    axes[0].legend(fontsize=8)
-    axes[1].legend(fontsize=7, loc="center left")
+        lr = f", lr {onset['lr_ratio']:.2g} of peak" if np.isfinite(onset["lr_ratio"]) else ""
+        title = f"{threshold:.0%} frozen at step {onset['step']:.0f}{lr}: {_short(onset['cause'])}"
+    axes[0].set(xlabel="step", ylabel="temperature (sites² per coordinate)", yscale="log",
+                title="lattice temperature: mean (dotted) and median ± s.e." if has_median else "lattice temperature")
+    axes[1].set(xlabel="step", ylabel="fraction of tokens / of peak lr", ylim=(0, 1.02))
+    axes[1].set_title(title, fontsize=8.5)
+    axes[0].legend(loc="upper right", ncols=3, fontsize=7)
+    axes[1].legend(loc="center right")
     return [ReportFigure("lattice", "bf16 lattice motion and freezing", fig)]

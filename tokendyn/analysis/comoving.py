@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from . import base
 from ._centroids import SharedCentroids
 from ._frames import PER_TOKEN_CHOICES, StoredFrames, per_token_array
 from ._kernel_base import block_centroids
+from ._schedule import schedule_of
 from .base import FrameRange, TokenSelection, annotate, class_groups, decoded, finish, frame_coords, merge, selection, stream
 from .registry import Analysis, ReportFigure, add
 
@@ -74,6 +76,8 @@ def comoving_displacement(
     - ``centroid_drift(frame)`` = ``|c(t) - c(t-1)|``;
     - ``msd(lag, class)`` = mean over tokens and t of ``|y_i(t+lag) - y_i(t)|^2`` (lags in frames;
       NaN for a lag as long as the frames analysed);
+    - ``lr_ratio(frame)``: the learning rate of the update that led to the frame over the movie's
+      peak (NaN without an ``lr`` scalar), so that a displacement can be read against it;
     - ``nonfinite_frame(frame)``: a selected token's co-moving position is NaN or infinite there
       (a diverged run). The per-frame values that need such a position are NaN; the MSD leaves
       out the pairs that hold one.
@@ -152,23 +156,106 @@ def comoving_displacement(
         out["msd_error"] = annotate(xr.DataArray(err, dims=("lag", "class"), coords={"lag": requested, "class": names}),
                                     "standard error of the MSD (bootstrap over the class's tokens of each token's MSD)",
                                     "embedding units^2")
+    relative = schedule_of(sub, ds).relative()
+    out["lr_ratio"] = annotate(xr.DataArray(relative if relative is not None else np.full(len(positions), np.nan),
+                                            dims="frame"),
+                               "learning rate of the update that led to the frame over the movie's peak "
+                               "(NaN: no lr in the movie)", "1")
     out = base.mark_nonfinite(out, got["nonfinite"] > 0)
     return finish(out, name, reference=str(reference), ref_frame=t0)
 
 
 # --- in the report ------------------------------------------------------------------------------
 
+#: The headline's late window: this fraction of the frames whose update had a learning rate > 0
+LATE_FRACTION = 0.1
+
+
+def late_window(com: xr.Dataset) -> dict[str, Any]:
+    """The frames the headline's late displacement is measured over: the last :data:`LATE_FRACTION`
+    of the frames (at least one) whose update had a learning rate above 0 (every frame after the
+    first where the movie has no ``lr``). A displacement at the last frame of a schedule that ends
+    at zero is zero by construction; over this window it says how the tokens still moved while
+    they could."""
+    n = com.sizes["frame"]
+    ratio = com["lr_ratio"].values if "lr_ratio" in com else np.full(n, np.nan)
+    has_lr = bool(np.isfinite(ratio).any())
+    candidates = np.flatnonzero(np.isfinite(ratio) & (ratio > 0)) if has_lr else np.arange(1, n)
+    candidates = candidates[candidates >= 1]  # the first frame has no step
+    take = max(1, int(np.ceil(LATE_FRACTION * candidates.size))) if candidates.size else 0
+    frames = candidates[-take:] if take else candidates
+    steps = com["step"].values
+    window = ratio[frames] if has_lr and frames.size else np.array([np.nan])
+    basis = (f"the last {LATE_FRACTION:.0%} of the frames with lr > 0" if has_lr
+             else f"the last {LATE_FRACTION:.0%} of the frames (no lr in the movie)")
+    return {"frames": frames, "basis": basis, "has_lr": has_lr,
+            "first_step": float(steps[frames[0]]) if frames.size else np.nan,
+            "last_step": float(steps[frames[-1]]) if frames.size else np.nan,
+            "lr_ratio_min": float(np.min(window)), "lr_ratio_max": float(np.max(window))}
+
+
+def _late_per_token(com: xr.Dataset, frames: np.ndarray) -> np.ndarray:
+    """Each token's mean co-moving step displacement over ``frames`` (NaN where none is finite)."""
+    if frames.size == 0:
+        return np.full(com.sizes["token"], np.nan)
+    per = np.asarray(com.step_displacement.isel(frame=frames).values, np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a token with no finite step: NaN
+        return np.nanmean(per, axis=0)
+
+
 def _headline(com: xr.Dataset) -> dict[str, Any]:
+    """Per class: the mean step displacement over the late window (:func:`late_window`) with its
+    bootstrap error over the class's tokens, and at the last frame; the window and the learning
+    rate there; the MSD per lag."""
     error = com.get("step_displacement_mean_last_error")
-    out: dict[str, Any] = {str(c): {"final_mean_step_displacement": com.step_displacement_mean.sel(
-        **{"class": c}).values[-1], "final_mean_step_displacement_error": (
-            error.sel(**{"class": c}).item() if error is not None else np.nan)} for c in com["class"].values}
+    window = late_window(com)
+    per_token = _late_per_token(com, window["frames"])
+    groups, names = class_groups(com[fmt.TOKEN_CLASS].values)
+    out: dict[str, Any] = {}
+    for c in com["class"].values:
+        late = bootstrap_mean(per_token[groups == list(names).index(str(c))] if str(c) in list(names)
+                              else np.array([]))
+        out[str(c)] = {"late_mean_step_displacement": late.value, "late_mean_step_displacement_error": late.error,
+                       "final_mean_step_displacement": com.step_displacement_mean.sel(**{"class": c}).values[-1],
+                       "final_mean_step_displacement_error": (error.sel(**{"class": c}).item() if error is not None
+                                                              else np.nan)}
+    ratio = com["lr_ratio"].values if "lr_ratio" in com else np.array([np.nan])
+    out["late_window"] = {"basis": window["basis"], "first_step": window["first_step"],
+                          "last_step": window["last_step"], "frames": int(window["frames"].size),
+                          "lr_ratio_min": window["lr_ratio_min"], "lr_ratio_max": window["lr_ratio_max"]}
+    out["final_lr_ratio"] = float(ratio[-1])
     if "msd" in com:
         for key in ("msd", "msd_error"):
             if key in com:
                 out[key] = {str(c): {int(lag): com[key].sel(lag=lag, **{"class": c}).item() for lag in com.lag.values}
                             for c in com[key]["class"].values}
     return out
+
+
+def _headline_fields(com: xr.Dataset) -> dict[str, tuple]:
+    """What each headline number is measured against, its units, and whether the report's main
+    table shows it (by flattened key; ``*`` stands for a class)."""
+    w = late_window(com)
+    lr = (f", lr {w['lr_ratio_min']:.2g}-{w['lr_ratio_max']:.2g} of peak" if w["has_lr"] else "")
+    final = com["lr_ratio"].values[-1] if "lr_ratio" in com else np.nan
+    final_lr = f" (lr there {final:.2g} of peak)" if np.isfinite(final) else ""
+    return {"*.late_mean_step_displacement": (f"mean co-moving step displacement over {w['basis']} (steps "
+                                              f"{w['first_step']:.0f}-{w['last_step']:.0f}{lr})", "embedding units", True),
+            "*.final_mean_step_displacement": (f"mean co-moving step displacement at the last frame{final_lr}; 0 "
+                                               "there is no finding when the schedule ends at 0", "embedding units",
+                                               True),
+            "late_window.*": ("the late window", ""),
+            "late_window.first_step": ("first step of the late window", "steps"),
+            "late_window.last_step": ("last step of the late window", "steps"),
+            "late_window.frames": ("frames in the late window", "frames"),
+            "late_window.lr_ratio_min": ("smallest lr in the late window over the peak", "1"),
+            "late_window.lr_ratio_max": ("largest lr in the late window over the peak", "1"),
+            "final_lr_ratio": ("lr of the last update over the peak", "1", True),
+            "msd.*": ("co-moving mean squared displacement at a lag (frames)", "embedding units^2")}
+
+
+_headline.fields = _headline_fields  # type: ignore[attr-defined]  # read by the report's headline table
 
 
 def _curves(com: xr.Dataset) -> dict[str, xr.DataArray]:
@@ -180,16 +267,32 @@ def _token_values(com: xr.Dataset) -> dict[str, xr.DataArray]:
 
 
 def _figures(com: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
-    import matplotlib.pyplot as plt
+    from tokendyn.surfaces.figures import ordered_classes, subplots
 
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    for cls in com["class"].values:
+    fig, (ax, right) = subplots(1, 2, height=3.4, gridspec_kw={"width_ratios": (3, 2)})
+    steps = com["step"].values
+    window = late_window(com)
+    if window["frames"].size:
+        ax.axvspan(window["first_step"], window["last_step"], color="0.85", zorder=0,
+                   label=f"headline window: {window['basis'].replace('the ', '', 1)}")
+    for cls in ordered_classes(com["class"].values):
         y = com.step_displacement_mean.sel(**{"class": cls}).values
         ok = np.isfinite(y) & (y > 0)
-        ax.plot(com["step"].values[ok], y[ok], lw=1, color=colours.get(str(cls)), label=str(cls))
+        ax.plot(steps[ok], y[ok], lw=1, color=colours.get(cls), label=cls)
     ax.set_yscale("log")
-    ax.set(xlabel="step", ylabel="mean step displacement (embedding units)", title="co-moving frame")
-    ax.legend(fontsize=8)
+    ax.set(xlabel="step", ylabel="mean step displacement (emb. units)", title="co-moving step displacement per class")
+    ax.legend(loc="best")
+    if "msd" in com:
+        for cls in ordered_classes(com["msd"]["class"].values):
+            y = com.msd.sel(**{"class": cls}).values
+            err = com.msd_error.sel(**{"class": cls}).values if "msd_error" in com else None
+            right.errorbar(com.lag.values, y, yerr=err, marker="o", ms=3, lw=1, capsize=2, color=colours.get(cls),
+                           label=cls)
+        right.set(xscale="log", yscale="log", xlabel="lag (frames)", ylabel="MSD (emb. units²)",
+                  title="co-moving mean squared displacement")
+        right.legend(loc="best")
+    else:
+        right.set_axis_off()
     return [ReportFigure("comoving", "Co-moving displacement per class", fig)]
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ from . import base
 from ._eigen import top_eigenvalues
 from ._frames import acquire_buffer, release_buffer
 from .base import FrameRange, StoredFrames, TokenSelection, annotate, decoded, finish, frame_coords, merge, selection, stream
-from .registry import Analysis, add
+from .registry import Analysis, ReportFigure, add
 
 # The principal variances come from float32 covariances: float64 centred values rounded to float32,
 # products summed by BLAS in float32 (syrk at 85 GFLOPS here vs 39 in float64: 1.6 vs 3.4 ms per
@@ -219,6 +219,19 @@ def _headline(geo: xr.Dataset) -> dict[str, Any]:
             "centroid_norm_last_error": error("centroid_norm_last_error")}
 
 
+def _headline_fields(geo: xr.Dataset) -> dict[str, tuple]:
+    """What each headline number is measured against, its units, and whether the report's main
+    table shows it."""
+    return {"radius_mean_first": ("mean distance of the tokens from their centroid, first frame", "embedding units",
+                                  True),
+            "radius_mean_last": ("mean distance of the tokens from their centroid, last frame", "embedding units",
+                                 True),
+            "centroid_norm_last": ("distance of the centroid from the origin, last frame", "embedding units", True)}
+
+
+_headline.fields = _headline_fields  # type: ignore[attr-defined]  # read by the report's headline table
+
+
 def _curves(geo: xr.Dataset) -> dict[str, xr.DataArray]:
     return {"radius_mean": geo.radius_mean, "centroid_norm": geo.centroid_norm}
 
@@ -227,5 +240,31 @@ def _token_values(geo: xr.Dataset) -> dict[str, xr.DataArray]:
     return {"radius": geo.radius_last}
 
 
+def _figures(geo: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
+    """Radius quantiles about the centroid and the centroid's norm; each class's top and last
+    principal variance, per step."""
+    from tokendyn.surfaces.figures import ordered_classes, subplots
+
+    fig, (a, b) = subplots(1, 2, height=3.4)
+    steps = geo["step"].values
+    greys = ("0.65", "0.45", "0.25")
+    for i, q in enumerate(geo["quantile"].values):
+        a.plot(steps, geo.radius_quantile.sel(quantile=q).values, lw=1, color=greys[i % 3], label=f"radius quantile {q:g}")
+    a.plot(steps, geo.radius_mean.values, lw=1.4, color="black", label="radius mean")
+    a.plot(steps, geo.centroid_norm.values, lw=1.2, ls="--", color="tab:purple", label="|centroid|")
+    a.set(xlabel="step", ylabel="distance (embedding units)", title="radius about the centroid, and its norm")
+    a.legend(loc="best")
+    for cls in ordered_classes(geo["class"].values):
+        pv = geo.principal_variance.sel({"class": cls})
+        if pv.isnull().all():
+            continue
+        colour = colours.get(cls)
+        b.plot(steps, pv.isel(component=0).values, lw=1.2, color=colour, label=f"{cls}, PC 1")
+        b.plot(steps, pv.isel(component=-1).values, lw=1, ls=":", color=colour, label=f"{cls}, PC {pv['component'].size}")
+    b.set(xlabel="step", ylabel="principal variance (emb. units²)", yscale="log", title="principal variances per class")
+    b.legend(loc="best", ncols=2)
+    return [ReportFigure("geometry", "Cloud geometry: radius and principal variances", fig)]
+
+
 add(Analysis("geometry", cloud_geometry, order=30, applies=functools.partial(base.enough, min_tokens=2), headline=_headline,
-             curves=_curves, token_values=_token_values))
+             curves=_curves, token_values=_token_values, figures=_figures))

@@ -40,7 +40,8 @@ def _latest_moves(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarra
 
 
 # the streaming pass's fields; the per-(frame, token) part goes to a sink (or is empty)
-_MERGE = {"class_sums": "concat", "last_moves": _latest_moves, "per_token": "skip", "nonfinite": "concat"}
+_MERGE = {"class_sums": "concat", "last_moves": _latest_moves, "per_token": "skip", "nonfinite": "concat",
+          "temperature_median": "concat"}
 
 
 @base.accepts(tolerance=base.whole(0, "a whole number of hops >= 0"),
@@ -64,7 +65,11 @@ def lattice_motion(
     Per token and frame (pair t-1 -> t): ``changed`` coordinates, ``sites`` (summed ``|sites moved|``),
     ``moved``, and ``hop`` = 1 for lattice-scale motion (every coordinate within +-1 site), 2 for
     larger motion, 0 for none. Per frame and class: ``temperature`` (mean squared sites per
-    coordinate), ``moving_fraction``, ``hop_fraction``, ``frozen_fraction``. Per token:
+    coordinate), ``temperature_median`` (the median over the class's tokens of each token's mean
+    squared sites per coordinate, with ``temperature_median_error``: the mean is dominated by the
+    few coordinates that cross or touch zero, where one small step in value crosses up to ~3e4
+    sites of the ever finer lattice, the median is not), ``moving_fraction``, ``hop_fraction``,
+    ``frozen_fraction``. Per token:
     ``freeze_step``, the step of the first frame after which its bits never change again (ignoring
     up to ``tolerance`` isolated +-1 hops after it); NaN if it still moves at the end. Per class:
     ``freeze_onset(class, threshold)``, the first step at which the frozen fraction reaches each
@@ -150,6 +155,15 @@ def lattice_motion(
 
     out["temperature"] = annotate(by_class(sums[..., 0]),
                                   "temperature: mean squared lattice sites moved per coordinate", "sites^2")
+    median = got["temperature_median"]
+    out["temperature_median"] = annotate(
+        xr.DataArray(median[..., 0], dims=("frame", "class"), coords={"class": cls}),
+        "median over the class's tokens of each token's mean squared lattice sites moved per coordinate "
+        "(robust to the few coordinates that cross or touch zero)", "sites^2")
+    out["temperature_median_error"] = annotate(
+        xr.DataArray(median[..., 1], dims=("frame", "class"), coords={"class": cls}),
+        "standard error of temperature_median: the half-width of its distribution-free 95% order-statistic "
+        "interval over 1.96", "sites^2")
     out["moving_fraction"] = annotate(by_class(sums[..., 1]), "fraction of tokens that moved", "1")
     out["hop_fraction"] = annotate(by_class(sums[..., 2]), "fraction of tokens making a lattice-scale hop", "1")
     frames_idx = np.arange(n_frames)
@@ -258,7 +272,61 @@ def _token_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray) -> 
 def _stream_block(block: np.ndarray, lead: int, start: int, rows: np.ndarray, groups: np.ndarray,
                   n_groups: int, depth: int, keep: bool) -> dict[str, Any]:
     sums, last, small, per, nonfinite = K.lattice_stream(block, lead, start, rows, groups, n_groups, depth, keep)
-    return {"class_sums": sums, "last_moves": (last, small), "per_token": per, "nonfinite": nonfinite}
+    return {"class_sums": sums, "last_moves": (last, small), "per_token": per, "nonfinite": nonfinite,
+            "temperature_median": temperature_medians(block, lead, rows, groups, n_groups)}
+
+
+#: z of the two-sided 95% interval: the median's order-statistic interval's half-width over it is its SE
+_Z95 = 1.959963984540054
+
+
+def median_and_error(values: np.ndarray) -> tuple[float, float]:
+    """The median of ``values`` and its distribution-free standard error: the half-width of the 95%
+    interval between the order statistics of ranks ``n/2 -+ 1.96 sqrt(n)/2`` (the binomial interval
+    of the median) over 1.96. NaN for no value; the error is NaN below 3 values."""
+    n = values.size
+    if n == 0:
+        return np.nan, np.nan
+    x = np.sort(values)
+    median = float(np.median(x))
+    if n < 3:
+        return median, np.nan
+    half = _Z95 * np.sqrt(n) / 2
+    lo = x[max(int(np.floor(n / 2 - half)), 0)]
+    hi = x[min(int(np.ceil(n / 2 + half)), n - 1)]
+    return median, float(hi - lo) / (2 * _Z95)
+
+
+def temperature_medians(block: np.ndarray, lead: int, rows: np.ndarray, groups: np.ndarray,
+                        n_groups: int) -> np.ndarray:
+    """Per frame after the context and group: the median over the group's tokens of each token's
+    temperature (``sum_k sites_k^2 / dim`` of its move from the frame before) and its error
+    (:func:`median_and_error`), float64 (frame, group, 2). Tokens whose move is from or to a NaN or
+    an infinity are left out; the selection's first frame has no move (0, as the mean there)."""
+    m, _, d = block.shape
+    out = np.full((m - lead, n_groups, 2), np.nan)
+    if lead == 0 and m > 0:
+        out[0] = 0.0
+    first = max(lead, 1)
+    if first >= m:
+        return out
+    members = [np.flatnonzero(groups == g) for g in range(n_groups)]
+
+    def lattice(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        bits = frame[rows].astype(np.int64)
+        magnitude = bits & 0x7FFF
+        return np.where(bits >> 15 == 1, -magnitude, magnitude), (magnitude >= K.NONFINITE_BITS).any(axis=1)
+
+    before, bad_before = lattice(block[first - 1])
+    for t in range(first, m):
+        now, bad = lattice(block[t])
+        moved = (now - before).astype(np.float64)
+        q = (moved * moved).sum(axis=1) / d
+        ok = ~(bad | bad_before)
+        for g, idx in enumerate(members):
+            out[t - lead, g] = median_and_error(q[idx[ok[idx]]])
+        before, bad_before = now, bad
+    return out
 
 
 def _freeze_frames(last: np.ndarray, small: np.ndarray, tolerance: int, n_frames: int) -> np.ndarray:

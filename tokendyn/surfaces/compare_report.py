@@ -2,7 +2,6 @@
 no server, no network) and ``comparison.json`` with every number of it."""
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
@@ -74,16 +73,6 @@ def as_json(c: Any) -> dict[str, Any]:
 
 # --- the page ---------------------------------------------------------------------------------
 
-def _e(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def _table(head: Sequence[str], rows: Sequence[Sequence[Any]], raw: bool = False) -> str:
-    cells = "".join(f"<th>{_e(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{v if raw else _e(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><tr>{cells}</tr>{body}</table>"
-
-
 def _estimate_text(est: Any) -> str:
     if est is None:
         return ""
@@ -130,48 +119,58 @@ def _log_scale(per_class: Mapping[str, Any]) -> bool:
 
 
 def figures(c: Any) -> list[tuple[str, str, str]]:
-    """(id, title, base64 PNG): the loss, every analysis's curves per class, the class tests."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tokendyn.surfaces.report import png_data
+    """(id, title, inline SVG markup): the loss, every analysis's curves per class (each panel's
+    title in its class's colour), the class tests."""
+    from tokendyn.surfaces.figures import ordered_classes, style, subplots, svg_markup
+    from tokendyn.surfaces.palette import class_colour
 
     colours = _colours(list(c.groups))
-    out = []
-    if c.loss:
-        fig, ax = plt.subplots(figsize=(7, 3.2))
-        _band_axes(ax, c.loss, colours)
-        ax.set(xlabel="step", ylabel="training loss (nats/token)", title="loss")
-        ax.legend(fontsize=7)
-        out.append(("loss", "Training loss", png_data(fig)))
-    for name, per_analysis in c.curves.items():
-        for curve, entry in per_analysis.items():
-            classes = list(entry["classes"])
-            fig, axes = plt.subplots(1, len(classes), figsize=(4.2 * len(classes) + 1, 3.2), squeeze=False,
-                                     sharey=True)
-            for ax, cls in zip(axes[0], classes):
-                _band_axes(ax, entry["classes"][cls], colours)
-                ax.set(xlabel="step", title=cls if cls != "all" else "")
-                if _log_scale(entry["classes"]):
-                    ax.set_yscale("log")
-            axes[0][0].set_ylabel(f"{entry['long_name']} ({entry['units']})"[:70], fontsize=8)
-            axes[0][-1].legend(fontsize=7)
-            fig.suptitle(f"{name}: {curve}", fontsize=9)
-            out.append((f"{name}-{curve}", f"{name}: {entry['long_name']}", png_data(fig)))
-    rows = c.tests["within_group"] or c.tests["within_run"]
-    if rows:
-        out.append(("class-tests", "Token classes compared (effect size and its interval)", png_data(_forest(rows))))
-    return out
+    made = []
+    with style():
+        if c.loss:
+            fig, ax = subplots(height=3.2, width=7.5)
+            _band_axes(ax, c.loss, colours)
+            ax.set(xlabel="step", ylabel="training loss (nats/token)", title="loss")
+            ax.legend(loc="upper right")
+            made.append(("loss", "Training loss", fig))
+        for name, per_analysis in c.curves.items():
+            for curve, entry in per_analysis.items():
+                classes = ordered_classes(entry["classes"])
+                fig, axes = subplots(1, len(classes), height=3.3, squeeze=False, sharey=True)
+                for ax, cls in zip(axes[0], classes):
+                    _band_axes(ax, entry["classes"][cls], colours)
+                    ax.set(xlabel="step")
+                    if cls != "all":
+                        ax.set_title(cls, color=class_colour(cls), fontweight="bold")
+                    if _log_scale(entry["classes"]):
+                        ax.set_yscale("log")
+                    if len(entry["classes"][cls]) > 1 or any(e["runs"].shape[0] > 1
+                                                             for e in entry["classes"][cls].values()):
+                        ax.legend(loc="best", fontsize=7)
+                axes[0][0].set_ylabel(_wrap(f"{entry['long_name']} ({entry['units']})", 45), fontsize=8)
+                fig.suptitle(f"{name}: {curve}")
+                made.append((f"{name}-{curve}", f"{name}: {entry['long_name']}", fig))
+        rows = c.tests["within_group"] or c.tests["within_run"]
+        if rows:
+            made.append(("class-tests", "Token classes compared (effect size and its interval)", _forest(rows)))
+        return [(fid, title, svg_markup(fig, title=title, prefix=f"{fid}-")) for fid, title, fig in made]
+
+
+def _wrap(text: str, width: int) -> str:
+    """A long axis label on at most two lines (the rest cut with an ellipsis)."""
+    import textwrap
+
+    lines = textwrap.wrap(text, width)
+    return "\n".join(lines[:2]) + ("…" if len(lines) > 2 else "")
 
 
 def _forest(rows: Sequence[Mapping[str, Any]]) -> Any:
     """Each class comparison's effect size with its interval, coloured by verdict."""
-    import matplotlib.pyplot as plt
+
+    from tokendyn.surfaces.figures import subplots
 
     rows = list(rows)[:60]
-    fig, ax = plt.subplots(figsize=(8, 0.28 * len(rows) + 1.2))
+    fig, ax = subplots(height=0.2 * len(rows) + 1.4, width=9.0)
     for i, r in enumerate(rows):
         colour = VERDICT_COLOURS.get(r["verdict"], "black")
         if r["effect_size"] is not None:
@@ -180,13 +179,13 @@ def _forest(rows: Sequence[Mapping[str, Any]]) -> Any:
             ax.plot([lo, hi], [i, i], color=colour, lw=2)
             ax.plot(r["effect_size"], i, "o", color=colour, ms=4)
     labels = [f"{r.get('group', '')}: {r['quantity']} {r['a']} vs {r['b']} ({r['effect']})"[:70] for r in rows]
-    ax.set_yticks(range(len(rows)), labels, fontsize=6)
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
     ax.axvline(0, color="black", lw=0.8)
     ax.invert_yaxis()
     ax.set_xlabel("effect size (b over a) with its equivalence interval; colour: verdict")
     for verdict, colour in VERDICT_COLOURS.items():
         ax.plot([], [], color=colour, lw=2, label=verdict)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(loc="lower right", title="verdict")
     return fig
 
 
@@ -224,17 +223,21 @@ def _test_rows(rows: Sequence[Mapping[str, Any]], where: Sequence[str]) -> list[
 
 
 def page(c: Any) -> str:
-    """The comparison's HTML page (every string from a movie escaped)."""
+    """The comparison's HTML page (a Jinja2 template; every string from a movie autoescaped)."""
+    from markupsafe import Markup
+
+    from tokendyn.surfaces.report import render
+
     figs = figures(c)
-    head = ["label", "movie", "frames", "steps", "tokens (live/dead/phantom)", "dim", "dtype", "precision", "tied",
-            "control", "seed"]
+    head = ["label", "movie", "frames", "steps", "tokens (live · dead · phantom)", "dim", "dtype", "precision",
+            "tied", "control", "seed"]
     run_rows = []
     for r in c.runs:
         d = r.describe()
         per = d["tokens_per_class"]
-        run_rows.append([d["label"], os.path.basename(d["path"]), d["frames"], "..".join(map(str, d["steps"] or [])),
-                         f"{d['tokens']} ({per.get('live', 0)}/{per.get('dead', 0)}/{per.get('phantom', 0)})", d["dim"],
-                         d["dtype"], d.get("precision", ""), d.get("tied", ""), d.get("control", ""),
+        run_rows.append([d["label"], os.path.basename(d["path"]), d["frames"], " .. ".join(map(str, d["steps"] or [])),
+                         f"{d['tokens']} ({per.get('live', 0)} · {per.get('dead', 0)} · {per.get('phantom', 0)})",
+                         d["dim"], d["dtype"], d.get("precision", ""), d.get("tied", ""), d.get("control", ""),
                          d.get("seed", "")])
     groups = list(c.groups)
     head_rows = []
@@ -253,43 +256,17 @@ def page(c: Any) -> str:
         keys = list(dict.fromkeys(k for g in per_group.values() for k in g))
         for key in keys:
             event_rows.append([f"{name}: {key}", *(per_group.get(g, {}).get(key, {}).get("text", "") for g in groups)])
-    test_head = ["quantity", "classes", "n", "difference (b - a)", "verdict", "the test"]
     o = c.options
-    level = (f"Tests at level α = {o['alpha']}: <b>different</b> when p &lt; α; <b>same</b> when the "
-             f"{1 - 2 * o['alpha']:.0%} interval of the effect size lies within ± {o['margin']} (Cliff's delta, "
-             f"per token) or ± {o['run_margin']} (Hedges' g, over runs); else <b>inconclusive</b>. Tokens of one run "
-             "share one model, so a per-token test speaks for that run; only tests over runs speak for a configuration.")
-    body = "\n".join(f'<section id="fig-{_e(fid)}"><h3>{_e(title)}</h3><img alt="{_e(title)}" '
-                     f'src="data:image/png;base64,{png}"></section>' for fid, title, png in figs)
-    notes = "".join(f"<li>{_e(n)}</li>" for n in c.notes) or "<li>The runs compare as they are.</li>"
-    pvd = c.phantom_vs_dead
-    pvd_html = (_table(["group", "run", *test_head], _test_rows(pvd, ("group", "run"))) if pvd else
-                "<p>No run holds both natural dead and phantom tokens.</p>")
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>tokendyn comparison: {_e(", ".join(groups))[:200]}</title>
-<style>body{{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}} img{{max-width:100%}}
-table{{border-collapse:collapse;font-size:80%;margin-bottom:1em}} th,td{{border:1px solid #ddd;padding:2px 6px;text-align:left}}
-details{{margin:.5em 0}}</style></head>
-<body>
-<h1>tokendyn comparison: {len(c.runs)} runs in {len(groups)} groups</h1>
-<section id="runs"><h2>Runs</h2>{_table(head, run_rows)}</section>
-<section id="notes"><h2>What limits this comparison</h2><ul>{notes}</ul></section>
-<section id="headlines"><h2>Headline numbers</h2><p>Each group: the mean over its runs ± its standard error
-(t interval over seeds, n = runs); a group of one run shows that run's own error.</p>
-{_table(["number", *groups], head_rows)}
-<details><summary>Each run's numbers (± the error within the run)</summary>
-{_table(["number", *(r.label + ": " + os.path.basename(r.path) for r in c.runs)], per_run_rows)}</details></section>
-<section id="events"><h2>Events</h2>{_table(["event", *groups], event_rows) if event_rows else "<p>No events.</p>"}</section>
-<section id="phantom-vs-dead"><h2>Do phantom tokens behave like natural dead tokens?</h2><p>{level}</p>{pvd_html}</section>
-<section id="class-tests"><h2>Token classes within each group (over its runs)</h2>
-{_table(["group", "runs", *test_head], _test_rows(c.tests["within_group"], ("group", "runs"))) if c.tests["within_group"]
- else "<p>No group has two runs.</p>"}
-<details><summary>Within each run (per token)</summary>{_table(["group", "run", *test_head],
- _test_rows(c.tests["within_run"], ("group", "run")))}</details></section>
-<section id="across-groups"><h2>One class across groups</h2>
-{_table(["class", "basis", *test_head], _test_rows(c.tests["across_groups"], ("class", "basis")))
- if c.tests["across_groups"] else "<p>One group only.</p>"}</section>
-<section id="curves"><h2>Curves</h2><p>Thin lines: runs; thick: a group's mean; shaded: its 95 % bootstrap band over
-the group's runs (where all its runs have a frame).</p>{body}</section>
-</body></html>
-"""
+    return render("compare.html", title=", ".join(groups)[:200], runs=c.runs, groups=groups, run_head=head,
+                  run_rows=run_rows, notes=list(c.notes), head_rows=head_rows,
+                  run_labels=[r.label + ": " + os.path.basename(r.path) for r in c.runs], per_run_rows=per_run_rows,
+                  event_rows=event_rows, alpha=o["alpha"], interval=f"{1 - 2 * o['alpha']:.0%}", margin=o["margin"],
+                  run_margin=o["run_margin"], test_head=_TEST_HEAD,
+                  pvd_rows=_test_rows(c.phantom_vs_dead, ("group", "run")),
+                  within_group_rows=_test_rows(c.tests["within_group"], ("group", "runs")),
+                  within_run_rows=_test_rows(c.tests["within_run"], ("group", "run")),
+                  across_rows=_test_rows(c.tests["across_groups"], ("class", "basis")),
+                  figures=[{"id": fid, "title": title, "markup": Markup(svg)} for fid, title, svg in figs])
+
+
+_TEST_HEAD = ["quantity", "classes", "n", "difference (b - a)", "verdict", "the test"]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import base64
+import fnmatch
 import functools
-import html
 import io
 import json
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -18,17 +18,9 @@ from tokendyn import format as fmt
 from tokendyn.errors import TokendynError
 from tokendyn.jsonable import jsonable as _jsonable
 from tokendyn.jsonable import number as _number
-from tokendyn.surfaces.player import CLASS_COLOURS, player_fragment, project_naming
-
-
-def _nonfinite_note(proj) -> str:
-    """A marked paragraph naming the shown frames whose W is not finite (a diverged run), or nothing."""
-    bad = np.flatnonzero(~proj.finite)
-    if bad.size == 0:
-        return ""
-    return (f'<p class="nonfinite" style="color:#b00"><b>{bad.size} of {len(proj.finite)} frames shown hold NaN or '
-            f"infinite values in W</b> (from step {int(proj.steps[bad[0]])}: the run diverged?). They are left out "
-            "of the PCA fit, drawn empty in the player and marked in its label.</p>")
+from tokendyn.stats import plus_minus
+from tokendyn.surfaces.palette import CLASS_COLOURS, CLASS_ORDER, class_colour
+from tokendyn.surfaces.player import player_fragment, project_naming
 
 
 def check_output_folder(path: str, what: str) -> None:
@@ -92,55 +84,119 @@ def _run_analyses(ds, tokens, frames, progress: bool) -> dict[str, Any]:
     return results
 
 
-def _figures(ds, results: dict[str, Any], proj) -> list[tuple[str, str, str]]:
-    """(id, title, base64 PNG) for every figure that applies: the loss, each analysis's own
-    figures (from the registry), the cloud in the player's plane."""
-    import matplotlib
+class Figure(NamedTuple):
+    """One figure of the page: its section id (``fig-ID``), title, short name and inline SVG markup."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    id: str
+    title: str
+    markup: str
+    short: str = ""
+    caption: str = ""
 
-    from tokendyn.analysis import registry
 
-    figs = []
+_SHORT = {"loss": "Loss", "radius": "Radius", "comoving": "Co-moving", "hypersphere": "Hypersphere",
+          "lattice": "Lattice", "pca": "PCA plane", "geometry": "Geometry"}
+
+
+def _short_title(fid: str, title: str) -> str:
+    return _SHORT.get(fid) or title.split(",")[0].split(":")[0]
+
+
+def _loss_figure(ds) -> Any:
+    """Loss (training, held-out, the unigram baseline) and the learning rate over its peak."""
+    from tokendyn.surfaces.figures import subplots
+
     steps_all = ds[fmt.STEP].values
-    if "loss" in ds or "lr" in ds:
-        fig, ax = plt.subplots(figsize=(7, 3.2))
-        if "loss" in ds:
-            ax.plot(steps_all, ds["loss"].values, lw=1, label="training loss")
-        if "heldout_loss" in ds:
-            h = ds["heldout_loss"].values
-            ok = np.isfinite(h)
-            ax.plot(steps_all[ok], h[ok], "o-", ms=3, label="held-out loss")
-        unigram = ds.attrs.get("config", {}).get("unigram_entropy") if isinstance(ds.attrs.get("config"), dict) else None
-        if unigram:
-            ax.axhline(unigram, color="grey", ls="--", lw=1, label="unigram baseline")
-        ax.set(xlabel="step", ylabel="loss (nats/token)")
-        ax.legend(loc="upper right", fontsize=8)
-        if "lr" in ds:
-            ax2 = ax.twinx()
-            ax2.plot(steps_all, ds["lr"].values, color="tab:orange", lw=1)
-            ax2.set_ylabel("learning rate", color="tab:orange")
-        figs.append(("loss", "Loss and learning rate", png_data(fig)))
+    has_lr = "lr" in ds and np.isfinite(ds["lr"].values).any()
+    fig, axes = subplots(1, 2 if has_lr else 1, height=3.2, squeeze=False,
+                         gridspec_kw={"width_ratios": (3, 2)} if has_lr else None)
+    ax = axes[0][0]
+    if "loss" in ds:
+        ax.plot(steps_all, ds["loss"].values, lw=1, color="tab:blue", label="training loss")
+    if "heldout_loss" in ds:
+        h = ds["heldout_loss"].values
+        ok = np.isfinite(h)
+        ax.plot(steps_all[ok], h[ok], "o-", ms=3, color="tab:orange", label="held-out loss")
+    config = ds.attrs.get("config")
+    unigram = config.get("unigram_entropy") if isinstance(config, dict) else None
+    if unigram:
+        ax.axhline(unigram, color="grey", ls="--", lw=1, label="unigram baseline")
+    ax.set(xlabel="step", ylabel="loss (nats/token)", title="loss")
+    if "loss" in ds or "heldout_loss" in ds:
+        ax.legend(loc="upper right")
+    if has_lr:
+        lr = ds["lr"].values.astype(np.float64)
+        peak = np.nanmax(lr)
+        axes[0][1].plot(steps_all, lr / peak if peak > 0 else lr, lw=1.2, color="black")
+        axes[0][1].set(xlabel="step", ylabel="lr / peak lr", title=f"learning rate (peak {peak:.3g})",
+                       ylim=(0, 1.05))
+    return fig
 
-    for name, result in results.items():
-        spec = registry.get(name)
-        if spec.figures is not None:
-            figs.extend((fid, title, png_data(fig)) for fid, title, fig in spec.figures(result, CLASS_COLOURS))
 
-    # a few frames of the player's projection (one read, one PCA fit for the page)
+def _pca_figure(proj) -> Any:
+    """A few frames of the player's projection on one pair of axes limits (the plane is fixed)."""
+    from tokendyn.surfaces.figures import ordered_classes, subplots
+
     shown = np.unique(np.linspace(0, len(proj.steps) - 1, min(4, len(proj.steps))).round().astype(int))
-    fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.2), squeeze=False)
+    fig, axes = subplots(1, len(shown), height=3.3, squeeze=False, sharex=True, sharey=True)
+    explained = np.asarray(getattr(proj, "explained", [np.nan, np.nan]), float)
+    xy = proj.xy[shown]
+    finite = xy[np.isfinite(xy).all(axis=-1)]
     for ax, f in zip(axes[0], shown):
-        for cls in ("live", "dead", "phantom"):
+        for cls in ordered_classes(np.unique(proj.classes)):
             m = proj.classes == cls
             if m.any():
-                ax.scatter(proj.xy[f, m, 0], proj.xy[f, m, 1], s=3, color=CLASS_COLOURS[cls], label=cls)
-        ax.set(title=f"step {proj.steps[f]}", xlabel="PC 1")
-    axes[0][0].set_ylabel("PC 2")
-    axes[0][0].legend(fontsize=7, markerscale=3)
-    figs.append(("pca", "The cloud in a fixed PCA plane", png_data(fig)))
-    return figs
+                ax.scatter(proj.xy[f, m, 0], proj.xy[f, m, 1], s=3, color=class_colour(cls), label=cls, lw=0)
+        ax.set(title=f"step {proj.steps[f]}", xlabel=_pc_label(1, explained))
+    if finite.size:
+        lo, hi = finite.min(axis=0), finite.max(axis=0)
+        pad = 0.05 * (hi - lo) + 1e-12
+        axes[0][0].set_xlim(lo[0] - pad[0], hi[0] + pad[0])
+        axes[0][0].set_ylim(lo[1] - pad[1], hi[1] + pad[1])
+    axes[0][0].set_ylabel(_pc_label(2, explained))
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, markerscale=3, loc="outside right upper", title="class")  # one for every panel
+    return fig
+
+
+def _pc_label(k: int, explained: np.ndarray) -> str:
+    share = explained[k - 1] if explained.size >= k else np.nan
+    return f"PC {k} ({share:.0%} of variance)" if np.isfinite(share) else f"PC {k}"
+
+
+def _figures(ds, results: dict[str, Any], proj) -> list[Figure]:
+    """Every figure that applies, as inline SVG: the loss, each analysis's own figures (from the
+    registry), the cloud in the player's plane."""
+    from tokendyn.analysis import registry
+    from tokendyn.surfaces.figures import style, svg_markup
+
+    made: list[tuple[str, str, Any, str]] = []
+    with style():
+        if "loss" in ds or "lr" in ds:
+            made.append(("loss", "Loss and learning rate", _loss_figure(ds), ""))
+        for name, result in results.items():
+            spec = registry.get(name)
+            if spec.figures is not None:
+                made.extend((fid, title, fig, _CAPTIONS.get(fid, "")) for fid, title, fig in
+                            spec.figures(result, CLASS_COLOURS))
+        made.append(("pca", "The cloud in a fixed PCA plane", _pca_figure(proj),
+                     "The same plane and the same axes limits at every step shown (fitted on the frames the "
+                     "player shows)."))
+        return [Figure(fid, title, svg_markup(fig, title=title, prefix=f"{fid}-"), _short_title(fid, title), caption)
+                for fid, title, fig, caption in made]
+
+
+_CAPTIONS = {
+    "radius": "R(t) is the mean distance of the tokens from their centroid, over its value at the first frame; "
+              "the detected contraction phases are shaded (purple: the lattice let coordinates across, red: "
+              "learning).",
+    "lattice": "Temperature is the mean over the tokens of each token's squared lattice sites moved per "
+               "coordinate. A coordinate that crosses or touches zero moves up to ~3e4 sites of the ever finer "
+               "lattice near zero for a tiny step in value, so a few such rows dominate the mean from frame to "
+               "frame; the median over the tokens (its band: ± its standard error) is robust to them.",
+    "comoving": "The shaded window is what the headline's late displacement is measured over: the last 10% of "
+                "the frames whose update had a learning rate above 0.",
+}
 
 
 def _summary(meta: dict, ds, results: dict[str, Any]) -> dict[str, Any]:
@@ -161,10 +217,165 @@ def _summary(meta: dict, ds, results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# --- the headline table ---------------------------------------------------------------------------
+
+_CLASSES = {*CLASS_ORDER, "all"}
+
+
+def _flatten(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """A nested headline as ``{path: value}``, each path the tuple of its keys (a key may hold a dot:
+    a threshold ``"0.5"``); short lists of numbers (a step range) stay one value."""
+    out: dict[tuple[str, ...], Any] = {}
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            out.update(_flatten(v, (*prefix, str(k))))
+    elif isinstance(value, (list, tuple)) and not (value and all(isinstance(v, (int, float)) for v in value)
+                                                   and len(value) <= 3):
+        for i, v in enumerate(value):
+            out.update(_flatten(v, (*prefix, str(i))))
+    else:
+        out[prefix] = value
+    return out
+
+
+def _error_key(path: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The number whose standard error ``path`` is (a part ``X_error`` for ``X``), else None."""
+    if not any(p.endswith("_error") for p in path):
+        return None
+    return tuple(p[: -len("_error")] if p.endswith("_error") else p for p in path)
+
+
+def _generic_units(key: str) -> str:
+    last = key.split(".")[-1].lower()
+    parts = key.lower()
+    if "pvalue" in last or last in ("p",):
+        return "1 (p-value)"
+    if last.endswith("step") or last in ("start", "bottom", "contraction_start") or ".freeze_onset." in f".{parts}.":
+        return "steps"
+    if "msd" in parts:
+        return "embedding units²"
+    if any(w in last for w in ("fraction", "ratio", "depth", "excess", "rho", "lr_min", "lr_max", "moved",
+                               "predicted", "rise", "correlation")):
+        return "1"
+    if any(w in last for w in ("radius", "norm", "displacement", "drop", "noise")):
+        return "embedding units"
+    if "temperature" in last:
+        return "sites²"
+    return ""
+
+
+def _fields_of(spec: Any, result: Any) -> dict[str, tuple]:
+    """An analysis's own words on its headline numbers: ``headline.fields(result)`` maps a flattened
+    key or pattern to ``(measured against, units)`` or ``(measured against, units, primary)``."""
+    fields = getattr(spec.headline, "fields", None)
+    if fields is None:
+        return {}
+    try:
+        return dict(fields(result))
+    except Exception:  # a description must never break the report
+        return {}
+
+
+def _describe(key: str, fields: Mapping[str, tuple]) -> tuple[str, str, bool]:
+    """(measured against, units, primary) of a headline number by its dotted path: its analysis's
+    own words where it declares them (the exact path, else the first glob pattern that matches,
+    ``*`` any text), else units read off the path."""
+    found = fields.get(key) or next((v for pattern, v in fields.items() if fnmatch.fnmatchcase(key, pattern)), None)
+    if found is None:
+        return "", _generic_units(key), False
+    about, units, *rest = found
+    return about, units, bool(rest and rest[0])
+
+
+def _value_text(value: Any, error: Any, units: str = "") -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)) and not isinstance(error, (int, float)):
+        return str(int(value))
+    if isinstance(value, (float, int, np.floating)) and "p-value" in units and 0 <= value < 1e-16:
+        return "< 1e-16"  # double precision has lost it
+    if isinstance(value, (float, int, np.floating)):
+        return plus_minus(float(value), float(error) if isinstance(error, (int, float)) else None)
+    if value is None:
+        return "n/a"
+    if isinstance(value, (list, tuple)):
+        return " .. ".join(str(v) for v in value)
+    return str(value)
+
+
+def _quantity(parts: list[str]) -> str:
+    """``["freeze_onset", "0.5"]`` -> ``"freeze onset (0.5)"``, ``["phases", "0", "depth"]`` ->
+    ``"phase 1 depth"``: the name, then the rest of the path."""
+    name = parts[0].replace("_", " ")
+    if len(parts) >= 3 and parts[1].isdigit():
+        return f"{name.rstrip('s')} {int(parts[1]) + 1} {' '.join(parts[2:]).replace('_', ' ')}"
+    rest = ", ".join(parts[1:]).replace("_", " ")
+    return f"{name} ({rest})" if rest else name
+
+
+def headline_rows(headline: Mapping[str, Any], fields: Mapping[str, tuple]) -> list[tuple[bool, list[str]]]:
+    """One analysis's headline as table rows, each ``(primary, [quantity, class, value ± error,
+    units, measured against])`` (an ``X_error`` is shown beside ``X``, not as a row of its own)."""
+    flat = _flatten(_jsonable(headline))
+    errors = {_error_key(k): v for k, v in flat.items() if _error_key(k)}
+    rows = []
+    for path, value in flat.items():
+        if _error_key(path):
+            continue
+        about, units, primary = _describe(".".join(path), fields)
+        cls = next((p for p in path if p in _CLASSES), "")
+        rest = [p for p in path if p != cls] or list(path)
+        rows.append((primary, [_quantity(rest), cls, _value_text(value, errors.get(path), units), units, about]))
+    return rows
+
+
+def _movie_rows(meta: dict) -> list[tuple[str, Any]]:
+    per = meta.get("tokens_per_class") or {}
+    ordered = [(c, per[c]) for c in CLASS_ORDER if c in per] + [(c, n) for c, n in per.items() if c not in CLASS_ORDER]
+    steps = meta.get("steps") or []
+    rows: list[tuple[str, Any]] = [("frames", str(meta["frames"])),
+                                   ("steps", " .. ".join(str(s) for s in steps) if steps else "none"),
+                                   ("tokens", (str(meta["tokens"]), ordered)),
+                                   ("dim", str(meta["dim"])), ("dtype", str(meta["dtype"])),
+                                   ("matrices", ", ".join(map(str, meta.get("matrices") or [])) or "none"),
+                                   ("scalars", ", ".join(map(str, meta.get("scalars") or [])) or "none"),
+                                   ("on disk", f"{meta['bytes_on_disk'] / 2**20:.1f} MiB")]
+    title = (meta.get("attrs") or {}).get("title")
+    if title:
+        rows.insert(0, ("title", str(title)))
+    return rows
+
+
+def _config_text(value: Any) -> str:
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, default=_number) if value else "none"
+    return "none" if value is None else str(value)
+
+
+def _environment() -> Any:
+    """The Jinja2 environment of the report and the compare pages: templates from the package,
+    every value autoescaped (only our own SVG and the player's fragment are marked safe)."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("tokendyn.surfaces", "templates"),
+                             autoescape=jinja2.select_autoescape(["html"], default=True),
+                             undefined=jinja2.StrictUndefined, trim_blocks=False, lstrip_blocks=False)
+    env.filters["class_colour"] = class_colour
+    return env
+
+
+def render(template: str, **context: Any) -> str:
+    """A page from one of the package's templates (autoescaped)."""
+    return _environment().get_template(template).render(**context)
+
+
 def write_report(movie: str | os.PathLike, output: str | os.PathLike | None = None, *, tokens: Any = None,
                  frames: slice | None = None, progress: bool = True, player_frames: int = 60) -> dict[str, str]:
     """Run every applicable analysis on ``movie``; write ``index.html`` and ``summary.json`` into
     ``output`` (default: ``MOVIE.report/``). Returns the two paths."""
+    from markupsafe import Markup
+
+    from tokendyn.analysis import registry
     from tokendyn.sources.dataset import open_movie
     from tokendyn.tools.inspect import info
 
@@ -181,29 +392,30 @@ def write_report(movie: str | os.PathLike, output: str | os.PathLike | None = No
     summary_path = os.path.join(out_dir, "summary.json")
     with open(summary_path, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, default=_number)
+    tables: list[tuple[str, list[list[str]]]] = []
+    main: list[list[str]] = []
+    if "loss_first" in summary:
+        loss = [["loss first", "", f"{summary['loss_first']:.4g}", "nats/token", "training loss, first recorded step"],
+                ["loss last", "", f"{summary['loss_last']:.4g}", "nats/token", "training loss, last recorded step"]]
+        main += [["loss", *row] for row in loss]
+    for name, result in results.items():
+        if name in summary:
+            rows = headline_rows(summary[name], _fields_of(registry.get(name), result))
+            chosen = [row for primary, row in rows if primary] or [row for _, row in rows[:3]]
+            main += [[name, *row] for row in chosen]
+            tables.append((name, [row for _, row in rows]))
     config = ds.attrs.get("config", {})
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-                   for k, v in (config.items() if isinstance(config, dict) else []))
-    info_rows = "".join(f"<tr><th>{k}</th><td>{html.escape(str(meta[k]))}</td></tr>" for k in
-                        ("frames", "steps", "tokens", "tokens_per_class", "dim", "dtype", "matrices", "bytes_on_disk"))
-    body = "\n".join(f'<section id="fig-{html.escape(fid)}"><h2>{html.escape(title)}</h2>'
-                     f'<img alt="{html.escape(title)}" src="data:image/png;base64,{png}"></section>'
-                     for fid, title, png in figures)
-    headline = html.escape(json.dumps(summary, indent=2, default=_number))
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>tokendyn report: {html.escape(os.path.basename(movie))}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}} img{{max-width:100%}}
-table{{border-collapse:collapse;font-size:85%}} th,td{{border:1px solid #ddd;padding:2px 6px;text-align:left}}
-pre{{background:#f6f6f6;padding:.5em;font-size:80%;overflow:auto}}</style></head>
-<body>
-<h1>tokendyn report: {html.escape(os.path.basename(movie))}</h1>
-<section id="info"><h2>Movie</h2><table>{info_rows}</table>{_nonfinite_note(proj)}</section>
-{body}
-<section id="player"><h2>The cloud over time</h2>{player_fragment(proj, trace=[], size=480)}</section>
-<section id="summary"><h2>Headline numbers (summary.json)</h2><pre>{headline}</pre></section>
-<section id="config"><h2>Run configuration</h2><table>{rows or "<tr><td>none recorded</td></tr>"}</table></section>
-</body></html>
-"""
+    config_rows = [[str(k), _config_text(v)] for k, v in (config.items() if isinstance(config, dict) else [])]
+    bad = np.flatnonzero(~proj.finite)
+    nonfinite = ({"bad": int(bad.size), "shown": len(proj.finite), "step": int(proj.steps[bad[0]])}
+                 if bad.size else None)
+    name = os.path.basename(movie)
+    lead = (f"{meta['frames']} frames of a {meta['tokens']} x {meta['dim']} {meta['dtype']} token-embedding matrix; "
+            f"{len(results)} analyses. Figures are inline SVG: their text is text, and the page needs no network.")
+    page = render("report.html", name=name, lead=lead, movie_rows=_movie_rows(meta), headline_main=main,
+                  headline_tables=tables,
+                  figures=[f._replace(markup=Markup(f.markup)) for f in figures], nonfinite=nonfinite,
+                  player=Markup(player_fragment(proj, trace=[], size=480)), config_rows=config_rows)
     html_path = os.path.join(out_dir, "index.html")
     with open(html_path, "w", encoding="utf-8") as f:
         f.write(page)

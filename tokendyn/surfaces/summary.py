@@ -36,14 +36,30 @@ def movie_summary(path: str | os.PathLike) -> str:
             continue
         moved = np.linalg.norm((last[mask] - c1) - (first[mask] - c0), axis=1)
         lines.append(f"  {name:8s} {int(mask.sum()):6d} tokens ({mask.mean():6.1%})  co-moving displacement mean "
-                     f"{format(bootstrap_mean(moved), '')}")
+                     f"{format(bootstrap_mean(moved), '')} (first to last frame)")
     if "loss" in ds:
         loss = ds.loss.values
         finite = loss[np.isfinite(loss)]
         if finite.size:
             lines.append(f"  loss                      {finite[0]:.3f} -> {finite[-1]:.3f}")
+    lr_line = _lr_line(ds)
+    if lr_line:
+        lines.append(lr_line)
     lines += _analysis_lines(ds)
     return "\n".join(lines)
+
+
+def _lr_line(ds) -> str:
+    """The learning rate's peak and its last value relative to it: what every "final" number of a
+    run is measured against (a displacement at the end of a schedule that ends at 0 is 0)."""
+    if "lr" not in ds:
+        return ""
+    lr = np.asarray(ds.lr.values, np.float64)
+    finite = lr[np.isfinite(lr)]
+    if not finite.size or finite.max() <= 0:
+        return ""
+    peak, last = float(finite.max()), float(finite[-1])
+    return f"  learning rate             peak {peak:.3g}, last {last:.3g} ({last / peak:.1%} of peak)"
 
 
 def _centroid_drift(first: np.ndarray, last: np.ndarray) -> Estimate:
