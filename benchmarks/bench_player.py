@@ -13,7 +13,7 @@ requestAnimationFrame-driven playback at the "max" speed: one movie frame per an
 The ``plotly`` variant is the same data in a page built on plotly.js (bundled from the ``plotly`` pip
 package, not a tokendyn dependency: ``pip install plotly``): one ``scattergl`` trace per class,
 ``Plotly.restyle`` per frame. It is here to compare a kept library against the hand-written canvas
-by the same measurement. Nothing is written to RESULTS.md.
+by the same measurement. The figures replace the section ``player`` of ``benchmarks/RESULTS.md``.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from _results import emit, machine, verdict  # noqa: E402
+from _results import emit, figures_table, machine, update_section, verdict  # noqa: E402
 
 LOAD_TARGET_S, FPS_TARGET = 3.0, 30.0
 
@@ -165,6 +165,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="page loads measured (the median is the figure)")
     ap.add_argument("--movie", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "tokendyn-player-bench.h5"))
     ap.add_argument("--out", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "tokendyn-player-bench"))
+    ap.add_argument("--section", default="player", help="the section of RESULTS.md to write")
     args = ap.parse_args()
     from tokendyn.sources.dataset import open_movie
     from tokendyn.surfaces.player import play, project
@@ -174,6 +175,7 @@ def main() -> None:
     if not os.path.exists(args.movie):
         synthetic_movie(args.movie, args.tokens, args.frames, args.dim)
     print(f"# {machine()}; {size}, dim {args.dim}", file=sys.stderr)
+    rows: list[dict] = []
     for variant in args.variants.split(","):
         page = os.path.join(args.out, f"{variant}.html")
         t0 = time.perf_counter()
@@ -182,17 +184,25 @@ def main() -> None:
         else:
             plotly_page(project(open_movie(args.movie), max_frames=args.frames, max_tokens=args.tokens), page)
         seconds = time.perf_counter() - t0
-        emit(figure=f"{variant}: play (Python) time, {size} (s)", value=seconds, target="info", verdict="-")
+        rows.append(emit(figure=f"{variant}: play (Python) time, {size} (s)", value=seconds, target="info", verdict="-"))
         mb = os.path.getsize(page) / 1e6
-        emit(figure=f"{variant}: HTML size (MB)", value=mb, target="info", verdict="-")
-        emit(figure=f"{variant}: 'https://' in the page", value=open(page, encoding="utf-8").read().count("https://"),
-             target="0", verdict="-")
+        rows.append(emit(figure=f"{variant}: HTML size (MB)", value=mb, target="info", verdict="-"))
+        rows.append(emit(figure=f"{variant}: 'https://' in the page", value=open(page, encoding="utf-8").read().count("https://"),
+             target="0", verdict="-"))
         runs = [measure_page(page, args.seconds) for _ in range(args.repeats)]  # a fresh browser each time
         load, fps = (float(np.median([m[key] for m in runs])) for key in ("load_s", "fps"))
-        emit(figure=f"{variant}: load, navigation start to ready (s, median of {args.repeats})", value=load,
-             target=f"< {LOAD_TARGET_S}", verdict=verdict(load, LOAD_TARGET_S, False), runs=[m["load_s"] for m in runs])
-        emit(figure=f"{variant}: playback (frames drawn / s, median of {args.repeats})", value=fps,
-             target=f">= {FPS_TARGET}", verdict=verdict(fps, FPS_TARGET, True), runs=[m["fps"] for m in runs])
+        rows.append(emit(figure=f"{variant}: load, navigation start to ready (s, median of {args.repeats})", value=load,
+             target=f"< {LOAD_TARGET_S}", verdict=verdict(load, LOAD_TARGET_S, False), runs=[m["load_s"] for m in runs]))
+        rows.append(emit(figure=f"{variant}: playback (frames drawn / s, median of {args.repeats})", value=fps,
+             target=f">= {FPS_TARGET}", verdict=verdict(fps, FPS_TARGET, True), runs=[m["fps"] for m in runs]))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    details = (f"{machine()}; a synthetic bf16 movie of {size}, dim {args.dim}, every frame shown "
+               f"(`--max-frames {args.frames}`); load average {load:.1f} at the end. Load: navigation start to the "
+               f"first frame drawn; playback: frames drawn per second at the \"max\" speed over {args.seconds:g} s; "
+               f"medians of {args.repeats} fresh headless-Chromium sessions. plotly.js (scattergl, bundled from the "
+               "`plotly` pip package) is the kept-library alternative measured the same way.")
+    update_section(args.section, f"## The player in headless Chromium (`benchmarks/bench_player.py`)\n\n{details}\n\n"
+                   + figures_table(rows))
 
 
 if __name__ == "__main__":

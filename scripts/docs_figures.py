@@ -6,9 +6,8 @@ figures, drawn by the functions the report uses (the registry's ``figures``), on
     python scripts/docs_figures.py MOVIE OUT_FOLDER
 
 An analysis's first figure is ``quickstart_NAME.png`` and any further one ``quickstart_NAME_ID.png``
-(``ID`` its report section id). ``cloud_geometry`` registers no report figure, so its figure (radius
-quantiles and principal variances per class) is drawn here. Rerun it whenever the report's figures
-change: the pages show what ``tokendyn report`` draws.
+(``ID`` its report section id), drawn in the report's style (``tokendyn.surfaces.figures.style``).
+Rerun it whenever the report's figures change: the pages show what ``tokendyn report`` draws.
 """
 from __future__ import annotations
 
@@ -22,7 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import tokendyn  # noqa: E402
 from tokendyn.analysis import registry  # noqa: E402
-from tokendyn.surfaces.palette import CLASS_COLOURS, class_colour  # noqa: E402
+from tokendyn.surfaces.figures import style  # noqa: E402
+from tokendyn.surfaces.palette import CLASS_COLOURS  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREFIX = "quickstart"
@@ -36,28 +36,6 @@ def save(fig, path: str) -> str:
     return path
 
 
-def geometry_figure(geo) -> plt.Figure:
-    """Radius quantiles about the centroid, and each class's top principal variance, per step."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
-    steps = geo["step"].values
-    for q in geo["quantile"].values:
-        a.plot(steps, geo.radius_quantile.sel(quantile=q).values, lw=1, label=f"quantile {q:g}")
-    a.plot(steps, geo.radius_mean.values, lw=1.2, color="black", ls="--", label="mean")
-    a.set(xlabel="step", ylabel="radius about the centroid (embedding units)", title="radius of the cloud")
-    a.legend(fontsize=8)
-    for cls in geo["class"].values:
-        pv = geo.principal_variance.sel({"class": cls})
-        if pv.isnull().all():
-            continue
-        b.plot(steps, pv.isel(component=0).values, lw=1.2, color=class_colour(cls), label=f"{cls}, PC 1")
-        b.plot(steps, pv.isel(component=-1).values, lw=1, ls=":", color=class_colour(cls),
-               label=f"{cls}, PC {pv['component'].size}")
-    b.set(xlabel="step", ylabel="principal variance (embedding units²)", yscale="log",
-          title="principal variances per class")
-    b.legend(fontsize=8)
-    return fig
-
-
 def main(argv: list[str]) -> int:
     movie = argv[0] if argv else os.path.join(ROOT, "runs", "quickstart.h5")
     out = argv[1] if len(argv) > 1 else os.path.join(ROOT, "docs", "images")
@@ -68,15 +46,13 @@ def main(argv: list[str]) -> int:
         if not spec.applies(ds, tokens):
             continue
         result = spec.standard_run(ds, tokens, progress=None).load()
-        if spec.figures is not None:
-            figures = [(f[0], f[2]) for f in spec.figures(result, CLASS_COLOURS)]
-        elif name == "geometry":
-            figures = [("geometry", geometry_figure(result))]
-        else:
+        if spec.figures is None:
             continue
-        for i, (fid, fig) in enumerate(figures):
-            file = f"{PREFIX}_{name}.png" if i == 0 else f"{PREFIX}_{name}_{fid}.png"
-            print(save(fig, os.path.join(out, file)))
+        with style():
+            figures = [(f[0], f[2]) for f in spec.figures(result, CLASS_COLOURS)]
+            for i, (fid, fig) in enumerate(figures):
+                file = f"{PREFIX}_{name}.png" if i == 0 else f"{PREFIX}_{name}_{fid}.png"
+                print(save(fig, os.path.join(out, file)))
     return 0
 
 

@@ -57,7 +57,6 @@ def _headline_fields(h: xr.Dataset) -> dict[str, tuple]:
             "center": ("the centre of the verdict", ""), "tokens": ("the tokens tested", "")}
 
 
-_headline.fields = _headline_fields  # type: ignore[attr-defined]  # read by the report's headline table
 
 
 def _p(value: float) -> str:

@@ -62,7 +62,6 @@ def _headline_fields(inh: xr.Dataset) -> dict[str, tuple]:
             "phases.*": ("", "1")}
 
 
-_headline.fields = _headline_fields  # type: ignore[attr-defined]  # read by the report's headline table
 
 
 def _curves(inh: xr.Dataset) -> dict[str, xr.DataArray]:

@@ -109,7 +109,6 @@ def _headline_fields(lat: xr.Dataset) -> dict[str, tuple]:
             "all.freeze_onset_cause": ("what froze the cloud", "", True)}
 
 
-_headline.fields = _headline_fields  # type: ignore[attr-defined]  # read by the report's headline table
 
 
 def _summary_lines(lat: xr.Dataset) -> list[tuple[str, str]]:

@@ -255,7 +255,6 @@ def _headline_fields(com: xr.Dataset) -> dict[str, tuple]:
             "msd.*": ("co-moving mean squared displacement at a lag (frames)", "embedding units^2")}
 
 
-_headline.fields = _headline_fields  # type: ignore[attr-defined]  # read by the report's headline table
 
 
 def _curves(com: xr.Dataset) -> dict[str, xr.DataArray]:
@@ -297,4 +296,4 @@ def _figures(com: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
 
 
 add(Analysis("comoving", comoving_displacement, order=20, applies=functools.partial(base.enough, min_frames=2),
-             headline=_headline, figures=_figures, curves=_curves, token_values=_token_values))
+             headline=_headline, headline_fields=_headline_fields, figures=_figures, curves=_curves, token_values=_token_values))

@@ -229,7 +229,6 @@ def _headline_fields(geo: xr.Dataset) -> dict[str, tuple]:
             "centroid_norm_last": ("distance of the centroid from the origin, last frame", "embedding units", True)}
 
 
-_headline.fields = _headline_fields  # type: ignore[attr-defined]  # read by the report's headline table
 
 
 def _curves(geo: xr.Dataset) -> dict[str, xr.DataArray]:
@@ -266,5 +265,5 @@ def _figures(geo: xr.Dataset, colours: Mapping[str, str]) -> list[ReportFigure]:
     return [ReportFigure("geometry", "Cloud geometry: radius and principal variances", fig)]
 
 
-add(Analysis("geometry", cloud_geometry, order=30, applies=functools.partial(base.enough, min_tokens=2), headline=_headline,
-             curves=_curves, token_values=_token_values, figures=_figures))
+add(Analysis("geometry", cloud_geometry, order=30, applies=functools.partial(base.enough, min_tokens=2),
+             headline=_headline, headline_fields=_headline_fields, curves=_curves, token_values=_token_values, figures=_figures))

@@ -14,7 +14,7 @@ from tokendyn.stats import block_average
 from . import _hypersphere_kernels as K
 from . import base
 from ._centroids import SharedCentroids
-from ._hypersphere_report import _curves, _figures, _headline, _summary_lines, _token_values
+from ._hypersphere_report import _curves, _figures, _headline, _headline_fields, _summary_lines, _token_values
 from ._hypersphere_stats import (  # noqa: F401 (public here)
     beta_edges,
     cauchy_combination,
@@ -328,5 +328,6 @@ def _compare_tokens(ds: xr.Dataset) -> TokenSelection:
 
 
 add(Analysis("hypersphere", hypersphere_walk, order=40, applies=_applies, report_tokens=_report_tokens,
-             summary_tokens=_summary_tokens, headline=_headline, summary_lines=_summary_lines, figures=_figures,
+             summary_tokens=_summary_tokens, headline=_headline,
+             headline_fields=_headline_fields, summary_lines=_summary_lines, figures=_figures,
              compare_tokens=_compare_tokens, curves=_curves, token_values=_token_values))

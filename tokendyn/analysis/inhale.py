@@ -20,7 +20,7 @@ from ._inhale_phases import find_inhale
 from ._inhale_phases import radius_noise as radius_noise
 
 # the report side lives in _inhale_report; plot_phases (public) is re-exported here
-from ._inhale_report import _curves, _events, _figures, _headline, _summary_lines
+from ._inhale_report import _curves, _events, _figures, _headline, _headline_fields, _summary_lines
 from ._inhale_report import plot_phases as plot_phases
 from ._schedule import schedule_of
 from .base import FrameRange, StoredFrames, TokenSelection, annotate, finish, frame_coords, merge, selection, stream
@@ -284,4 +284,5 @@ def inhale(
 # the report looks for phases on the unsmoothed R: a burst lasts a few frames, and a phase must
 # stand min_z = 3 noise standard deviations out of the frame-to-frame scatter
 add(Analysis("inhale", inhale, order=10, applies=functools.partial(base.enough, min_frames=2),
-             headline=_headline, summary_lines=_summary_lines, figures=_figures, curves=_curves, events=_events))
+             headline=_headline,
+             headline_fields=_headline_fields, summary_lines=_summary_lines, figures=_figures, curves=_curves, events=_events))

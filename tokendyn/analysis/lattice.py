@@ -15,7 +15,7 @@ from . import _lattice_kernels as K
 from . import base
 from ._frames import PER_TOKEN_CHOICES, StoredFrames, per_token_array
 from ._lattice_causes import ONSET_CAUSES, onset_causes
-from ._lattice_report import _curves, _events, _figures, _frozen_all, _headline, _summary_lines, _token_values
+from ._lattice_report import _curves, _events, _figures, _frozen_all, _headline, _headline_fields, _summary_lines, _token_values
 from .base import FrameRange, TokenSelection, annotate, class_groups, finish, frame_coords, merge, selection, stream
 from .registry import Analysis, add
 
@@ -360,5 +360,6 @@ def _applies(ds: xr.Dataset, tokens: TokenSelection) -> bool:
     return "W_bits" in ds and base.enough(ds, tokens, min_frames=2)
 
 
-add(Analysis("lattice", lattice_motion, order=50, applies=_applies, headline=_headline, summary_lines=_summary_lines,
+add(Analysis("lattice", lattice_motion, order=50, applies=_applies, headline=_headline,
+             headline_fields=_headline_fields, summary_lines=_summary_lines,
              figures=_figures, curves=_curves, token_values=_token_values, events=_events))

@@ -80,6 +80,12 @@ class Analysis:
     headline : callable or None
         ``headline(result) -> dict``: its entry in the report's summary.json (numpy scalars and
         NaN are made JSON-friendly by the report).
+    headline_fields : callable or None
+        ``headline_fields(result) -> {path: (measured against, units[, primary])}``: what each
+        headline number is measured against and its units, for the report's headline table;
+        ``path`` is a number's dotted path in the headline (``"dead.late_mean_step_displacement"``)
+        or a glob pattern of paths (``"*.frozen_fraction"``); ``primary`` marks the numbers the
+        table shows first.
     summary_lines : callable or None
         ``summary_lines(result) -> [(label, text), ...]``: its lines in the train summary.
     figures : callable or None
@@ -114,6 +120,7 @@ class Analysis:
     summary_tokens: Callable[[xr.Dataset], Sequence[TokenSelection]] = _all_tokens
     run_options: Mapping[str, Any] = field(default_factory=dict)
     headline: Callable[[xr.Dataset], dict[str, Any]] | None = None
+    headline_fields: Callable[[xr.Dataset], Mapping[str, tuple]] | None = None
     summary_lines: Callable[[xr.Dataset], list[tuple[str, str]]] | None = None
     figures: Callable[[xr.Dataset, Mapping[str, str]], list[ReportFigure]] | None = None
     compare_tokens: Callable[[xr.Dataset], TokenSelection] | None = None

@@ -193,6 +193,8 @@ def result_table(spec: Any, ds: Any, result: Any, tokens: Any, movie: str) -> st
     span = f", steps {int(steps[0])}..{int(steps[-1])}" if len(steps) else ""
     lines = [f"{spec.name} ({spec.function.__name__}) on {movie}: tokens {tokens}, "
              f"{result.sizes.get(fmt.DIM_FRAME, 0)} frames{span}", "", "headline numbers"]
+    if not rest:  # the headline is all per class: show the result's own numbers above them
+        rest = {k: v.item() for k, v in result.data_vars.items() if v.ndim == 0 and not k.endswith("_error")}
     rows = [(label, _value_text(value, error), _units(result, key)) for label, key, value, error in _rows(rest)
             if not _missing(value)]
     hidden = sum(1 for _ in _rows(rest)) - len(rows)

@@ -8,7 +8,6 @@ import functools
 import io
 import json
 import os
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -49,9 +48,11 @@ def png_data(fig) -> str:
 
 
 def _move_bar(bar: Any, index: int, done: int, total: int) -> None:
-    """Show analysis ``index`` as ``done / total`` of its frames streamed."""
-    bar.n = index + done / max(total, 1)
-    bar.refresh()
+    """Put ``bar`` at analysis ``index`` plus the fraction ``done / total`` of its frames (redrawn
+    only as often as the bar's refresh allows)."""
+    target = index + done / max(total, 1)
+    if target != bar.n:
+        bar.update(target - bar.n)
 
 
 def _run_analyses(ds, tokens, frames, progress: bool) -> dict[str, Any]:
@@ -66,15 +67,18 @@ def _run_analyses(ds, tokens, frames, progress: bool) -> dict[str, Any]:
     results: dict[str, Any] = {}
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from tokendyn.progress import progress_bar
 
-        bar = tqdm(total=len(jobs), desc="report", unit="analysis", file=sys.stderr,
-                   bar_format="{l_bar}{bar}| {n:.1f}/{total} analyses [{elapsed}<{remaining}{postfix}]")
+        bar = progress_bar(len(jobs), "report", " analyses",
+                           bar_format="{l_bar}{bar}| {n:.1f}/{total} analyses [{elapsed}<{remaining}{postfix}]")
     for index, (name, job) in enumerate(jobs):
         if bar is None:
             results[name] = job(progress=None).load()
             continue
-        bar.set_postfix_str(name)
+        from tokendyn.progress import kernels_note
+
+        note = kernels_note(registry.get(name).function)
+        bar.set_postfix_str(f"{name}: {note}" if note else name)
         # the frames an analysis streams move the bar within its step (cloud_geometry takes
         # seconds on a long movie)
         results[name] = job(progress=functools.partial(_move_bar, bar, index)).load()
@@ -265,15 +269,9 @@ def _generic_units(key: str) -> str:
 
 
 def _fields_of(spec: Any, result: Any) -> dict[str, tuple]:
-    """An analysis's own words on its headline numbers: ``headline.fields(result)`` maps a flattened
-    key or pattern to ``(measured against, units)`` or ``(measured against, units, primary)``."""
-    fields = getattr(spec.headline, "fields", None)
-    if fields is None:
-        return {}
-    try:
-        return dict(fields(result))
-    except Exception:  # a description must never break the report
-        return {}
+    """An analysis's own words on its headline numbers (``Analysis.headline_fields``): a flattened
+    key or pattern -> ``(measured against, units)`` or ``(measured against, units, primary)``."""
+    return {} if spec.headline_fields is None else dict(spec.headline_fields(result))
 
 
 def _describe(key: str, fields: Mapping[str, tuple]) -> tuple[str, str, bool]:
