@@ -61,6 +61,15 @@ def test_analyse_without_output_prints_headlines_per_class_and_how_to_save(tmp_p
     assert "-o geometry.nc" in last and "-o geometry.csv" in last
 
 
+def test_analyse_table_puts_nested_errors_beside_their_values(tmp_path, capsys):
+    path = write_movie(str(tmp_path / "m.h5"), random_bf16_frames(20, n_tokens=24, n_dims=6), token_class=CLASSES)
+    assert main(["analyse", path, "comoving", "-O", "lags=1,2", "-q"]) == 0
+    out = capsys.readouterr().out
+    msd = [line for line in out.splitlines() if line.strip().startswith("msd ")]
+    assert len(msd) == 3 * 2  # three classes x two lags
+    assert all(" ± " in line for line in msd), msd  # the msd_error dict beside the msd dict
+
+
 # --- 3. progress bars ---------------------------------------------------------------------------
 
 def test_a_bar_made_at_the_first_update_counts_the_time_before_it(capsys):

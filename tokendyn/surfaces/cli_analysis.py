@@ -109,10 +109,18 @@ def _missing(value: Any) -> bool:
     return value is None or (number is not None and not isinstance(value, bool) and not math.isfinite(number))
 
 
-def _rows(headline: Mapping[str, Any], prefix: str = "", parent: str = "") -> Iterator[tuple[str, str, Any, Any]]:
+def _rows(headline: Mapping[str, Any], prefix: str = "", parent: str = "",
+          errors: Any = None) -> Iterator[tuple[str, str, Any, Any]]:
     """``(label, key, value, error)`` of each leaf of a headline dict; ``X_error`` goes beside ``X``.
     ``key`` names the leaf's units: its own key, or that of the dict above it (``msd`` of
-    ``{"msd": {"live": {1: ...}}}``)."""
+    ``{"msd": {"live": {1: ...}}}``). ``errors``: the dict of errors parallel to ``headline`` (the
+    ``msd_error`` beside ``msd``), where the errors are not beside each value."""
+    errors = errors if isinstance(errors, Mapping) else {}
+
+    def error_of(key: str) -> Any:
+        found = headline.get(f"{key}_error")
+        return errors.get(key) if found is None else found
+
     for key, value in headline.items():
         key = str(key)
         if (key.endswith("_error") and key[:-6] in headline) or \
@@ -124,16 +132,17 @@ def _rows(headline: Mapping[str, Any], prefix: str = "", parent: str = "") -> It
             plain = all(not isinstance(v, (Mapping, list)) for v in value.values())
             if plain and not any(str(k).endswith("_error") for k in value):
                 # {threshold: value}: one row per entry, its error from the sibling X_error dict
-                errors = headline.get(f"{key}_error", {}) or {}
+                sub_errors = error_of(key) or {}
                 for sub, v in value.items():
-                    yield f"{label} [{sub}]", units_key, v, errors.get(sub) if isinstance(errors, Mapping) else None
+                    yield (f"{label} [{sub}]", units_key, v,
+                           sub_errors.get(sub) if isinstance(sub_errors, Mapping) else None)
             else:
-                yield from _rows(value, f"{label} ", parent or (key if key not in _CLASS_NAMES else ""))
+                yield from _rows(value, f"{label} ", parent or (key if key not in _CLASS_NAMES else ""), error_of(key))
         elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
             for i, item in enumerate(value, 1):
                 yield from _rows(item, f"{label} {i}: ", "")
         else:
-            error = headline.get(f"{key}_error")
+            error = error_of(key)
             if error is None:  # X_centroid's error written X_error_centroid
                 base, _, tail = key.rpartition("_")
                 error = headline.get(f"{base}_error_{tail}") if base else None
