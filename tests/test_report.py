@@ -141,9 +141,13 @@ def test_report_writes_html_and_summary_with_the_headline_numbers(trained, tmp_p
     assert re.search(r"live \d+</span> · .*dead \d+</span> · .*phantom 64</span>", page)
 
 
-def test_report_progress_moves_within_each_analysis(inhaling, capsys):
+def test_report_progress_moves_within_each_analysis(inhaling, capsys, monkeypatch):
     """The report's bar follows the frames each analysis streams, not only whole analyses."""
+    import tokendyn.progress
     from tokendyn.surfaces.report import _run_analyses
+
+    monkeypatch.setenv("TOKENDYN_PROGRESS", "lines")  # a line every 5 %: capsys is no terminal
+    monkeypatch.setattr(tokendyn.progress, "REFRESH_SECONDS", 0.0)  # a synthetic movie streams in well under 0.5 s
 
     ds = tokendyn.open_movie(inhaling, chunks=20)  # 10 blocks per analysis
     results = _run_analyses(ds, None, None, progress=True)

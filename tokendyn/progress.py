@@ -35,7 +35,8 @@ class LineBar(_std_tqdm):
         self._line_n: float | None = None  # ``n`` when the last line was written
         self._final = False
         kwargs.setdefault("ascii", True)
-        kwargs["miniters"] = 1  # tqdm's dynamic miniters would skip past several LINE_PERCENT steps
+        kwargs["miniters"] = 0  # every update reaches display() (it writes only on a new LINE_PERCENT step): tqdm's
+        # dynamic miniters would skip past several steps, and 1 would skip fractional updates (a report's bar)
         super().__init__(*args, **kwargs)
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
