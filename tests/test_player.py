@@ -145,7 +145,7 @@ def test_projections_fixed_last_aligned(cloud):
 def test_aligned_projection_does_not_flip(tmp_path):
     """A cloud turning by 3 rad: each frame's own PCA axes turn with it and their signs flip (the
     leading axis ends where it began, reversed); aligned onto the previous frame, they never flip."""
-    from tokendyn.surfaces.player import _plane
+    from tokendyn.surfaces.projection import _plane
 
     ds = tokendyn.open_movie(rotating_cloud(str(tmp_path / "turn.h5"), frames=30, turn=3.0))
     aligned = project(ds, projection="aligned")

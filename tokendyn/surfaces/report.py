@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import base64
-import fnmatch
 import functools
 import io
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -17,9 +16,9 @@ from tokendyn import format as fmt
 from tokendyn.errors import TokendynError
 from tokendyn.jsonable import jsonable as _jsonable
 from tokendyn.jsonable import number as _number
-from tokendyn.stats import plus_minus
-from tokendyn.surfaces.palette import CLASS_COLOURS, CLASS_ORDER, class_colour
+from tokendyn.surfaces.palette import CLASS_COLOURS, class_colour
 from tokendyn.surfaces.player import player_fragment, project_naming
+from tokendyn.surfaces.report_tables import config_text, fields_of, headline_rows, movie_rows
 
 
 def check_output_folder(path: str, what: str) -> None:
@@ -223,133 +222,6 @@ def _summary(meta: dict, ds, results: dict[str, Any]) -> dict[str, Any]:
 
 # --- the headline table ---------------------------------------------------------------------------
 
-_CLASSES = {*CLASS_ORDER, "all"}
-
-
-def _flatten(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    """A nested headline as ``{path: value}``, each path the tuple of its keys (a key may hold a dot:
-    a threshold ``"0.5"``); short lists of numbers (a step range) stay one value."""
-    out: dict[tuple[str, ...], Any] = {}
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            out.update(_flatten(v, (*prefix, str(k))))
-    elif isinstance(value, (list, tuple)) and not (value and all(isinstance(v, (int, float)) for v in value)
-                                                   and len(value) <= 3):
-        for i, v in enumerate(value):
-            out.update(_flatten(v, (*prefix, str(i))))
-    else:
-        out[prefix] = value
-    return out
-
-
-def _error_key(path: tuple[str, ...]) -> tuple[str, ...] | None:
-    """The number whose standard error ``path`` is (a part ``X_error`` for ``X``), else None."""
-    if not any(p.endswith("_error") for p in path):
-        return None
-    return tuple(p[: -len("_error")] if p.endswith("_error") else p for p in path)
-
-
-def _generic_units(key: str) -> str:
-    last = key.split(".")[-1].lower()
-    parts = key.lower()
-    if "pvalue" in last or last in ("p",):
-        return "1 (p-value)"
-    if last.endswith("step") or last in ("start", "bottom", "contraction_start") or ".freeze_onset." in f".{parts}.":
-        return "steps"
-    if "msd" in parts:
-        return "embedding units²"
-    if any(w in last for w in ("fraction", "ratio", "depth", "excess", "rho", "lr_min", "lr_max", "moved",
-                               "predicted", "rise", "correlation")):
-        return "1"
-    if any(w in last for w in ("radius", "norm", "displacement", "drop", "noise")):
-        return "embedding units"
-    if "temperature" in last:
-        return "sites²"
-    return ""
-
-
-def _fields_of(spec: Any, result: Any) -> dict[str, tuple]:
-    """An analysis's own words on its headline numbers (``Analysis.headline_fields``): a flattened
-    key or pattern -> ``(measured against, units)`` or ``(measured against, units, primary)``."""
-    return {} if spec.headline_fields is None else dict(spec.headline_fields(result))
-
-
-def _describe(key: str, fields: Mapping[str, tuple]) -> tuple[str, str, bool]:
-    """(measured against, units, primary) of a headline number by its dotted path: its analysis's
-    own words where it declares them (the exact path, else the first glob pattern that matches,
-    ``*`` any text), else units read off the path."""
-    found = fields.get(key) or next((v for pattern, v in fields.items() if fnmatch.fnmatchcase(key, pattern)), None)
-    if found is None:
-        return "", _generic_units(key), False
-    about, units, *rest = found
-    return about, units, bool(rest and rest[0])
-
-
-def _value_text(value: Any, error: Any, units: str = "") -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)) and not isinstance(error, (int, float)):
-        return str(int(value))
-    if isinstance(value, (float, int, np.floating)) and "p-value" in units and 0 <= value < 1e-16:
-        return "< 1e-16"  # double precision has lost it
-    if isinstance(value, (float, int, np.floating)):
-        return plus_minus(float(value), float(error) if isinstance(error, (int, float)) else None)
-    if value is None:
-        return "n/a"
-    if isinstance(value, (list, tuple)):
-        return " .. ".join(str(v) for v in value)
-    return str(value)
-
-
-def _quantity(parts: list[str]) -> str:
-    """``["freeze_onset", "0.5"]`` -> ``"freeze onset (0.5)"``, ``["phases", "0", "depth"]`` ->
-    ``"phase 1 depth"``: the name, then the rest of the path."""
-    name = parts[0].replace("_", " ")
-    if len(parts) >= 3 and parts[1].isdigit():
-        return f"{name.rstrip('s')} {int(parts[1]) + 1} {' '.join(parts[2:]).replace('_', ' ')}"
-    rest = ", ".join(parts[1:]).replace("_", " ")
-    return f"{name} ({rest})" if rest else name
-
-
-def headline_rows(headline: Mapping[str, Any], fields: Mapping[str, tuple]) -> list[tuple[bool, list[str]]]:
-    """One analysis's headline as table rows, each ``(primary, [quantity, class, value ± error,
-    units, measured against])`` (an ``X_error`` is shown beside ``X``, not as a row of its own)."""
-    flat = _flatten(_jsonable(headline))
-    errors = {_error_key(k): v for k, v in flat.items() if _error_key(k)}
-    rows = []
-    for path, value in flat.items():
-        if _error_key(path):
-            continue
-        about, units, primary = _describe(".".join(path), fields)
-        cls = next((p for p in path if p in _CLASSES), "")
-        rest = [p for p in path if p != cls] or list(path)
-        rows.append((primary, [_quantity(rest), cls, _value_text(value, errors.get(path), units), units, about]))
-    return rows
-
-
-def _movie_rows(meta: dict) -> list[tuple[str, Any]]:
-    per = meta.get("tokens_per_class") or {}
-    ordered = [(c, per[c]) for c in CLASS_ORDER if c in per] + [(c, n) for c, n in per.items() if c not in CLASS_ORDER]
-    steps = meta.get("steps") or []
-    rows: list[tuple[str, Any]] = [("frames", str(meta["frames"])),
-                                   ("steps", " .. ".join(str(s) for s in steps) if steps else "none"),
-                                   ("tokens", (str(meta["tokens"]), ordered)),
-                                   ("dim", str(meta["dim"])), ("dtype", str(meta["dtype"])),
-                                   ("matrices", ", ".join(map(str, meta.get("matrices") or [])) or "none"),
-                                   ("scalars", ", ".join(map(str, meta.get("scalars") or [])) or "none"),
-                                   ("on disk", f"{meta['bytes_on_disk'] / 2**20:.1f} MiB")]
-    title = (meta.get("attrs") or {}).get("title")
-    if title:
-        rows.insert(0, ("title", str(title)))
-    return rows
-
-
-def _config_text(value: Any) -> str:
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, default=_number) if value else "none"
-    return "none" if value is None else str(value)
-
-
 def _environment() -> Any:
     """The Jinja2 environment of the report and the compare pages: templates from the package,
     every value autoescaped (only our own SVG and the player's fragment are marked safe)."""
@@ -398,19 +270,19 @@ def write_report(movie: str | os.PathLike, output: str | os.PathLike | None = No
         main += [["loss", *row] for row in loss]
     for name, result in results.items():
         if name in summary:
-            rows = headline_rows(summary[name], _fields_of(registry.get(name), result))
+            rows = headline_rows(summary[name], fields_of(registry.get(name), result))
             chosen = [row for primary, row in rows if primary] or [row for _, row in rows[:3]]
             main += [[name, *row] for row in chosen]
             tables.append((name, [row for _, row in rows]))
     config = ds.attrs.get("config", {})
-    config_rows = [[str(k), _config_text(v)] for k, v in (config.items() if isinstance(config, dict) else [])]
+    config_rows = [[str(k), config_text(v)] for k, v in (config.items() if isinstance(config, dict) else [])]
     bad = np.flatnonzero(~proj.finite)
     nonfinite = ({"bad": int(bad.size), "shown": len(proj.finite), "step": int(proj.steps[bad[0]])}
                  if bad.size else None)
     name = os.path.basename(movie)
     lead = (f"{meta['frames']} frames of a {meta['tokens']} x {meta['dim']} {meta['dtype']} token-embedding matrix; "
             f"{len(results)} analyses. Figures are inline SVG: their text is text, and the page needs no network.")
-    page = render("report.html", name=name, lead=lead, movie_rows=_movie_rows(meta), headline_main=main,
+    page = render("report.html", name=name, lead=lead, movie_rows=movie_rows(meta), headline_main=main,
                   headline_tables=tables,
                   figures=[f._replace(markup=Markup(f.markup)) for f in figures], nonfinite=nonfinite,
                   player=Markup(player_fragment(proj, trace=[], size=480)), config_rows=config_rows)
